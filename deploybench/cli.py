@@ -1,0 +1,129 @@
+"""Command line: measure one cell standalone, or from the workflow's canonical cell JSON.
+
+    python -m deploybench measure --architecture workflow/architectures/tiny-qwen3.json \
+        --context 128 --gen 16 --decoding greedy --dtype bfloat16 --out /tmp/cell.parquet
+    python -m deploybench measure --cell-json '{"model_name": ...}' --out results/cells/....parquet
+
+torch is imported only after the GPU lease has set CUDA_VISIBLE_DEVICES.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+from .spec import MEASUREMENT_DEFAULTS, SpecError, validate_cell
+
+STANDARD_DECODING = {
+    "greedy": {"do_sample": False},
+    "top_p": {"do_sample": True, "temperature": 0.7, "top_p": 0.9},
+    "top_k": {"do_sample": True, "temperature": 0.7, "top_k": 50},
+    "high_temp": {"do_sample": True, "temperature": 1.0, "top_p": 0.95},
+    "low_temp": {"do_sample": True, "temperature": 0.3, "top_p": 0.8},
+}
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="deploybench", description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    m = sub.add_parser("measure", help="measure one cell and write its Parquet row")
+    m.add_argument("--cell-json", help="the full cell spec as JSON (what the workflow passes)")
+    src = m.add_mutually_exclusive_group()
+    src.add_argument("--architecture", help="architecture card (random weights)")
+    src.add_argument("--pretrained", help="hub id or local directory (pretrained weights)")
+    m.add_argument("--name", help="model name in the row (default: the card or directory name)")
+    m.add_argument("--revision")
+    m.add_argument("--trust-remote-code", action="store_true")
+    m.add_argument("--experts-implementation")
+    m.add_argument("--context", type=int)
+    m.add_argument("--gen", type=int)
+    m.add_argument(
+        "--decoding",
+        default="greedy",
+        help=f"one of {sorted(STANDARD_DECODING)} or a JSON object",
+    )
+    m.add_argument("--dtype", default="bfloat16")
+    m.add_argument("--backend", default="eager")
+    m.add_argument("--measurement-json", default="{}", help="overrides of the measurement settings")
+    m.add_argument("--out", required=True, help="output Parquet path")
+    return parser
+
+
+def cell_from_args(args) -> dict:
+    if args.cell_json:
+        return json.loads(args.cell_json)
+    if not (args.architecture or args.pretrained):
+        raise SpecError("model: give --architecture, --pretrained or --cell-json")
+    for field in ("context", "gen"):
+        if getattr(args, field) is None:
+            raise SpecError(f"{field}: required")
+    if args.architecture:
+        model = {"source": "random", "architecture": args.architecture}
+        name = args.name or Path(args.architecture).stem
+    else:
+        model = {
+            "source": "pretrained",
+            "id": args.pretrained,
+            "trust_remote_code": args.trust_remote_code,
+        }
+        if args.revision:
+            model["revision"] = args.revision
+        name = args.name or Path(args.pretrained).name
+    if args.experts_implementation:
+        model["experts_implementation"] = args.experts_implementation
+    if args.decoding in STANDARD_DECODING:
+        decoding_name, decoding = args.decoding, STANDARD_DECODING[args.decoding]
+    else:
+        try:
+            decoding = json.loads(args.decoding)
+        except json.JSONDecodeError:
+            raise SpecError(f"decoding: {args.decoding!r} is neither {sorted(STANDARD_DECODING)} nor JSON") from None
+        decoding_name = "custom"
+    return {
+        "model_name": name,
+        "model": model,
+        "decoding_name": decoding_name,
+        "decoding": decoding,
+        "measurement": {**MEASUREMENT_DEFAULTS, **json.loads(args.measurement_json)},
+        "context": args.context,
+        "gen": args.gen,
+        "dtype": args.dtype,
+        "backend": args.backend,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    try:
+        cell = validate_cell(cell_from_args(args))
+    except (SpecError, json.JSONDecodeError) as exc:
+        print(f"deploybench: invalid cell spec: {exc}", file=sys.stderr)
+        return 2
+
+    from .gpu_lease import lease_gpu
+
+    with lease_gpu() as lease:
+        logging.info("GPU lease: %s", lease)
+        from .measure import measure_cell
+        from .schema import write_row
+
+        row = measure_cell(cell)
+        write_row(row, args.out)
+    logging.info(
+        "%s: status=%s valid=%s ttft_ms=%s decode_tps=%s e2e_tps=%s",
+        row["cell_id"],
+        row["status"],
+        row.get("valid"),
+        row.get("ttft_ms"),
+        row.get("decode_tps"),
+        row.get("e2e_tps"),
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

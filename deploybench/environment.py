@@ -1,0 +1,75 @@
+"""What machine and software a row was measured with."""
+
+from __future__ import annotations
+
+import platform
+import socket
+from datetime import UTC, datetime
+
+import torch
+
+
+def utc_now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+def resolve_device(requested: str) -> str:
+    """auto -> cuda when a GPU is visible, else cpu. Asking for cuda without one is an error."""
+    if requested == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if requested == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("measurement.device is cuda but torch sees no CUDA device")
+    return requested
+
+
+def _cpu_name() -> str:
+    try:
+        with open("/proc/cpuinfo") as fh:
+            for line in fh:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def capture(device: str) -> dict:
+    import transformers
+
+    env = {
+        "device": "cuda" if device.startswith("cuda") else "cpu",
+        "torch_version": torch.__version__,
+        "transformers_version": transformers.__version__,
+        "python_version": platform.python_version(),
+        "hostname": socket.gethostname(),
+        "cuda_version": torch.version.cuda,
+        "device_uuid": None,
+        "driver_version": None,
+    }
+    if device.startswith("cuda"):
+        props = torch.cuda.get_device_properties(torch.cuda.current_device())
+        env["device_name"] = props.name
+        env["device_uuid"] = _gpu_uuid(props)
+        env["driver_version"] = _driver_version()
+    else:
+        env["device_name"] = _cpu_name()
+    return env
+
+
+def _gpu_uuid(props) -> str | None:
+    uuid = getattr(props, "uuid", None)
+    if uuid is None:
+        return None
+    text = str(uuid)
+    return text if text.startswith("GPU-") else f"GPU-{text}"
+
+
+def _driver_version() -> str | None:
+    try:
+        import pynvml
+
+        pynvml.nvmlInit()
+        version = pynvml.nvmlSystemGetDriverVersion()
+        return version.decode() if isinstance(version, bytes) else version
+    except Exception:  # NVML is optional: the row says null rather than failing
+        return None

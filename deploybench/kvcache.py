@@ -1,0 +1,82 @@
+"""KV cache size: measured from the returned cache tensors, and predicted from the architecture.
+
+The two must agree exactly; a mismatch means the analytic model (or the cache) is not what we
+think it is, and the row is marked invalid.
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+def measured_kv_bytes(cache) -> int:
+    """Bytes of the key and value tensors a generate call returned."""
+    total = 0
+    for layer in cache.layers:
+        for tensor in (getattr(layer, "keys", None), getattr(layer, "values", None)):
+            if isinstance(tensor, torch.Tensor):
+                total += tensor.numel() * tensor.element_size()
+    return total
+
+
+def _layer_types(config) -> list[str]:
+    types = getattr(config, "layer_types", None)
+    if types:
+        return list(types)
+    return ["full_attention"] * config.num_hidden_layers
+
+
+def _head_dim(config) -> int:
+    return getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+
+
+def cached_tokens(
+    config,
+    layer_type: str,
+    seen_tokens: int,
+    cache_implementation: str,
+    max_cache_len: int,
+) -> int:
+    """Tokens a layer's cache holds after `seen_tokens` tokens went through the model."""
+    window = getattr(config, "sliding_window", None)
+    sliding = layer_type == "sliding_attention" and window
+    if cache_implementation == "static":
+        # Static caches are allocated up front: full layers for max_cache_len, sliding ones for the window.
+        return min(window, max_cache_len) if sliding else max_cache_len
+    # A dynamic sliding layer keeps the last window - 1 tokens (the new one makes the window).
+    return min(seen_tokens, window - 1) if sliding else seen_tokens
+
+
+def analytic_kv_bytes(
+    config,
+    context: int,
+    gen: int,
+    dtype: torch.dtype,
+    cache_implementation: str = "dynamic",
+    batch: int = 1,
+) -> int:
+    """KV bytes after generating `gen` tokens from a `context`-token prompt.
+
+    The last generated token is never fed back, so the cache has seen context + gen - 1 tokens.
+    """
+    seen = context + gen - 1
+    per_token_per_layer = 2 * batch * config.num_key_value_heads * _head_dim(config) * dtype.itemsize
+    return sum(
+        per_token_per_layer * cached_tokens(config, kind, seen, cache_implementation, context + gen)
+        for kind in _layer_types(config)
+    )
+
+
+def kv_bytes_read_per_token(config, context: int, gen: int, dtype: torch.dtype) -> float:
+    """Mean KV bytes a decode step reads over the generation (attention reads the whole cache)."""
+    per_token_per_layer = 2 * config.num_key_value_heads * _head_dim(config) * dtype.itemsize
+    window = getattr(config, "sliding_window", None)
+    total = 0.0
+    for kind in _layer_types(config):
+        # Step i (0-based) attends over context + i tokens; average over the gen - 1 decode steps.
+        steps = range(1, gen)
+        attended = [context + i for i in steps] or [context]
+        if kind == "sliding_attention" and window:
+            attended = [min(a, window) for a in attended]
+        total += per_token_per_layer * sum(attended) / len(attended)
+    return total
