@@ -15,6 +15,7 @@ import logging
 import sys
 from pathlib import Path
 
+from . import HARNESS_VERSION
 from .spec import MEASUREMENT_DEFAULTS, SpecError, validate_cell
 
 STANDARD_DECODING = {
@@ -30,7 +31,8 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="deploybench", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
     m = sub.add_parser("measure", help="measure one cell and write its Parquet row")
-    m.add_argument("--cell-json", help="the full cell spec as JSON (what the workflow passes)")
+    m.add_argument("--cell-json", help="the full cell spec as JSON")
+    m.add_argument("--spec-json", help='what the workflow passes: {"cell": <cell spec>, "harness_version": ...}')
     src = m.add_mutually_exclusive_group()
     src.add_argument("--architecture", help="architecture card (random weights)")
     src.add_argument("--pretrained", help="hub id or local directory (pretrained weights)")
@@ -49,10 +51,23 @@ def _parser() -> argparse.ArgumentParser:
     m.add_argument("--backend", default="eager")
     m.add_argument("--measurement-json", default="{}", help="overrides of the measurement settings")
     m.add_argument("--out", required=True, help="output Parquet path")
+    m.add_argument(
+        "--archive-dir",
+        default="results/archive",
+        help="every finished row is also kept here, so a later failed rerun of the cell loses nothing ('' to skip)",
+    )
     return parser
 
 
 def cell_from_args(args) -> dict:
+    if args.spec_json:
+        spec = json.loads(args.spec_json)
+        if spec.get("harness_version") != HARNESS_VERSION:
+            raise SpecError(
+                f"harness_version: the workflow asked for {spec.get('harness_version')!r}, "
+                f"this library is {HARNESS_VERSION!r}"
+            )
+        return spec["cell"]
     if args.cell_json:
         return json.loads(args.cell_json)
     if not (args.architecture or args.pretrained):
@@ -113,6 +128,9 @@ def main(argv: list[str] | None = None) -> int:
 
         row = measure_cell(cell)
         write_row(row, args.out)
+        if args.archive_dir:
+            stamp = row["started_at"].replace(":", "").replace("+0000", "Z")
+            write_row(row, Path(args.archive_dir) / row["cell_id"] / f"{stamp}.parquet")
     logging.info(
         "%s: status=%s valid=%s ttft_ms=%s decode_tps=%s e2e_tps=%s",
         row["cell_id"],

@@ -1,0 +1,145 @@
+"""Active Parameter Efficiency (APE) and ratios to a baseline model (DESIGN.md, "APE").
+
+APE divides a figure by the parameters a token multiplies (in billions), which puts mixture-of-
+experts and dense models on one scale. Failed rows and missing inputs give NaN (null in Parquet),
+never a division by zero or by None.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+APE_COLUMNS = {
+    "ape_e2e_tps_per_active_b": {
+        "label": "End-to-end tok/s per active B",
+        "unit": "tok/s per B active params",
+        "higher_is_better": True,
+        "definition": "e2e_tps / (active_params / 1e9)",
+    },
+    "ape_decode_tps_per_active_b": {
+        "label": "Decode tok/s per active B",
+        "unit": "tok/s per B active params",
+        "higher_is_better": True,
+        "definition": "decode_tps / (active_params / 1e9)",
+    },
+    "ape_inv_ttft_per_s_per_active_b": {
+        "label": "1/TTFT per active B",
+        "unit": "s^-1 per B active params",
+        "higher_is_better": True,
+        "definition": "(1000 / ttft_ms) / (active_params / 1e9)",
+    },
+    "ape_tokens_per_j_per_active_b": {
+        "label": "Tokens per joule per active B",
+        "unit": "tok/J per B active params",
+        "higher_is_better": True,
+        "definition": "tokens_per_j / (active_params / 1e9); tokens_per_j = 1000 / j_per_1k_tokens where it is empty",
+    },
+    "e2e_tps_per_peak_gb": {
+        "label": "End-to-end tok/s per peak GB",
+        "unit": "tok/s per GB (1e9 bytes)",
+        "higher_is_better": True,
+        "definition": "e2e_tps / (peak_allocated_bytes / 1e9)",
+    },
+}
+
+# Figures compared with the baseline model, and whether a larger figure is better.
+RATIO_METRICS = {
+    "e2e_tps": True,
+    "decode_tps": True,
+    "ttft_ms": False,
+    "peak_allocated_bytes": False,
+    "j_per_1k_tokens": False,
+    **{col: spec["higher_is_better"] for col, spec in APE_COLUMNS.items()},
+}
+RATIO_COLUMNS = {
+    f"ratio_to_baseline_{metric}": {
+        "label": f"{metric} / baseline",
+        "unit": "x",
+        "higher_is_better": higher,
+        "definition": f"{metric} of the row / {metric} of the baseline model at the same cell "
+        f"(same {', '.join(('source', 'backend', 'dtype', 'context_tokens', 'gen_tokens', 'decoding'))})",
+    }
+    for metric, higher in RATIO_METRICS.items()
+}
+CELL_KEY = ["source", "backend", "dtype", "context_tokens", "gen_tokens", "decoding"]
+
+
+def _col(df: pd.DataFrame, name: str) -> np.ndarray:
+    """A column as float64 with NaN for null or non-numeric (absent column: all NaN)."""
+    if name not in df:
+        return np.full(len(df), np.nan)
+    return pd.to_numeric(df[name], errors="coerce").to_numpy(dtype="float64", na_value=np.nan)
+
+
+def _div(num: np.ndarray, den: np.ndarray) -> np.ndarray:
+    ok = np.isfinite(num) & np.isfinite(den) & (den > 0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(ok, num / np.where(ok, den, 1.0), np.nan)
+
+
+def add_ape(df: pd.DataFrame) -> pd.DataFrame:
+    out = df.copy()
+    ok = (out["status"] == "ok").to_numpy(dtype=bool, na_value=False)
+    active_b = _col(out, "active_params") / 1e9
+    tokens_per_j = _col(out, "tokens_per_j")
+    tokens_per_j = np.where(
+        np.isfinite(tokens_per_j),
+        tokens_per_j,
+        _div(1000.0, _col(out, "j_per_1k_tokens")),
+    )
+    values = {
+        "ape_e2e_tps_per_active_b": _div(_col(out, "e2e_tps"), active_b),
+        "ape_decode_tps_per_active_b": _div(_col(out, "decode_tps"), active_b),
+        "ape_inv_ttft_per_s_per_active_b": _div(_div(1000.0, _col(out, "ttft_ms")), active_b),
+        "ape_tokens_per_j_per_active_b": _div(tokens_per_j, active_b),
+        "e2e_tps_per_peak_gb": _div(_col(out, "e2e_tps"), _col(out, "peak_allocated_bytes") / 1e9),
+    }
+    for col, v in values.items():
+        out[col] = np.where(ok, v, np.nan)
+    return out
+
+
+def _key(row: dict) -> tuple:
+    # Null and NaN identity values (an unknown context) compare equal to each other.
+    return tuple(None if pd.isna(row.get(c)) else row.get(c) for c in CELL_KEY)
+
+
+def _unique(indices: list[int]) -> int:
+    return indices[0] if len(indices) == 1 else -1  # none or several: no baseline
+
+
+def add_ratios(df: pd.DataFrame, baseline_model) -> pd.DataFrame:
+    """ratio_to_baseline_<metric>: the row's figure over the baseline model's at the same cell.
+
+    `baseline_model` is a model name, or {source: model name} where sources use different names.
+    A cell whose baseline row is missing, failed or not unique gets NaN and no baseline name.
+    """
+    out = df.copy()
+    rows = out.to_dict("records")
+
+    def baseline_of(row):
+        if isinstance(baseline_model, dict):
+            return baseline_model.get(row.get("source"))
+        return baseline_model
+
+    baselines: dict[tuple, list[int]] = {}
+    for i, row in enumerate(rows):
+        if row.get("model") == baseline_of(row) and row.get("status") == "ok":
+            baselines.setdefault(_key(row), []).append(i)
+    idx = np.array([_unique(baselines.get(_key(r), [])) for r in rows], dtype=int)
+    has = idx >= 0
+    ok = (out["status"] == "ok").to_numpy(dtype=bool, na_value=False)
+    for metric in RATIO_METRICS:
+        values = _col(out, metric)
+        base = np.full(len(rows), np.nan)
+        base[has] = values[idx[has]]
+        out[f"ratio_to_baseline_{metric}"] = np.where(ok & has, _div(values, base), np.nan)
+    names = [baseline_of(r) if h and o else None for r, h, o in zip(rows, has, ok)]
+    out["ratio_baseline_model"] = pd.Series(names, index=out.index, dtype="str")
+    return out
+
+
+def compute_ape(df: pd.DataFrame, baseline_model) -> pd.DataFrame:
+    """APE columns (APE_COLUMNS) and baseline ratios (RATIO_COLUMNS) added to a copy of `df`."""
+    return add_ratios(add_ape(df), baseline_model)

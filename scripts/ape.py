@@ -1,0 +1,27 @@
+"""Rule adapter: corrected.parquet -> ape.parquet (+ .csv): APE columns and baseline ratios."""
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repo root, for deploybench
+from deploybench.ape import compute_ape  # noqa: E402
+from deploybench.consolidate import read_table, write_table  # noqa: E402
+
+
+def main(table, baseline_model, output):
+    write_table(compute_ape(read_table(table), baseline_model), output)
+
+
+if "snakemake" in globals():
+    sm = globals()["snakemake"]
+    main(sm.input[0], sm.params.baseline_model, sm.output[0])
+else:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("table", nargs="?", default="results/corrected.parquet")
+    ap.add_argument("--baseline-model", required=True, help='name, or JSON {"source": "name"}')
+    ap.add_argument("--output", default="results/ape.parquet")
+    a = ap.parse_args()
+    b = a.baseline_model
+    main(a.table, json.loads(b) if b.startswith("{") else b, a.output)

@@ -1,0 +1,44 @@
+# Config -> cells, per-cell params and wildcard constraints. No rules here.
+import sys
+
+sys.path.insert(0, workflow.basedir)  # deploybench/ sits next to the Snakefile
+
+from deploybench.config import (
+    CELL_PATTERN,
+    all_cells,
+    cell_params,
+    cells_by_study,
+    check_duplicate_keys,
+    find_cell,
+    validate_config,
+)
+
+PYTHON = sys.executable
+
+# Validate before any job is scheduled: a bad config stops here, naming the key.
+for _configfile in workflow.configfiles:
+    check_duplicate_keys(_configfile)
+validate_config(config, f"{workflow.basedir}/workflow/schemas/config.schema.yaml")
+
+CELLS = all_cells(config)
+CELL_FILES = [cell.path for cell in CELLS]
+
+
+wildcard_constraints:
+    model=r"[A-Za-z0-9][A-Za-z0-9._-]*",
+    backend=r"eager|compiled",
+    dtype=r"bfloat16|float16|float32",
+    context=r"\d+",
+    gen=r"\d+",
+    decoding=r"[A-Za-z0-9_.]+",
+
+
+def measure_params(wildcards):
+    """Only this cell's effective settings, as canonical JSON: the rerun trigger."""
+    return cell_params(config, find_cell(config, wildcards))
+
+
+def external_table_paths():
+    return [
+        table["path"] for table in config.get("analysis", {}).get("external_tables", [])
+    ]
