@@ -98,7 +98,7 @@ def measure_cell(cell: dict) -> dict:
             raise failures.ContextTooLongError(
                 f"context {cell['context']} + gen {cell['gen']} exceeds max_position_embeddings {limit}"
             )
-        row.update(_measure_loaded(cell, device, config))
+        row.update(_measure_loaded(cell, device, config, row["active_params"]))
     except Exception as exc:  # expected failures become rows; the rest propagates
         kind = failures.classify(exc)
         if kind is None:
@@ -122,7 +122,7 @@ def _param_counts(model_spec: dict, config) -> dict:
     return counts
 
 
-def _measure_loaded(cell: dict, device: str, config) -> dict:
+def _measure_loaded(cell: dict, device: str, config, active_params: int) -> dict:
     measurement = cell["measurement"]
     dtype = models.TORCH_DTYPES[cell["dtype"]]
     out: dict = {}
@@ -205,7 +205,7 @@ def _measure_loaded(cell: dict, device: str, config) -> dict:
         out["energy_runs"] = energy_runs
 
     bytes_per_token = roofline.decode_bytes_per_token(
-        _active_params(cell["model"], config),
+        active_params,
         dtype,
         kvcache.kv_bytes_read_per_token(config, prompt.context_tokens_measured, cell["gen"], dtype),
     )
@@ -217,10 +217,6 @@ def _measure_loaded(cell: dict, device: str, config) -> dict:
     out["valid"] = not reasons
     out["invalid_reasons"] = reasons
     return out
-
-
-def _active_params(model_spec, config) -> int:
-    return model_spec.get("active_params") or params.count_from_config(config)["active_params"]
 
 
 def _prompt(loaded, config, cell) -> prompts.Prompt:

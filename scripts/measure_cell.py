@@ -2,15 +2,22 @@
 
     python scripts/measure_cell.py --spec-json '{"cell": {...}, "harness_version": "1"}' --out PATH
 
+With DEPLOYBENCH_WARM=1 the cell runs in a fork of a warm server (imports paid once).
 Also runnable by hand with every option of `python -m deploybench measure --help`.
 """
 
+import os
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from deploybench.cli import main  # noqa: E402
-
 if __name__ == "__main__":
+    if os.environ.get("DEPLOYBENCH_WARM") == "1":
+        # Fork from a server that has torch imported already (see deploybench/warm.py).
+        from deploybench.warm import run_via_server
+
+        sys.exit(run_via_server(["measure", *sys.argv[1:]]))
+    from deploybench.cli import main
+
     sys.exit(main(["measure", *sys.argv[1:]]))
