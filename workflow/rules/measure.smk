@@ -8,7 +8,7 @@ rule measure:
     log:
         "logs/measure/{model}/{backend}-{dtype}/c{context}-g{gen}-{decoding}.log",
     benchmark:
-        "benchmarks/measure/{model}/{backend}-{dtype}/c{context}-g{gen}-{decoding}.tsv"
+        "logs/benchmarks/measure/{model}/{backend}-{dtype}/c{context}-g{gen}-{decoding}.tsv"
     resources:
         gpu=1,
     params:
