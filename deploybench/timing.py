@@ -67,17 +67,17 @@ def generation_config(
 ):
     """A generation config that produces exactly `new_tokens` tokens.
 
-    eos_token_id is None so an end-of-sequence token cannot stop the run early; sampling
-    parameters not given are switched off explicitly rather than left to library defaults.
+    No EOS token stops it: an EOS is generated like any other token and kept, so the output is
+    what the model chose rather than a masked second choice. Sampling parameters not given are
+    switched off explicitly rather than left to library defaults.
     """
     from transformers import GenerationConfig
 
     do_sample = bool(decoding.get("do_sample", False))
     kwargs = dict(
         max_new_tokens=new_tokens,
-        min_new_tokens=new_tokens,
         do_sample=do_sample,
-        eos_token_id=None,
+        eos_token_id=[],  # empty, not None: None falls back to the model's own EOS
         pad_token_id=pad_token_id,
         return_dict_in_generate=True,
     )

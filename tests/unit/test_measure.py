@@ -1,0 +1,219 @@
+"""The measurement engine on CPU: rows, KV agreement, exact generation, failures, dtypes, loading."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pyarrow.parquet as pq
+import pytest
+import torch
+
+from deploybench import measure, models
+from deploybench.cli import STANDARD_DECODING
+from deploybench.kvcache import analytic_kv_bytes, measured_kv_bytes
+from deploybench.schema import read_rows, write_row
+from deploybench.spec import MEASUREMENT_DEFAULTS, SpecError
+from deploybench.timing import generation_config, timed_generate
+from tests.fixtures.tokenizers import save_tokenizer
+
+CARDS = {
+    "gpt_oss": "workflow/architectures/tiny-gpt-oss.json",
+    "qwen3": "workflow/architectures/tiny-qwen3.json",
+    "llama": "workflow/architectures/tiny-llama.json",
+}
+FAST = {**MEASUREMENT_DEFAULTS, "warmup_runs": 1, "n_runs": 2}
+
+
+def make_cell(model: dict, context=24, gen=6, dtype="bfloat16", decoding="greedy", name="m", **measurement):
+    return {
+        "model_name": name,
+        "model": model,
+        "decoding_name": decoding,
+        "decoding": STANDARD_DECODING[decoding],
+        "measurement": {**FAST, **measurement},
+        "context": context,
+        "gen": gen,
+        "dtype": dtype,
+        "backend": "eager",
+    }
+
+
+def random_model(family: str) -> dict:
+    return {"source": "random", "architecture": CARDS[family]}
+
+
+@pytest.mark.parametrize("family", sorted(CARDS))
+@pytest.mark.parametrize("context", [8, 40, 100])  # tiny gpt-oss slides over 32 tokens
+def test_kv_cache_measured_equals_analytic(family, context):
+    loaded = models.load_model(random_model(family), "bfloat16", "cpu")
+    config = loaded.model.config
+    ids = torch.randint(3, 1000, (1, context))
+    gen_config = generation_config({"do_sample": False}, 7, pad_token_id=0)
+    timing, output = timed_generate(loaded.model, ids, torch.ones_like(ids), gen_config, "cpu", seed=0, clock=True)
+    assert timing.new_tokens == 7 and len(timing.token_times) == 7
+    measured = measured_kv_bytes(output.past_key_values)
+    assert measured == analytic_kv_bytes(config, context, 7, torch.bfloat16)
+    assert measured > 0
+
+
+def test_sliding_window_layers_are_capped():
+    config = models.load_card(CARDS["gpt_oss"])  # 2 sliding (window 32) + 2 full layers, 2 kv heads x 16
+    per_token_layer = 2 * 2 * 16 * 2
+    assert analytic_kv_bytes(config, 100, 7, torch.bfloat16) == per_token_layer * (2 * 106 + 2 * 31)
+
+
+def _eos_first_model():
+    """A tiny llama whose every greedy choice is the EOS token."""
+    loaded = models.load_model(random_model("llama"), "float32", "cpu")
+    model = loaded.model
+    eos = model.config.eos_token_id
+    head = torch.nn.Linear(model.config.hidden_size, model.config.vocab_size, bias=True)
+    torch.nn.init.zeros_(head.weight)
+    with torch.no_grad():
+        head.bias.zero_()
+        head.bias[eos] = 100.0
+    model.lm_head = head
+    return model, eos
+
+
+def test_exactly_gen_tokens_even_when_first_choice_is_eos():
+    model, eos = _eos_first_model()
+    ids = torch.randint(3, 1000, (1, 16))
+    mask = torch.ones_like(ids)
+    # Plain generate stops at once: the model really prefers EOS.
+    stock = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=12, do_sample=False, pad_token_id=0)
+    assert stock.shape[1] - 16 < 12
+    timing, output = timed_generate(model, ids, mask, generation_config({}, 12, 0), "cpu", seed=0, clock=True)
+    assert timing.new_tokens == 12
+    assert output.sequences[0, 16:].tolist() == [eos] * 12
+
+
+def test_row_of_a_random_cell_is_complete_and_valid(tmp_path):
+    row = measure.measure_cell(make_cell(random_model("gpt_oss"), context=48, gen=8))
+    assert row["status"] == "ok" and row["valid"], row["invalid_reasons"]
+    assert row["context_tokens_measured"] == 48 and row["gen_tokens_measured"] == 8
+    assert len(row["ttft_ms_samples"]) == 2 and len(row["e2e_ms_samples"]) == 2
+    assert len(row["itl_ms_samples"]) == 2 * 7
+    assert row["tpot_ms"] == pytest.approx(1000 / row["decode_tps"])
+    assert row["e2e_tps"] == pytest.approx(8 / (row["e2e_ms_p50"] / 1000))
+    assert row["e2e_ms_p50"] <= row["e2e_ms_p95"] <= row["e2e_ms_p99"] <= max(row["e2e_ms_samples"])
+    assert row["kv_cache_bytes"] == row["kv_cache_bytes_analytic"]
+    # CPU: allocator fields null with a reason, host RSS under its own name, energy null with reason.
+    assert row["peak_allocated_bytes"] is None and "cpu" in row["memory_null_reason"]
+    assert row["host_peak_rss_bytes"] > 0
+    assert row["energy_j"] is None and row["energy_source"].startswith("unavailable")
+    assert row["experts_implementation"] == "grouped_mm" and row["experts_read_per_token"] == "routed"
+    assert row["active_params"] < row["total_params"]
+    path = write_row(row, tmp_path / "cell.parquet")
+    assert read_rows(path)[0]["cell_id"] == row["cell_id"]
+    assert pq.read_schema(path).metadata[b"deploybench_schema_version"] == b"1.0"
+
+
+@pytest.mark.parametrize("family", sorted(CARDS))
+@pytest.mark.parametrize("dtype", ["bfloat16", "float16", "float32"])
+def test_every_dtype_runs_for_every_family(family, dtype):
+    row = measure.measure_cell(make_cell(random_model(family), context=16, gen=4, dtype=dtype, n_runs=1))
+    assert row["status"] == "ok", row["error"]
+    assert row["kv_cache_bytes"] == row["kv_cache_bytes_analytic"]
+
+
+@pytest.mark.parametrize("decoding", sorted(STANDARD_DECODING))
+def test_decoding_modes_are_seeded(decoding):
+    model, _ = models.load_model(random_model("qwen3"), "float32", "cpu").model, None
+    ids = torch.randint(3, 1000, (1, 12))
+    config = generation_config(STANDARD_DECODING[decoding], 8, 0)
+    runs = [timed_generate(model, ids, torch.ones_like(ids), config, "cpu", seed=5, clock=False)[1] for _ in range(2)]
+    assert torch.equal(runs[0].sequences, runs[1].sequences)
+
+
+def test_context_over_the_limit_is_a_failed_row_before_loading(monkeypatch):
+    monkeypatch.setattr(models, "load_model", lambda *a, **k: pytest.fail("must not load"))
+    row = measure.measure_cell(make_cell(random_model("llama"), context=510, gen=16))  # max positions 512
+    assert row["status"] == "failed" and row["failure_kind"] == "context_too_long"
+    assert "512" in row["error"] and row["valid"] is False
+
+
+def test_out_of_memory_is_a_failed_row(monkeypatch):
+    def oom(*args, **kwargs):
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 253.00 GiB")
+
+    monkeypatch.setattr(models, "load_model", oom)
+    row = measure.measure_cell(make_cell(random_model("qwen3")))
+    assert row["status"] == "failed" and row["failure_kind"] == "oom"
+    assert "253.00 GiB" in row["error"]
+
+
+def test_unexpected_errors_propagate(monkeypatch):
+    def bug(*args, **kwargs):
+        raise KeyError("a harness bug")
+
+    monkeypatch.setattr(models, "load_model", bug)
+    with pytest.raises(KeyError):
+        measure.measure_cell(make_cell(random_model("qwen3")))
+
+
+BAD_SPECS = {
+    "context": lambda c: c.update(context=0),
+    "gen": lambda c: c.update(gen=-1),
+    "dtype": lambda c: c.update(dtype="float8"),
+    "backend": lambda c: c.update(backend="vllm"),
+    "decoding.greedy.num_beams": lambda c: c["decoding"].update(num_beams=4),
+    "models.m.source": lambda c: c["model"].update(source="s3"),
+    "models.m.architecture": lambda c: c["model"].update(architecture="nope.json"),
+    "measurement.n_runs": lambda c: c["measurement"].update(n_runs=0),
+    "model_name": lambda c: c.pop("model_name"),
+}
+
+
+@pytest.mark.parametrize("field", sorted(BAD_SPECS))
+def test_bad_spec_names_the_field_before_loading(field, monkeypatch):
+    monkeypatch.setattr(models, "load_model", lambda *a, **k: pytest.fail("must not load"))
+    cell = make_cell(random_model("qwen3"))
+    cell["decoding"] = dict(cell["decoding"])
+    BAD_SPECS[field](cell)
+    with pytest.raises(SpecError, match=field.replace(".", r"\.")):
+        measure.measure_cell(cell)
+
+
+def test_card_that_does_not_parse(tmp_path):
+    card = tmp_path / "broken.json"
+    card.write_text("{ not json")
+    with pytest.raises(SpecError, match="architecture.*not valid JSON"):
+        measure.measure_cell(make_cell({"source": "random", "architecture": str(card)}))
+
+
+FAMILY_TOKENIZER = {"gpt_oss": "system_chat", "qwen3": "plain_chat", "llama": "no_template"}
+
+
+@pytest.mark.parametrize("family", sorted(CARDS))
+def test_pretrained_from_a_local_directory(family, tmp_path):
+    """The path real users take: save_pretrained, then from_pretrained through the harness."""
+    directory = tmp_path / family
+    model = models.load_model(random_model(family), "float32", "cpu").model
+    model.save_pretrained(directory)
+    save_tokenizer(FAMILY_TOKENIZER[family], directory)
+    row = measure.measure_cell(make_cell({"source": "pretrained", "id": str(directory)}, context=60, gen=5))
+    assert row["status"] == "ok" and row["valid"], row["invalid_reasons"]
+    assert row["weights_source"] == "pretrained"
+    assert row["prompt_mode"] == ("raw_text" if family == "llama" else "chat_template")
+    assert row["context_tokens_measured"] == 60
+
+
+def test_command_line_measures_one_cell(tmp_path):
+    out = tmp_path / "cell.parquet"
+    cmd = [sys.executable, "-m", "deploybench", "measure", "--architecture", CARDS["qwen3"], "--context", "20"]
+    cmd += ["--gen", "4", "--decoding", "top_k", "--measurement-json", json.dumps({"n_runs": 1}), "--out", str(out)]
+    cmd += ["--archive-dir", str(tmp_path / "archive")]
+    subprocess.run(cmd, check=True, timeout=300, capture_output=True)
+    row = read_rows(out)[0]
+    assert row["cell_id"] == "tiny-qwen3/eager-bfloat16/c20-g4-top_k" and row["top_k"] == 50
+    assert len(list((tmp_path / "archive").rglob("*.parquet"))) == 1
+
+
+def test_command_line_rejects_bad_input_naming_the_field(tmp_path):
+    cmd = [sys.executable, "-m", "deploybench", "measure", "--architecture", CARDS["qwen3"], "--context", "0"]
+    proc = subprocess.run([*cmd, "--gen", "4", "--out", str(tmp_path / "x.parquet")], capture_output=True, text=True)
+    assert proc.returncode == 2 and "context" in proc.stderr
+    assert not (tmp_path / "x.parquet").exists()
