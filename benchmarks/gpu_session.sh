@@ -6,7 +6,7 @@
 set -uo pipefail
 OUT=${OUT:-/tmp/deploybench-out}; mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1 CUDA_DEVICE_ORDER=PCI_BUS_ID
-python3 -m pip install -q --no-index --find-links .whl snakemake==9.27.1 snakemake-executor-plugin-slurm==2.8.0 \
+python3 -m pip install -q --no-index --find-links .whl snakemake==9.27.1 \
   2>&1 | grep -v -i warning | tail -3
 if [ -f gpu-state/state.tar.gz ]; then tar xzf gpu-state/state.tar.gz; echo "restored $(ls results/cells/*/*/*.parquet 2>/dev/null | wc -l) cells"; fi
 nvidia-smi --query-gpu=name,uuid,driver_version,memory.total,clocks.max.sm --format=csv,noheader
