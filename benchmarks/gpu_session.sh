@@ -16,7 +16,7 @@ if [ -n "${1:-}" ]; then
   python3 -m pytest $1 2>&1 | tee "$OUT/pytest.log" | tail -40
 fi
 if [ -n "${2:-}" ]; then
-  /usr/bin/time -v python3 -m snakemake $2 2>&1 | tee "$OUT/snakemake.log" | grep -E "Finished|Error|error|steps|Elapsed|Maximum resident" | tail -60
+  timeout ${3:-400} /usr/bin/time -v python3 -m snakemake $2 2>&1 | tee "$OUT/snakemake.log" | grep -E "Finished|Error|error|steps|Elapsed|Maximum resident" | tail -60
 fi
 echo "session wall s: $(( $(date +%s) - start ))"
 tar czf "$OUT/state.tar.gz" results logs .snakemake/metadata 2>/dev/null

@@ -42,9 +42,7 @@ def test_trapezoid_uneven_timestamps_and_ramp():
 
 def test_trapezoid_step_uses_real_timestamps():
     # 100 W for 0.5 s, then 300 W for 0.1 s: (0.5*100) + (0.1*(100+300)/2) = 70 J.
-    assert integrate_trapezoid([0.0, 0.5, 0.6], [100.0, 100.0, 300.0]) == pytest.approx(
-        70.0
-    )
+    assert integrate_trapezoid([0.0, 0.5, 0.6], [100.0, 100.0, 300.0]) == pytest.approx(70.0)
 
 
 def test_trapezoid_too_few_samples_is_none_not_zero():
@@ -130,9 +128,7 @@ def test_unavailable_record():
     assert rec["energy_source"] == "unavailable: no CUDA device (device=cpu)"
     assert all(rec[k] is None for k in ENERGY_FIELDS if k != "energy_source")
     # A bare reason gets the prefix, so consumers can test startswith("unavailable").
-    assert unavailable("NVML init failed: x")["energy_source"] == (
-        "unavailable: NVML init failed: x"
-    )
+    assert unavailable("NVML init failed: x")["energy_source"] == ("unavailable: NVML init failed: x")
 
 
 def test_energy_fields_list():
@@ -160,9 +156,7 @@ def test_normalize_uuid_torch_vs_nvml():
     assert normalize_uuid(torch_form) == "a1b2c3d4e5f60718293a4b5c6d7e8f90"
     assert normalize_uuid(nvml_form) == normalize_uuid(torch_form)
     assert normalize_uuid(nvml_form.encode()) == normalize_uuid(torch_form)
-    assert normalize_uuid("GPU-a1b2c3d4-e5f6-0718-293a-000000000000") != normalize_uuid(
-        torch_form
-    )
+    assert normalize_uuid("GPU-a1b2c3d4-e5f6-0718-293a-000000000000") != normalize_uuid(torch_form)
 
 
 def test_pci_bus_id_normalisation():
@@ -389,9 +383,7 @@ def test_meter_counter_going_backwards_is_unavailable():
 
 def test_open_device_cpu_is_unavailable():
     assert open_device("cpu") == "unavailable: no CUDA device (device=cpu)"
-    assert (
-        open_device(torch.device("cpu")) == "unavailable: no CUDA device (device=cpu)"
-    )
+    assert open_device(torch.device("cpu")) == "unavailable: no CUDA device (device=cpu)"
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the no-CUDA path")

@@ -35,9 +35,7 @@ SENTINEL = "\x00FILLER\x00"
 def loaded(tmp_path_factory):
     """Each kind saved and loaded back through AutoTokenizer, the path real runs take."""
     return {
-        kind: AutoTokenizer.from_pretrained(
-            save_tokenizer(kind, tmp_path_factory.mktemp(kind))
-        )
+        kind: AutoTokenizer.from_pretrained(save_tokenizer(kind, tmp_path_factory.mktemp(kind)))
         for kind in TOKENIZER_KINDS
     }
 
@@ -49,33 +47,21 @@ def _user(content):
 def _minimum(tok) -> int:
     if tok.chat_template is None:
         return len(tok("")["input_ids"])
-    return len(
-        tok.apply_chat_template(
-            _user(""), add_generation_prompt=True, return_dict=False
-        )
-    )
+    return len(tok.apply_chat_template(_user(""), add_generation_prompt=True, return_dict=False))
 
 
 def _assert_real_rendering(tok, ids):
     """Recover the filler from the ids and check the ids are exactly its rendering."""
     if tok.chat_template is None:
-        text = tok.decode(
-            ids, skip_special_tokens=True, clean_up_tokenization_spaces=False
-        )
+        text = tok.decode(ids, skip_special_tokens=True, clean_up_tokenization_spaces=False)
         assert tok(text)["input_ids"] == ids
         return
-    text = tok.decode(
-        ids, skip_special_tokens=False, clean_up_tokenization_spaces=False
-    )
-    layout = tok.apply_chat_template(
-        _user(SENTINEL), add_generation_prompt=True, tokenize=False
-    )
+    text = tok.decode(ids, skip_special_tokens=False, clean_up_tokenization_spaces=False)
+    layout = tok.apply_chat_template(_user(SENTINEL), add_generation_prompt=True, tokenize=False)
     prefix, suffix = layout.split(SENTINEL)
     assert text.startswith(prefix) and text.endswith(suffix)
     filler = text[len(prefix) : len(text) - len(suffix)]
-    rendered = tok.apply_chat_template(
-        _user(filler), add_generation_prompt=True, tokenize=True, return_dict=False
-    )
+    rendered = tok.apply_chat_template(_user(filler), add_generation_prompt=True, tokenize=True, return_dict=False)
     assert list(rendered) == ids
 
 
@@ -145,10 +131,7 @@ def test_context_tokens_validated(loaded, bad):
 def test_seeded_filler(loaded, kind):
     tok = loaded[kind]
     assert build_prompt(tok, 200, seed=1) == build_prompt(tok, 200, seed=1)
-    assert (
-        build_prompt(tok, 200, seed=1).input_ids
-        != build_prompt(tok, 200, seed=2).input_ids
-    )
+    assert build_prompt(tok, 200, seed=1).input_ids != build_prompt(tok, 200, seed=2).input_ids
 
 
 def test_in_memory_tokenizer_matches_loaded(loaded):
@@ -163,10 +146,7 @@ def test_cross_word_merges():
     # Merges span spaces here, so token count is not additive in words; every length
     # must still be hit exactly.
     tok = make_cross_word_tokenizer()
-    assert any(
-        "Ġ" in t[1:]
-        for t in tok.tokenize("the quick brown fox jumps over the lazy dog")
-    )
+    assert any("Ġ" in t[1:] for t in tok.tokenize("the quick brown fox jumps over the lazy dog"))
     for n in range(1, 200):
         prompt = build_prompt(tok, n, seed=n)
         assert prompt.context_tokens_measured == len(prompt.input_ids) == n
@@ -179,10 +159,7 @@ def test_random_prompt():
     assert len(prompt.input_ids) == prompt.context_tokens_measured == 500
     assert all(3 <= i < 1024 for i in prompt.input_ids)
     assert prompt == random_prompt(1024, 500, seed=3, exclude_ids=[0, 1, 2, 5000])
-    assert (
-        prompt.input_ids
-        != random_prompt(1024, 500, seed=4, exclude_ids=[0, 1, 2]).input_ids
-    )
+    assert prompt.input_ids != random_prompt(1024, 500, seed=4, exclude_ids=[0, 1, 2]).input_ids
     # Only one id left: every position is it.
     assert random_prompt(4, 10, exclude_ids=range(3)).input_ids == [3] * 10
 
