@@ -30,19 +30,14 @@ def _head_dim(config) -> int:
     return getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
 
 
-def cached_tokens(
-    config,
-    layer_type: str,
-    seen_tokens: int,
-    cache_implementation: str,
-    max_cache_len: int,
-) -> int:
+def cached_tokens(config, layer_type: str, seen_tokens: int, cache_implementation: str) -> int:
     """Tokens a layer's cache holds after `seen_tokens` tokens went through the model."""
     window = getattr(config, "sliding_window", None)
     sliding = layer_type == "sliding_attention" and window
     if cache_implementation == "static":
-        # Static caches are allocated up front: full layers for max_cache_len, sliding ones for the window.
-        return min(window, max_cache_len) if sliding else max_cache_len
+        # generate() allocates a static cache up front for max_length - 1 = the tokens it will see;
+        # sliding layers for at most their window.
+        return min(window, seen_tokens) if sliding else seen_tokens
     # A dynamic sliding layer keeps the last window - 1 tokens (the new one makes the window).
     return min(seen_tokens, window - 1) if sliding else seen_tokens
 
@@ -62,8 +57,7 @@ def analytic_kv_bytes(
     seen = context + gen - 1
     per_token_per_layer = 2 * batch * config.num_key_value_heads * _head_dim(config) * dtype.itemsize
     return sum(
-        per_token_per_layer * cached_tokens(config, kind, seen, cache_implementation, context + gen)
-        for kind in _layer_types(config)
+        per_token_per_layer * cached_tokens(config, kind, seen, cache_implementation) for kind in _layer_types(config)
     )
 
 

@@ -119,6 +119,7 @@ COLUMNS: list[tuple[str, pa.DataType, str]] = [
         "gen/(e2e_ms_p50/1000): the study's 'TPOT (tok/s)', prefill included",
     ),
     ("compile_s", _F64, "torch.compile time spent in warm-up (compiled backend)"),
+    ("compiled", _BOOL, "whether generate() ran a torch.compile'd decode step"),
     # memory
     ("weights_bytes", _I64, "allocated bytes after load (CUDA)"),
     (

@@ -1,0 +1,118 @@
+"""How much do the harness's instruments slow decoding down? A benchmark, not a test.
+
+In one process, on one model and cell, interleaves full generate() runs in four modes:
+  plain            no streamer, no sampler (a bare generate loop)
+  steps            the per-step timestamp streamer the harness uses
+  steps+sampler    streamer + NVML power sampler at 100 Hz (what the harness runs)
+  steps+sampler10  streamer + sampler at 10 Hz
+Decode tok/s is (gen - 1) / (e2e(gen) - median TTFT) for every mode, so all four are measured the
+same way; the instrumented modes also report the harness's own per-step decode_tps.
+
+    python benchmarks/instrument_overhead.py --architecture workflow/architectures/qwen3-32b.json \
+        --context 2048 --gen 64 --rounds 5 --out overhead.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from deploybench import energy, models, prompts  # noqa: E402
+from deploybench.environment import capture, resolve_device  # noqa: E402
+from deploybench.stats import coefficient_of_variation, median  # noqa: E402
+from deploybench.timing import generation_config, timed_generate  # noqa: E402
+
+MODES = ("plain", "steps", "steps+sampler", "steps+sampler10")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--architecture", required=True)
+    parser.add_argument("--experts-implementation")
+    parser.add_argument("--context", type=int, default=2048)
+    parser.add_argument("--gen", type=int, default=64)
+    parser.add_argument("--dtype", default="bfloat16")
+    parser.add_argument("--backend", default="eager", choices=["eager", "compiled"])
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--out", required=True)
+    args = parser.parse_args()
+
+    device = resolve_device("auto")
+    spec = {"source": "random", "architecture": args.architecture, "attn_implementation": "eager"}
+    if args.experts_implementation:
+        spec["experts_implementation"] = args.experts_implementation
+    model = models.load_model(spec, args.dtype, device).model
+    config = model.config
+    prompt = prompts.random_prompt(config.vocab_size, args.context, seed=0)
+    ids = torch.tensor([prompt.input_ids], device=device)
+    mask = torch.ones_like(ids)
+    cache = "static" if args.backend == "compiled" else None
+    full = generation_config({}, args.gen, 0, cache)
+    first = generation_config({}, 1, 0, cache)
+    dev = energy.open_device(device)
+
+    for i in range(3):  # warm-up (and compilation for the compiled backend)
+        timed_generate(model, ids, mask, full, device, i, clock=False)
+    ttft_s = [timed_generate(model, ids, mask, first, device, i, clock=False)[0].e2e_s for i in range(5)]
+    ttft = median(ttft_s)
+
+    results = {mode: {"e2e_s": [], "decode_tps_e2e": [], "decode_tps_steps": []} for mode in MODES}
+    for r in range(args.rounds):
+        order = MODES[r % len(MODES) :] + MODES[: r % len(MODES)]  # rotate to spread drift evenly
+        for mode in order:
+            clock = mode != "plain"
+            meter = None
+            if mode.startswith("steps+sampler") and not isinstance(dev, str):
+                meter = energy.EnergyMeter(dev, interval_s=0.1 if mode.endswith("10") else 0.01)
+                meter.__enter__()
+            timing, output = timed_generate(model, ids, mask, full, device, r, clock=clock)
+            if meter:
+                meter.__exit__(None, None, None)
+            del output
+            results[mode]["e2e_s"].append(timing.e2e_s)
+            results[mode]["decode_tps_e2e"].append((args.gen - 1) / (timing.e2e_s - ttft))
+            if clock:
+                results[mode]["decode_tps_steps"].append(timing.decode_tps)
+
+    summary = {}
+    for mode, res in results.items():
+        summary[mode] = {
+            "decode_tps_e2e_median": median(res["decode_tps_e2e"]),
+            "decode_tps_e2e_cv": coefficient_of_variation(res["decode_tps_e2e"]),
+            "decode_tps_steps_median": median(res["decode_tps_steps"]) if res["decode_tps_steps"] else None,
+            "samples": res,
+        }
+    plain = summary["plain"]["decode_tps_e2e_median"]
+    report = {
+        "architecture": args.architecture,
+        "experts_implementation": args.experts_implementation,
+        "backend": args.backend,
+        "context": args.context,
+        "gen": args.gen,
+        "rounds": args.rounds,
+        "ttft_ms": ttft * 1000,
+        "environment": capture(device),
+        "energy_device": dev if isinstance(dev, str) else "nvml",
+        "modes": summary,
+        "ratio_instrumented_over_plain": {
+            mode: summary[mode]["decode_tps_e2e_median"] / plain for mode in MODES if mode != "plain"
+        },
+        "ratio_harness_decode_tps_over_plain": summary["steps+sampler"]["decode_tps_steps_median"] / plain,
+    }
+    Path(args.out).write_text(json.dumps(report, indent=1))
+    brief = {m: round(s["decode_tps_e2e_median"], 2) for m, s in summary.items()}
+    print(json.dumps({"decode_tps_e2e": brief, "ratios": report["ratio_instrumented_over_plain"]}, indent=1))
+    print("harness decode_tps / plain:", round(report["ratio_harness_decode_tps_over_plain"], 4))
+    print(
+        "plain cv:", summary["plain"]["decode_tps_e2e_cv"], "sampler cv:", summary["steps+sampler"]["decode_tps_e2e_cv"]
+    )
+
+
+if __name__ == "__main__":
+    main()
