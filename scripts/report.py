@@ -1,0 +1,91 @@
+"""Rule adapter: results/ape.parquet + config -> report/report.html, report.tex (+ figures/, report.pdf).
+
+Under Snakemake (`script:`): input[0] is the APE table; params.config holds the config keys the
+report reads (models, decoding, studies, analysis, report, measurement); params.templates_dir the
+Jinja templates; output.html / output.tex (and output.pdf, if the rule declares it) the files.
+The PDF is built when pdflatex is on PATH; when the rule declares output.pdf and none could be
+built, the job fails with the reason instead of leaving a stale or missing file unexplained.
+
+Standalone, for debugging:
+    python scripts/report.py --input results/ape.parquet --config config.yaml --out report
+    python scripts/report.py --demo gpu --out /tmp/report-demo      # synthetic data, no workflow
+"""
+
+import argparse
+import contextlib
+import shutil
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+import pandas as pd  # noqa: E402
+
+from deploybench.report import render_report  # noqa: E402
+
+CONFIG_KEYS = ("models", "decoding", "studies", "analysis", "report", "measurement")
+
+
+def run(input_path, config: dict, out_dir, templates_dir, pdf: bool = True, require_pdf: bool = False) -> dict:
+    df = pd.read_parquet(input_path)
+    paths = render_report(
+        df, {k: config.get(k) for k in CONFIG_KEYS if k in config}, Path(out_dir), Path(templates_dir), pdf=pdf
+    )
+    print(f"report: {len(df)} rows -> {paths['html']}, {paths['tex']}; PDF {paths['pdf_status']}")
+    if require_pdf and paths["pdf"] is None:
+        raise SystemExit(f"report.pdf was requested but {paths['pdf_status']}")
+    return paths
+
+
+def _place(src: Path, dst) -> None:
+    """Move a rendered file to the path the rule declared, when it differs from report/<name>."""
+    dst = Path(dst)
+    if src.resolve() != dst.resolve():
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(src, dst)
+
+
+def _snakemake(smk) -> None:
+    log = smk.log[0] if len(smk.log) else None
+    with open(log or "/dev/null", "w") as fh, contextlib.redirect_stdout(fh), contextlib.redirect_stderr(fh):
+        out_dir = Path(smk.output.html).parent
+        templates = smk.params.get("templates_dir", ROOT / "workflow" / "templates")
+        outputs = dict(smk.output.items())
+        pdf = bool(smk.params.get("pdf", True))  # params: pdf=False skips pdflatex
+        paths = run(smk.input[0], dict(smk.params.config), out_dir, templates, pdf=pdf, require_pdf="pdf" in outputs)
+        for key in ("html", "tex", "pdf"):
+            if key in outputs and paths.get(key) is not None:
+                _place(paths[key], outputs[key])
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--input", type=Path, help="results/ape.parquet (the APE table)")
+    ap.add_argument("--config", type=Path, help="the workflow config (YAML)")
+    ap.add_argument("--out", type=Path, default=ROOT / "report", help="output folder (default: report/)")
+    ap.add_argument("--templates", type=Path, default=ROOT / "workflow" / "templates")
+    ap.add_argument("--no-pdf", action="store_true", help="skip pdflatex")
+    ap.add_argument("--demo", choices=["gpu", "cpu"], help="render synthetic data (deploybench.report.demo) instead")
+    args = ap.parse_args(argv)
+    if args.demo:
+        from deploybench.report.demo import demo_config, demo_frame  # noqa: PLC0415
+
+        paths = render_report(
+            demo_frame(args.demo), demo_config(args.demo), args.out, args.templates, pdf=not args.no_pdf
+        )
+        print(f"demo report -> {paths['html']}; PDF {paths['pdf_status']}")
+        return
+    if args.input is None or args.config is None:
+        ap.error("--input and --config are required (or --demo)")
+    import yaml  # noqa: PLC0415
+
+    config = yaml.safe_load(args.config.read_text()) or {}
+    run(args.input, config, args.out, args.templates, pdf=not args.no_pdf)
+
+
+if "snakemake" in globals():
+    _snakemake(globals()["snakemake"])
+elif __name__ == "__main__":
+    main()

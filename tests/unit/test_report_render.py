@@ -1,0 +1,239 @@
+"""Rendering: HTML (well-formed, self-contained) and LaTeX (booktabs, pgfplots inputs) from a synthetic frame.
+
+No browser and no pdflatex here: tests/report/ has those (markers `browser` and `latex`).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import runpy
+from collections import Counter
+from html.parser import HTMLParser
+from pathlib import Path
+
+import pytest
+
+from deploybench.report.demo import demo_config, demo_frame
+from deploybench.report.figures import tex_escape
+from deploybench.report.render import render_report
+
+ROOT = Path(__file__).resolve().parents[2]
+TEMPLATES = ROOT / "workflow" / "templates"
+VOID = {"area", "base", "br", "col", "embed", "hr", "img", "input", "link", "meta", "source", "track", "wbr"}
+BLOCK = {
+    "div",
+    "ul",
+    "ol",
+    "table",
+    "figure",
+    "section",
+    "p",
+    "h1",
+    "h2",
+    "h3",
+    "h4",
+    "nav",
+    "header",
+    "footer",
+    "main",
+}
+LOADERS = {"script", "link", "img", "iframe", "source", "embed", "object", "audio", "video", "image", "use"}
+
+
+class HTMLCheck(HTMLParser):
+    """Well-formedness the browser will not fix silently: nesting, ids, no loads from anywhere."""
+
+    def __init__(self):
+        super().__init__(convert_charrefs=True)
+        self.stack: list[str] = []
+        self.errors: list[str] = []
+        self.ids: Counter = Counter()
+        self.doctype = None
+        self.meta: list[dict] = []
+        self.text: list[str] = []
+
+    def handle_decl(self, decl):
+        self.doctype = decl
+
+    def _attrs(self, tag, attrs):
+        a = dict(attrs)
+        if "id" in a:
+            self.ids[a["id"]] += 1
+        if tag == "meta":
+            self.meta.append(a)
+        if tag == "script":
+            self.errors.append("a <script> element")
+        if tag in LOADERS:
+            for k in ("src", "href", "xlink:href", "srcset"):
+                if k in a and not str(a[k]).startswith(("data:", "#")):
+                    self.errors.append(f"<{tag} {k}={a[k]!r}> loads a resource")
+        if "style" in a and "url(" in a["style"]:
+            self.errors.append(f"style url() on <{tag}>")
+
+    def handle_starttag(self, tag, attrs):
+        self._attrs(tag, attrs)
+        if tag in BLOCK and "p" in self.stack:
+            self.errors.append(f"<{tag}> inside <p> (the browser would close the <p>)")
+        if tag == "a" and "a" in self.stack:
+            self.errors.append("nested <a>")
+        if tag not in VOID:
+            self.stack.append(tag)
+
+    def handle_startendtag(self, tag, attrs):  # <rect .../> in inline SVG
+        self._attrs(tag, attrs)
+
+    def handle_endtag(self, tag):
+        if tag in VOID:
+            return
+        if not self.stack or self.stack[-1] != tag:
+            self.errors.append(f"</{tag}> closes <{self.stack[-1] if self.stack else 'nothing'}>")
+            if tag in self.stack:
+                while self.stack and self.stack.pop() != tag:
+                    pass
+        else:
+            self.stack.pop()
+
+    def handle_data(self, data):
+        if self.stack and self.stack[-1] not in ("style", "title", "desc"):
+            self.text.append(data)
+
+
+def check_html(html: str) -> HTMLCheck:
+    c = HTMLCheck()
+    c.feed(html)
+    c.close()
+    if c.stack:
+        c.errors.append(f"unclosed elements at the end: {c.stack}")
+    dup = [i for i, n in c.ids.items() if n > 1]
+    if dup:
+        c.errors.append(f"duplicate ids: {dup[:5]}")
+    return c
+
+
+@pytest.fixture(scope="module")
+def rendered(tmp_path_factory):
+    out = tmp_path_factory.mktemp("report")
+    paths = render_report(demo_frame("gpu"), demo_config("gpu"), out, TEMPLATES, pdf=False)
+    return paths, json.loads(paths["manifest"].read_text())
+
+
+def test_render_writes_html_tex_and_figures(rendered):
+    paths, manifest = rendered
+    assert paths["html"].name == "report.html" and paths["tex"].name == "report.tex"
+    assert paths["pdf"] is None and paths["pdf_status"] == "not built: skipped by the caller"
+    drawn = [f for f, m in manifest["figures"].items() if not m["skipped"]]
+    assert len(drawn) == 7  # every figure family has data in the GPU demo
+    for fid in drawn:
+        assert (paths["figures"] / f"{fid}.svg").read_text().startswith("<svg")
+        assert "\\begin{tikzpicture}" in (paths["figures"] / f"{fid}.tex").read_text()
+
+
+def test_html_is_well_formed_and_self_contained(rendered):
+    paths, manifest = rendered
+    html = paths["html"].read_text()
+    c = check_html(html)
+    assert c.errors == []
+    assert c.doctype and c.doctype.lower() == "doctype html"
+    assert re.search(r'<html lang="en">', html) and '<meta charset="utf-8">' in html
+    csp = [m["content"] for m in c.meta if m.get("http-equiv") == "Content-Security-Policy"]
+    assert csp and "default-src 'none'" in csp[0]
+    assert "http://" not in re.sub(r'<a href="https?://[^"]+"|xmlns="http://www.w3.org/2000/svg"', "", html)
+    for tid in list(manifest["tables"]) + list(manifest["figures"]) + manifest["sections"]:
+        assert c.ids[tid] == 1, tid
+    assert html.count("<svg ") == sum(1 for m in manifest["figures"].values() if not m["skipped"])
+    text = " ".join(c.text)
+    assert not re.search(r"(?<![\w-])(nan|NaN|None|undefined)(?![\w-])", text)
+
+
+def test_html_tables_show_units_and_direction(rendered):
+    paths, _ = rendered
+    html = paths["html"].read_text()
+    table = html[html.index('id="table-latency-ref"') :]
+    table = table[: table.index("</figure>")]
+    for unit in ("(ms)", "(tok/s)", "(ms/token)"):
+        assert unit in table
+    assert '<span class="arrow" title="lower is better">↓</span>' in table
+    assert "higher is better" in table
+
+
+def test_tex_uses_booktabs_and_inputs_the_figures(rendered):
+    paths, manifest = rendered
+    tex = paths["tex"].read_text()
+    assert "\\usepackage{booktabs}" in tex and "\\hline" not in tex
+    shown = [t for t, m in manifest["tables"].items() if not m["skipped"]]
+    for tid in shown:
+        assert f"\\label{{{tid}}}" in tex
+    assert tex.count("\\toprule") >= len(shown) and tex.count("\\bottomrule") >= len(shown)
+    for fid, m in manifest["figures"].items():
+        assert (f"\\input{{figures/{fid}.tex}}" in tex) is (not m["skipped"])
+    assert not re.search(r"(?<![\w\\-])(nan|NaN|None)(?![\w-])", tex)
+    assert "\\VAR{" not in tex and "\\BLOCK{" not in tex
+    # every non-ASCII character is mapped for pdflatex (a stray one would stop the build)
+    assert all(ord(ch) < 128 for ch in tex), sorted({ch for ch in tex if ord(ch) >= 128})
+
+
+def test_tex_escape():
+    assert tex_escape("50% & $5 #1 a_b {x} ~^\\") == (
+        r"50\% \& \$5 \#1 a\_\allowbreak{}b \{x\} \textasciitilde{}\textasciicircum{}\textbackslash{}"
+    )
+    assert (
+        tex_escape("−3.0% × 2 ≈ ↑")
+        == r"\ensuremath{-}3.0\% \ensuremath{\times} 2 \ensuremath{\approx} \ensuremath{\uparrow}"
+    )
+    assert tex_escape("ünïcode") == "?n?code"
+
+
+@pytest.mark.parametrize("variant", ["cpu", "only_failed", "none"])
+def test_bad_input_still_renders(tmp_path, variant):
+    if variant == "cpu":
+        df, cfg = demo_frame("cpu"), demo_config("cpu")
+    elif variant == "only_failed":
+        df, cfg = demo_frame("gpu", imported=False), demo_config("gpu")
+        df["status"], df["failure_kind"], df["error"] = "failed", "oom", "out of memory"
+    else:
+        df, cfg = None, None
+    paths = render_report(df, cfg, tmp_path, TEMPLATES, pdf=False)
+    c = check_html(paths["html"].read_text())
+    assert c.errors == []
+    assert c.ids["gaps"] == 1  # the "Not in this report" box
+    assert not re.search(r"(?<![\w-])(nan|NaN|None)(?![\w-])", " ".join(c.text))
+    assert "\\end{document}" in paths["tex"].read_text()
+
+
+def test_stale_figures_and_pdf_are_removed(tmp_path):
+    render_report(demo_frame("gpu"), demo_config("gpu"), tmp_path, TEMPLATES, pdf=False)
+    assert (tmp_path / "figures" / "fig-memory.svg").exists()
+    (tmp_path / "report.pdf").write_bytes(b"%PDF-stale")
+    render_report(demo_frame("cpu"), demo_config("cpu"), tmp_path, TEMPLATES, pdf=False)
+    assert not (tmp_path / "figures" / "fig-memory.svg").exists()  # CPU: no device memory
+    assert not (tmp_path / "report.pdf").exists()
+
+
+class _Named(dict):
+    """Enough of Snakemake's Namedlist for the adapter: attributes, items(), get(), indexing."""
+
+    def __getattr__(self, key):
+        try:
+            return self[key]
+        except KeyError:
+            raise AttributeError(key) from None
+
+    def __getitem__(self, key):
+        if isinstance(key, int):
+            return list(self.values())[key]
+        return dict.__getitem__(self, key)
+
+
+def test_snakemake_adapter(tmp_path):
+    ape = tmp_path / "ape.parquet"
+    demo_frame("gpu").to_parquet(ape)  # the Parquet round trip turns list columns into arrays
+    out = tmp_path / "report"
+    smk = type("S", (), {})()
+    smk.input = _Named({"0": str(ape)})
+    smk.output = _Named({"html": str(out / "report.html"), "tex": str(out / "report.tex")})
+    smk.log = [str(tmp_path / "report.log")]
+    smk.params = _Named({"config": demo_config("gpu"), "templates_dir": str(TEMPLATES), "pdf": False})
+    runpy.run_path(str(ROOT / "scripts" / "report.py"), init_globals={"snakemake": smk})
+    assert (out / "report.html").exists() and (out / "report.tex").exists()
+    assert "report: 33 rows" in (tmp_path / "report.log").read_text()

@@ -1,0 +1,406 @@
+"""Report tables: every printed number is the frame's number, and bad input never prints nan/None.
+
+The frames are built here (a hand-written one through deploybench.schema.to_table, and the
+synthetic one of deploybench.report.demo); nothing depends on deploybench.ape/tpot/importer.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import re
+
+import pandas as pd
+import pytest
+
+from deploybench.report import findings as FN
+from deploybench.report import tables as T
+from deploybench.report.demo import demo_config, demo_frame
+from deploybench.report.render import build_report
+from deploybench.schema import to_table
+
+BAD = re.compile(r"(?<![\w-])(nan|NaN|None|inf|null)(?![\w-])")
+
+# ------------------------------------------------------------------ a hand-written frame
+
+
+def _row(model, ctx, **kw):
+    base = {
+        "cell_id": f"{model}/eager-bfloat16/c{ctx}-g8-greedy",
+        "model": model,
+        "backend": "eager",
+        "dtype": "bfloat16",
+        "context_tokens": ctx,
+        "gen_tokens": 8,
+        "decoding": "greedy",
+        "source": "deploybench",
+        "status": "ok",
+        "valid": True,
+        "invalid_reasons": [],
+        "weights_source": "random",
+        "total_params": 20_000_000_000,
+        "active_params": 4_000_000_000,
+        "n_runs": 5,
+        "warmup_runs": 1,
+    }
+    return base | kw
+
+
+HAND_CONFIG = {
+    "models": {"moe": {"source": "random"}, "dense": {"source": "random", "metadata": {"license": "Apache-2.0"}}},
+    "studies": {
+        "main": {"kind": "main_comparison", "models": ["moe", "dense"], "contexts": [64, 256], "gen": [8]},
+        "prec": {
+            "kind": "precision_sweep",
+            "models": ["moe"],
+            "contexts": [256],
+            "gen": [8],
+            "dtypes": ["bfloat16", "float16"],
+        },
+    },
+    "analysis": {
+        "baseline_model": "dense",
+        "reference_cell": {"context": 256, "gen": 8, "decoding": "greedy", "dtype": "bfloat16", "backend": "eager"},
+    },
+}
+
+
+@pytest.fixture()
+def hand_frame() -> pd.DataFrame:
+    rows = [
+        _row(
+            "moe",
+            64,
+            ttft_ms=12.3456,
+            e2e_ms_p50=250.0,
+            e2e_ms_p95=260.0,
+            e2e_tps=32.0,
+            decode_tps=33.5,
+            tpot_ms=1000 / 33.5,
+            peak_allocated_bytes=41_234_567_890,
+            weights_bytes=40_000_000_000,
+            kv_cache_bytes=5_000_000,
+            j_per_1k_tokens=5000.0,
+            tokens_per_j=0.2,
+        ),
+        _row(
+            "moe",
+            256,
+            ttft_ms=45.678,
+            e2e_ms_p50=300.0,
+            e2e_ms_p95=321.5,
+            e2e_tps=26.6667,
+            decode_tps=30.1,
+            tpot_ms=1000 / 30.1,
+            peak_allocated_bytes=41_500_000_000,
+            weights_bytes=40_000_000_000,
+            kv_cache_bytes=20_000_000,
+            j_per_1k_tokens=6000.0,
+            tokens_per_j=1 / 6,
+        ),
+        _row(
+            "dense",
+            64,
+            ttft_ms=20.0,
+            e2e_ms_p50=500.0,
+            e2e_ms_p95=510.0,
+            e2e_tps=16.0,
+            decode_tps=16.5,
+            tpot_ms=1000 / 16.5,
+            peak_allocated_bytes=66_000_000_000,
+            weights_bytes=65_000_000_000,
+            kv_cache_bytes=30_000_000,
+            j_per_1k_tokens=12000.0,
+            tokens_per_j=1 / 12,
+        ),
+        _row(
+            "dense",
+            256,
+            ttft_ms=80.0,
+            e2e_ms_p50=640.0,
+            e2e_ms_p95=700.0,
+            e2e_tps=12.5,
+            decode_tps=13.0,
+            tpot_ms=1000 / 13.0,
+            peak_allocated_bytes=66_500_000_000,
+            weights_bytes=65_000_000_000,
+            kv_cache_bytes=120_000_000,
+            j_per_1k_tokens=15000.0,
+            tokens_per_j=1 / 15,
+        ),
+        _row(
+            "moe",
+            256,
+            cell_id="moe/eager-float16/c256-g8-greedy",
+            dtype="float16",
+            status="failed",
+            failure_kind="unsupported",
+            error="expected scalar type BFloat16 but found Half",
+            valid=False,
+        ),
+    ]
+    df = to_table(rows).to_pandas()
+    active_b = df["active_params"] / 1e9
+    df["ape_e2e_tps_per_active_b"] = (df["e2e_tps"] / active_b).where(df["status"] == "ok")
+    return df
+
+
+def test_latency_table_prints_the_frame_numbers(hand_frame):
+    data = T.ReportData(hand_frame, HAND_CONFIG)
+    (t,) = T.latency_reference(data)
+    assert t.skipped is None and t.id == "table-latency-ref"
+    c = t.cell("ttft_ms", model="moe")
+    assert c.value == 45.678 and c.text == "45.68"
+    assert t.cell("e2e_ms_p95", model="moe").value == 321.5
+    assert t.cell("e2e_tps", model="dense").value == 12.5 and t.cell("e2e_tps", model="dense").text == "12.50"
+    assert t.cell("e2e_ms_p50", model="dense").text == "640.0"
+    assert t.cell("n_runs", model="dense").text == "5"
+    headers = [c.header for c in t.columns]
+    assert "TTFT (ms)" in headers and "e2e tok/s (tok/s)" in headers and "decode tok/s (tok/s)" in headers
+    assert {c.key: c.better for c in t.columns}["ttft_ms"] == "lower"
+
+
+def test_memory_in_decimal_gb_and_gap_with_stated_denominator(hand_frame):
+    data = T.ReportData(hand_frame, HAND_CONFIG)
+    mem, gap = T.memory_reference(data)
+    c = mem.cell("peak_gb", model="moe")
+    assert c.raw == 41_500_000_000 and c.value == pytest.approx(41.5) and c.text == "41.50"
+    assert mem.cell("other_gb", model="moe").value == pytest.approx(
+        (41_500_000_000 - 40_000_000_000 - 20_000_000) / 1e9
+    )
+    g = gap.cell("vs_dense", model="moe")
+    assert g.value == pytest.approx(41.5 - 66.5)
+    assert g.raw["pct_below"] == pytest.approx((66.5 - 41.5) / 66.5 * 100)
+    assert "37.6% below" in g.text and g.text.startswith("−25.0 GB")
+    assert "denominator is B's peak" in gap.caption
+    assert gap.cell("vs_moe", model="dense").text.startswith("+25.0 GB")
+
+
+def test_energy_deltas_are_against_the_baseline(hand_frame):
+    data = T.ReportData(hand_frame, HAND_CONFIG)
+    (t,) = T.energy_reference(data)
+    assert t.cell("j_per_1k_tokens", model="moe").value == 6000.0
+    assert t.cell("d_j_per_1k_tokens", model="moe").value == pytest.approx((6000 / 15000 - 1) * 100)
+    assert t.cell("d_j_per_1k_tokens", model="moe").text == "−60.0%"
+    assert t.cell("d_e2e_tps", model="dense").kind == "baseline"
+    assert any("% vs dense" == c.unit for c in t.columns)
+
+
+def test_tps_change_from_shortest_to_longest_context(hand_frame):
+    data = T.ReportData(hand_frame, HAND_CONFIG)
+    (t,) = T.tps_change(data)
+    assert t.cell("e2e_tps_chg", model="dense").value == pytest.approx((12.5 / 16.0 - 1) * 100)
+    assert t.cell("e2e_tps_chg", model="dense").text == "−21.9%"
+
+
+def test_failed_cell_shows_failed_and_its_reason(hand_frame):
+    data = T.ReportData(hand_frame, HAND_CONFIG)
+    (t,) = T.precision_sweep(data)
+    status = t.cell("status", model="moe", dtype="float16")
+    assert status.text.startswith("failed: unsupported") and "BFloat16 but found Half" in status.text
+    e2e = t.cell("e2e_tps", model="moe", dtype="float16")
+    assert e2e.kind == "failed" and e2e.value is None
+    assert t.cell("e2e_tps", model="moe", dtype="bfloat16").value == pytest.approx(26.6667)
+    (f,) = T.failures(data)
+    assert [r.key["cell_id"] for r in f.rows if r.status == "failed"] == ["moe/eager-float16/c256-g8-greedy"]
+
+
+def test_study_absent_gives_a_skipped_table_with_the_reason(hand_frame):
+    data = T.ReportData(hand_frame, HAND_CONFIG)
+    for fn, kind in (
+        (T.decoding_ablation, "decoding_ablation"),
+        (T.backend_comparison, "backend_comparison"),
+        (T.context_scaling, "context_scaling"),
+    ):
+        (t,) = fn(data)
+        assert t.skipped == f"the config has no {kind} study"
+
+
+# ------------------------------------------------------------------ the synthetic frame
+
+
+@pytest.fixture(scope="module")
+def gpu():
+    return demo_frame("gpu"), demo_config("gpu")
+
+
+def _ref_row(df, model, ctx=2048, dtype="bfloat16", backend="eager", dec="greedy"):
+    sel = df[
+        (df.model == model)
+        & (df.context_tokens == ctx)
+        & (df.dtype == dtype)
+        & (df.backend == backend)
+        & (df.decoding == dec)
+        & (df.source == "deploybench")
+    ]
+    assert len(sel) == 1
+    return sel.iloc[0]
+
+
+def test_ape_table_values_and_ratios_come_from_the_frame(gpu):
+    df, cfg = gpu
+    data = T.ReportData(df, cfg)
+    (t,) = T.ape_reference(data)
+    row = _ref_row(df, "gpt-oss-20b")
+    c = t.cell("ape_e2e_tps_per_active_b", model="gpt-oss-20b")
+    assert c.value == row["ape_e2e_tps_per_active_b"]
+    assert (
+        c.text == f"{T.fmt_num(row['ape_e2e_tps_per_active_b'])} "
+        f"({T.fmt_ratio(row['ratio_to_baseline_ape_e2e_tps_per_active_b'])})"
+    )
+    assert all(
+        col.better == "higher" for col in t.columns if col.key.startswith("ape_") or col.key == "e2e_tps_per_peak_gb"
+    )
+    assert "higher is better" in t.caption
+
+
+def test_decoding_and_context_deltas(gpu):
+    df, cfg = gpu
+    data = T.ReportData(df, cfg)
+    (dec,) = T.decoding_ablation(data)
+    g = _ref_row(df, "gpt-oss-20b", ctx=128)
+    k = _ref_row(df, "gpt-oss-20b", ctx=128, dec="top_k")
+    assert dec.cell("d_e2e_tps", model="gpt-oss-20b", decoding="top_k").value == pytest.approx(
+        (k.e2e_tps / g.e2e_tps - 1) * 100
+    )
+    assert dec.cell("settings", model="gpt-oss-20b", decoding="top_k").text == "sampling, T 0.7, top-k 50"
+    (cs,) = T.context_scaling(data)
+    first, last = _ref_row(df, "gpt-oss-20b", ctx=512), _ref_row(df, "gpt-oss-20b", ctx=4096)
+    assert cs.cell("d_ttft_ms", model="gpt-oss-20b", context=4096).value == pytest.approx(
+        (last.ttft_ms / first.ttft_ms - 1) * 100
+    )
+    assert cs.cell("ttft_ms", model="gpt-oss-20b", context=4096).kind == "invalid"  # invalid cell: shown, flagged
+    assert cs.cell("ttft_ms", model="gpt-oss-20b", context=4096).text.endswith("†")
+
+
+def test_backend_governance_and_imported_tables(gpu):
+    df, cfg = gpu
+    data = T.ReportData(df, cfg)
+    (b,) = T.backend_comparison(data)
+    comp = _ref_row(df, "qwen3-32b", backend="compiled")
+    assert b.cell("decode_tps", model="qwen3-32b", backend="compiled").value == comp.decode_tps
+    (gov,) = T.governance(data)
+    assert gov.cell("yi-34b", field="license").text == "Yi Series Models Community License"
+    assert gov.cell("gpt-oss-20b", field="model_card").href == "https://huggingface.co/openai/gpt-oss-20b"
+    assert gov.cell("qwen3-32b", field="usage_policy").kind == "missing"
+    imp = {t.id: t for t in T.imported_comparison(data)}
+    t = imp["table-imported-e2e-tps"]
+    theirs = df[(df.source != "deploybench") & (df.model == "yi-34b") & (df.context_tokens == 512)].iloc[0]
+    ours = _ref_row(df, "yi-34b", ctx=512)
+    assert t.cell("theirs", model="yi-34b", context=512).value == theirs.e2e_tps
+    assert t.cell("ratio", model="yi-34b", context=512).value == pytest.approx(ours.e2e_tps / theirs.e2e_tps)
+    (tp,) = T.imported_tpot(data)
+    flagged = [r for r in tp.rows if r.cells["flag"].text == "yes"]
+    assert len(flagged) == int(df[df.source != "deploybench"].tpot_artifact.sum())
+
+
+def test_definitions_name_the_metric_in_every_tool():
+    (t,) = T.definitions()
+    assert t.cell("study", name="e2e_tps").text == "\u201cTPOT (tok/s)\u201d (TPOT_tokps)"
+    assert t.cell("vllm", name="tpot_ms").text == "TPOT" and t.cell("mlperf", name="tpot_ms").text == "TPOT"
+    assert t.cell("aiperf", name="e2e_ms_p50 / _p95 / _p99").text == "Request Latency"
+    assert "Output Token Throughput Per User" in t.cell("aiperf", name="decode_tps").text
+    assert "Inter Token Latency" in t.cell("aiperf", name="itl_ms_p50 / _p95 / _p99").text
+    assert t.cell("vllm", name="itl_ms_p50 / _p95 / _p99").text == "ITL"
+
+
+def test_environment_lists_every_machine(gpu):
+    df, cfg = gpu
+    (t,) = T.environment(T.ReportData(df, cfg))
+    assert [c.header for c in t.columns] == ["Field", "Machine 1", "Machine 2"]
+    assert t.cell("m0", field="device_name").text == "NVIDIA H200"
+    assert t.cell("m1", field="device_name").text == "NVIDIA H100 NVL"
+
+
+def test_findings_quote_the_frame(gpu):
+    df, cfg = gpu
+    data = T.ReportData(df, cfg)
+    f = {x.id: x for x in FN.findings(data)}
+    a, b = _ref_row(df, "gpt-oss-20b"), _ref_row(df, "qwen3-32b")
+    p = (a.e2e_tps / b.e2e_tps - 1) * 100
+    assert f"{T.fmt_pct(p)} e2e tok/s" in f["vs-gpt-oss-20b"].text
+    q = (a.j_per_1k_tokens / b.j_per_1k_tokens - 1) * 100
+    assert f"{T.fmt_pct(q)} J per 1000 tokens" in f["vs-gpt-oss-20b"].text
+    assert "against qwen3-32b at 2048/64" in f["vs-gpt-oss-20b"].text
+    assert f["vs-gpt-oss-20b"].numbers["e2e_tps"]["pct"] == pytest.approx(p)
+
+
+def test_formatting_never_prints_nan():
+    assert T.fmt_num(float("nan")) == T.DASH and T.fmt_num(None) == T.DASH and T.fmt_num(pd.NA) == T.DASH
+    assert T.fmt_num(1611.0833) == "1,611" and T.fmt_num(0.14987) == "0.1499" and T.fmt_num(-2.5) == "−2.500"
+    assert T.fmt_pct(-4.44) == "−4.4%" and T.fmt_pct(0.01) == "0.0%" and T.fmt_pct(math.inf) == T.DASH
+    assert T.fmt_ratio(13.29) == "13.3×" and T.pct_change(1, 0) is None
+
+
+# ------------------------------------------------------------------ missing or empty input
+
+
+@functools.cache
+def _variants():
+    cfg = demo_config("gpu")
+    one = {
+        **cfg,
+        "models": {"qwen3-32b": cfg["models"]["qwen3-32b"]},
+        "studies": {"main": {**cfg["studies"]["main"], "models": ["qwen3-32b"]}},
+    }
+    d_one = demo_frame("gpu", imported=False)
+    d_one = d_one[d_one.model == "qwen3-32b"]
+    no_energy = demo_frame("gpu", imported=False)
+    for c in no_energy.columns:
+        if (
+            "j_per_1k" in c
+            or "tokens_per_j" in c
+            or c in ("energy_j", "energy_window_s", "avg_power_w", "idle_power_w")
+        ):
+            no_energy[c] = float("nan")
+    no_energy["energy_source"] = "unavailable: no NVML device"
+    failed = demo_frame("gpu", imported=False)
+    failed["status"], failed["failure_kind"], failed["error"] = "failed", "oom", "CUDA out of memory"
+    return {
+        "one_model": (d_one, one, "one model only"),
+        "no_energy": (no_energy, cfg, "Energy was not measured (unavailable: no NVML device)"),
+        "only_failed": (failed, cfg, "Every measured cell failed"),
+        "empty": (demo_frame("gpu").iloc[0:0], cfg, "no measured rows"),
+        "none": (None, {}, "no measured rows"),
+        "cpu": (demo_frame("cpu"), demo_config("cpu"), "Device memory was not measured"),
+    }
+
+
+@pytest.mark.parametrize("name", list(_variants()))
+def test_bad_input_renders_and_says_what_is_missing(name):
+    df, cfg, says = _variants()[name]
+    ctx = build_report(df, cfg)
+    assert any(says in m for m in ctx["summary"]["missing"]), ctx["summary"]["missing"]
+    texts = [f.text for f in ctx["findings"]] + ctx["summary"]["missing"]
+    for s in ctx["sections"]:
+        for it in s["items"]:
+            obj = it["obj"]
+            texts += [obj.title, obj.caption, obj.skipped or "", *obj.notes]
+            if it["type"] == "table":
+                texts += [c.header for c in obj.columns]
+                texts += [cell.text for row in obj.rows for cell in row.cells.values()]
+    bad = [t for t in texts if BAD.search(str(t))]
+    assert bad == []
+
+
+def test_only_failed_cells_skip_figures_with_the_reason():
+    df, cfg, _ = _variants()["only_failed"]
+    data = T.ReportData(df, cfg)
+    (lat,) = T.latency_reference(data)
+    assert lat.skipped == "every cell failed (oom)"
+    (f,) = T.failures(data)
+    assert len([r for r in f.rows if r.status == "failed"]) == len(df)
+
+
+def test_no_energy_skips_energy_tables_with_the_nvml_reason():
+    df, cfg, _ = _variants()["no_energy"]
+    (t,) = T.energy_reference(T.ReportData(df, cfg))
+    assert t.skipped == "energy not measured (unavailable: no NVML device)"
+
+
+def test_one_model_has_no_gap_table_but_keeps_its_figures():
+    df, cfg, _ = _variants()["one_model"]
+    data = T.ReportData(df, cfg)
+    mem, gap = T.memory_reference(data)
+    assert mem.skipped is None and gap.skipped.startswith("fewer than two models")
+    assert FN.cross_model(data) == []
