@@ -30,9 +30,10 @@ START_TIMEOUT_S = 120.0
 
 
 def socket_path() -> str:
-    """One server per (user, interpreter, code folder): a code change in another checkout cannot leak in."""
+    """One server per (user, interpreter, library code): an edited library gets a fresh server."""
     root = Path(__file__).resolve().parent
-    key = hashlib.sha1(f"{sys.executable}:{root}".encode()).hexdigest()[:12]
+    code = sorted((str(p), p.stat().st_mtime_ns, p.stat().st_size) for p in root.rglob("*.py"))
+    key = hashlib.sha1(f"{sys.executable}:{code}".encode()).hexdigest()[:12]
     return os.environ.get("DEPLOYBENCH_WARM_SOCKET", f"/tmp/deploybench-warm-{os.getuid()}-{key}.sock")
 
 

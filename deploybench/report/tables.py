@@ -1291,7 +1291,10 @@ def experts_comparison(data: ReportData) -> list[Table]:
         "table-experts",
         "Experts-implementation comparison",
         "the same mixture-of-experts model with different experts implementations (which expert weights a decode step "
-        "reads).",
+        "reads). Which one is the active-parameter figure? Every transformers path here reads only the experts the "
+        "router picked for the token (eager loops over them, grouped_mm runs one grouped GEMM over them, batched_mm "
+        "gathers each token's expert weights, which is why its memory grows with the prompt): each corresponds to the "
+        "active count (3.6 B for gpt-oss-20b). A path that multiplied every expert would read the total instead.",
     )
 
 
