@@ -7,8 +7,9 @@ skipped, saying why, when SLURM is not there. Run as:
 
 Plan: a local run (`--cores 2 --resources gpu=1`) and a SLURM run go at once in two
 copies of the workflow. The SLURM run gets one cell sent to a partition that does not
-exist: Snakemake must exit non-zero with sbatch's reason in the log and still finish the
-other cells. A second SLURM run then does the missing cell and the downstream rules.
+exist, and another cell is scancel'ed while it runs: Snakemake must exit non-zero with
+sbatch's and the scheduler's reasons in the log and still finish the other cells. A
+second SLURM run then does exactly the two missing cells and the downstream rules.
 Finally every measure job must have gone through sbatch, and the cells must match the
 local run's.
 """
@@ -166,6 +167,22 @@ def slurm_measure_jobs(workdir: Path) -> dict[str, str]:
     return jobs
 
 
+def scancel_first_running_job(run: Snakemake, timeout_s: float = 300) -> str:
+    """scancel the first of this run's jobs that SLURM reports RUNNING; return its id."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        submitted = set(re.findall(r"has been submitted with SLURM jobid (\d+)", run.log()))
+        queue = subprocess.run(["squeue", "-h", "-o", "%i %T"], capture_output=True, text=True, timeout=30).stdout
+        running = [job for job, state in (line.split() for line in queue.splitlines()) if state == "RUNNING"]
+        mine = [job for job in running if job in submitted]
+        if mine:
+            time.sleep(2)  # mid-run: the job has started writing its log and measuring
+            subprocess.run(["scancel", mine[0]], check=True, timeout=30)
+            return mine[0]
+        time.sleep(0.5)
+    pytest.fail("no job of the SLURM run started running in time")
+
+
 def test_workflow_on_slurm_matches_local_run(slurm_cluster, tmp_path):
     local_dir = copy_workflow(tmp_path / "local")
     slurm_dir = copy_workflow(tmp_path / "slurm")
@@ -187,27 +204,31 @@ def test_workflow_on_slurm_matches_local_run(slurm_cluster, tmp_path):
         "--set-resources",
         fail_partition_expression(broken),
     )
+    # The scheduler kills another cell mid-run (scancel, as a time limit or a preemption would).
+    cancelled = scancel_first_running_job(slurm)
     rc, log = slurm.wait()
     assert rc != 0, "a cell that SLURM refused must fail the run"
+    assert f"SLURM-job '{cancelled}' failed, SLURM status is: 'CANCELLED'" in log, "the scheduler's reason"
+    killed_cell = slurm_measure_jobs(slurm_dir)[cancelled]
     refused = rf"Error in rule {MEASURE_RULE}:.*?invalid partition.*?output: {re.escape(broken)}"
     assert re.search(refused, log, re.S | re.I), "sbatch's reason should be in the log"
-    assert set(cell_rows(slurm_dir)) == set(cells) - {broken}, "other cells must finish"
+    assert set(cell_rows(slurm_dir)) == set(cells) - {broken, killed_cell}, "other cells must finish"
     rc, log = local.wait()
     assert rc == 0, log[-5000:]
     local_rows = cell_rows(local_dir)
     assert sorted(local_rows) == cells
 
-    # 2. The rerun does the missing cell and everything downstream.
+    # 2. The rerun does the two missing cells and everything downstream.
     rc, log = Snakemake(slurm_dir, "slurm-2", *slurm_args).wait()
     assert rc == 0, log[-5000:]
     submitted = re.findall(r"has been submitted with SLURM jobid (\d+)", log)
-    assert len(submitted) == 1, f"only the missing cell should run again: {submitted}"
+    assert len(submitted) == 2, f"only the refused and the cancelled cell should run again: {submitted}"
 
     # Every measure job went through sbatch: one SLURM job (and kept log) per cell.
-    jobs = slurm_measure_jobs(slurm_dir)
+    jobs = {job: cell for job, cell in slurm_measure_jobs(slurm_dir).items() if job != cancelled}
     assert sorted(jobs.values()) == cells, jobs
     logs = (slurm_dir / "slurm-1.log").read_text() + log
-    assert set(re.findall(r"has been submitted with SLURM jobid (\d+)", logs)) == set(jobs)
+    assert set(re.findall(r"has been submitted with SLURM jobid (\d+)", logs)) == set(jobs) | {cancelled}
 
     # Inside its SLURM job each cell used the GPU SLURM gave it, and both fake GPUs
     # were busy at some point: GPU jobs are not serialised by a global gpu limit.
