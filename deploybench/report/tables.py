@@ -244,48 +244,12 @@ METRICS: dict[str, Metric] = {
     ]
 }
 
-_APE_FALLBACK = {
-    "ape_e2e_tps_per_active_b": {
-        "label": "End-to-end tok/s per active B",
-        "unit": "tok/s per B active params",
-        "higher_is_better": True,
-        "definition": "e2e_tps / (active_params / 1e9)",
-    },
-    "ape_decode_tps_per_active_b": {
-        "label": "Decode tok/s per active B",
-        "unit": "tok/s per B active params",
-        "higher_is_better": True,
-        "definition": "decode_tps / (active_params / 1e9)",
-    },
-    "ape_inv_ttft_per_s_per_active_b": {
-        "label": "1/TTFT per active B",
-        "unit": "1/s per B active params",
-        "higher_is_better": True,
-        "definition": "(1000 / ttft_ms) / (active_params / 1e9)",
-    },
-    "ape_tokens_per_j_per_active_b": {
-        "label": "Tokens per joule per active B",
-        "unit": "tok/J per B active params",
-        "higher_is_better": True,
-        "definition": "tokens_per_j / (active_params / 1e9)",
-    },
-    "e2e_tps_per_peak_gb": {
-        "label": "End-to-end tok/s per peak GB",
-        "unit": "tok/s per GB",
-        "higher_is_better": True,
-        "definition": "e2e_tps / (peak_allocated_bytes / 1e9)",
-    },
-}
-
 
 def ape_columns() -> dict[str, dict]:
-    """APE column metadata from deploybench.ape when it is there, else the same names locally."""
-    try:
-        from deploybench.ape import APE_COLUMNS  # noqa: PLC0415
+    """APE column metadata (deploybench.ape), units spelled for print."""
+    from deploybench.ape import APE_COLUMNS
 
-        cols = {k: dict(v) for k, v in APE_COLUMNS.items()}
-    except Exception:  # not written yet, or broken: the report still renders
-        cols = {k: dict(v) for k, v in _APE_FALLBACK.items()}
+    cols = {k: dict(v) for k, v in APE_COLUMNS.items()}
     for spec in cols.values():
         spec["unit"] = str(spec.get("unit", "")).replace("s^-1", "1/s")
     return cols
