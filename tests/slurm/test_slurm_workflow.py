@@ -157,10 +157,12 @@ def fail_partition_expression(cell: str) -> str:
     return f"{MEASURE_RULE}:slurm_partition='nope' if sorted(map(str, wildcards)) == {values} else '{PARTITION}'"
 
 
-def slurm_measure_jobs(workdir: Path) -> dict[str, str]:
-    """{SLURM job id: cell} from the SLURM logs kept for the measure jobs."""
+def slurm_measure_jobs(workdir: Path, skip: set[str] = frozenset()) -> dict[str, str]:
+    """{SLURM job id: cell} from the SLURM logs kept for the measure jobs (`skip`: ids left out)."""
     jobs = {}
     for log in (workdir / ".snakemake" / "slurm_logs" / f"rule_{MEASURE_RULE}").rglob("*.log"):
+        if log.stem in skip:  # cancelled before it wrote its command line
+            continue
         cells = set(CELL_RE.findall(log.read_text(errors="replace")))
         assert len(cells) == 1, f"{log} should name exactly one cell: {cells}"
         jobs[log.stem] = cells.pop()
@@ -209,7 +211,9 @@ def test_workflow_on_slurm_matches_local_run(slurm_cluster, tmp_path):
     rc, log = slurm.wait()
     assert rc != 0, "a cell that SLURM refused must fail the run"
     assert f"SLURM-job '{cancelled}' failed, SLURM status is: 'CANCELLED'" in log, "the scheduler's reason"
-    killed_cell = slurm_measure_jobs(slurm_dir)[cancelled]
+    killed = re.search(rf"SLURM-job '{cancelled}' failed.*?output: (results/cells/\S+?\.parquet)", log, re.S)
+    assert killed, "Snakemake must name the cell of the cancelled job"
+    killed_cell = killed[1]
     refused = rf"Error in rule {MEASURE_RULE}:.*?invalid partition.*?output: {re.escape(broken)}"
     assert re.search(refused, log, re.S | re.I), "sbatch's reason should be in the log"
     assert set(cell_rows(slurm_dir)) == set(cells) - {broken, killed_cell}, "other cells must finish"
@@ -225,7 +229,7 @@ def test_workflow_on_slurm_matches_local_run(slurm_cluster, tmp_path):
     assert len(submitted) == 2, f"only the refused and the cancelled cell should run again: {submitted}"
 
     # Every measure job went through sbatch: one SLURM job (and kept log) per cell.
-    jobs = {job: cell for job, cell in slurm_measure_jobs(slurm_dir).items() if job != cancelled}
+    jobs = slurm_measure_jobs(slurm_dir, skip={cancelled})
     assert sorted(jobs.values()) == cells, jobs
     logs = (slurm_dir / "slurm-1.log").read_text() + log
     assert set(re.findall(r"has been submitted with SLURM jobid (\d+)", logs)) == set(jobs) | {cancelled}
