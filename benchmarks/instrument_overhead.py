@@ -15,6 +15,7 @@ same way; the instrumented modes also report the harness's own per-step decode_t
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 from pathlib import Path
@@ -67,13 +68,10 @@ def main() -> None:
         order = MODES[r % len(MODES) :] + MODES[: r % len(MODES)]  # rotate to spread drift evenly
         for mode in order:
             clock = mode != "plain"
-            meter = None
-            if mode.startswith("steps+sampler") and not isinstance(dev, str):
-                meter = energy.EnergyMeter(dev, interval_s=0.1 if mode.endswith("10") else 0.01)
-                meter.__enter__()
-            timing, output = timed_generate(model, ids, mask, full, device, r, clock=clock)
-            if meter:
-                meter.__exit__(None, None, None)
+            sampled = mode.startswith("steps+sampler") and not isinstance(dev, str)
+            meter = energy.EnergyMeter(dev, interval_s=0.1 if mode.endswith("10") else 0.01)
+            with meter if sampled else contextlib.nullcontext():
+                timing, output = timed_generate(model, ids, mask, full, device, r, clock=clock)
             del output
             results[mode]["e2e_s"].append(timing.e2e_s)
             results[mode]["decode_tps_e2e"].append((args.gen - 1) / (timing.e2e_s - ttft))

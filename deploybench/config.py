@@ -165,7 +165,8 @@ def cell_params(config: dict, cell: Cell) -> str:
     return canonical_json({"cell": cell_spec(config, cell), "harness_version": HARNESS_VERSION})
 
 
-def find_cell(config: dict, wildcards: dict) -> Cell:
+def find_cell(config: dict, wildcards: dict, cells: set[Cell] | None = None) -> Cell:
+    """The cell a measure job's wildcards name; `cells` (all cells) saves recomputing the grid per job."""
     cell = Cell(
         wildcards["model"],
         wildcards["backend"],
@@ -174,6 +175,6 @@ def find_cell(config: dict, wildcards: dict) -> Cell:
         int(wildcards["gen"]),
         wildcards["decoding"],
     )
-    if cell not in set(all_cells(config)):
+    if cell not in (cells if cells is not None else set(all_cells(config))):
         raise ConfigError(f"{cell.path} is not a cell of any study in the config")
     return cell

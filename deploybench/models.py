@@ -67,8 +67,6 @@ def load_model(model_spec: dict, dtype: str, device: str) -> LoadedModel:
     torch_dtype = TORCH_DTYPES[dtype]
     if model_spec["source"] == "random":
         config = model_config(model_spec)
-        for key, value in _impl_kwargs(model_spec).items():
-            setattr(config, f"_{key}", value)
         # Build straight on the target device and dtype: no full-size fp32 copy on the host.
         with torch.device(device):
             model = AutoModelForCausalLM.from_config(config, dtype=torch_dtype, **_impl_kwargs(model_spec))

@@ -21,6 +21,7 @@ for _configfile in workflow.configfiles:
 validate_config(config, f"{workflow.basedir}/workflow/schemas/config.schema.yaml")
 
 CELLS = all_cells(config)
+CELL_SET = set(CELLS)
 CELL_FILES = [cell.path for cell in CELLS]
 
 
@@ -35,7 +36,7 @@ wildcard_constraints:
 
 def measure_params(wildcards):
     """Only this cell's effective settings, as canonical JSON: the rerun trigger."""
-    return cell_params(config, find_cell(config, wildcards))
+    return cell_params(config, find_cell(config, wildcards, CELL_SET))
 
 
 def external_table_paths():
