@@ -24,8 +24,9 @@ from . import (
     prompts,
     roofline,
 )
+from .decode_loop import CompiledDecodeLoop
 from .schema import SCHEMA_VERSION
-from .spec import canonical_json, cell_id, validate_cell
+from .spec import STATIC_CACHE_BACKENDS, canonical_json, cell_id, validate_cell
 from .stats import PERCENTILE_METHOD, coefficient_of_variation, median, percentile
 from .timing import generation_config, synchronize, timed_generate
 
@@ -59,7 +60,7 @@ def identity(cell: dict) -> dict:
         "seed": cell["measurement"]["seed"],
         "weights_source": cell["model"]["source"],
         "model_ref": cell["model"].get("architecture") or cell["model"].get("id"),
-        "cache_implementation": "static" if cell["backend"] == "compiled" else "dynamic",
+        "cache_implementation": "static" if cell["backend"] in STATIC_CACHE_BACKENDS else "dynamic",
     }
 
 
@@ -143,15 +144,9 @@ def _measure_loaded(cell: dict, device: str, config, active_params: int) -> dict
     out["prompt_mode"] = prompt.prompt_mode
     out["context_tokens_measured"] = prompt.context_tokens_measured
     input_ids = torch.tensor([prompt.input_ids], device=device)
-    attention_mask = torch.ones_like(input_ids)
-    pad_id = _pad_id(loaded, config)
-    cache_impl = "static" if cell["backend"] == "compiled" else None
-    full = generation_config(cell["decoding"], cell["gen"], pad_id, cache_impl)
-    first = generation_config(cell["decoding"], 1, pad_id, cache_impl)
-    seed = measurement["seed"]
-
-    def run(gen_config, i, clock):
-        return timed_generate(model, input_ids, attention_mask, gen_config, device, seed + i, clock)
+    cache_impl = "static" if cell["backend"] in STATIC_CACHE_BACKENDS else None
+    run = _runner(cell, loaded, config, input_ids, device)
+    full, first = cell["gen"], 1
 
     # Idle power with the weights resident, after a cool-down, before any generate of this cell.
     idle_w = None
@@ -195,8 +190,8 @@ def _measure_loaded(cell: dict, device: str, config, active_params: int) -> dict
     out["gen_tokens_measured"] = min(t.new_tokens for t in timings)
     del output
     out.update(_latency_figures(timings, ttft, cell["gen"]))
-    # transformers compiles the decode step itself when the cache is static and the device supports it.
-    out["compiled"] = hasattr(model, "_compiled_call")
+    # transformers compiles generate()'s decode step itself when the cache is static on a GPU.
+    out["compiled"] = cell["backend"] == "compiled_loop" or hasattr(model, "_compiled_call")
     if cache_impl:
         out["compile_s"] = max(0.0, warmup_s[0] - out["e2e_ms_p50"] / 1000)
 
@@ -219,6 +214,24 @@ def _measure_loaded(cell: dict, device: str, config, active_params: int) -> dict
     out["valid"] = not reasons
     out["invalid_reasons"] = reasons
     return out
+
+
+def _runner(cell: dict, loaded, config, input_ids, device: str):
+    """run(new_tokens, i, clock) -> (RunTiming, output): one timed generation for this backend."""
+    seed = cell["measurement"]["seed"]
+    if cell["backend"] == "compiled_loop":
+        loop = CompiledDecodeLoop(loaded.model, cell["decoding"], cell["context"], cell["gen"], device)
+        return lambda new_tokens, i, clock: loop.run(input_ids, new_tokens, seed + i, clock)
+
+    pad_id = _pad_id(loaded, config)
+    cache_impl = "static" if cell["backend"] == "compiled" else None
+    attention_mask = torch.ones_like(input_ids)
+
+    def run(new_tokens, i, clock):
+        gen_config = generation_config(cell["decoding"], new_tokens, pad_id, cache_impl)
+        return timed_generate(loaded.model, input_ids, attention_mask, gen_config, device, seed + i, clock)
+
+    return run
 
 
 def _prompt(loaded, config, cell) -> prompts.Prompt:

@@ -29,7 +29,8 @@ COLUMNS: list[tuple[str, pa.DataType, str]] = [
     (
         "backend",
         _STR,
-        "eager (dynamic cache) | compiled (static cache + torch.compile)",
+        "eager (generate, dynamic cache) | compiled (generate, static cache + torch.compile) | "
+        "compiled_loop (own loop of a compiled step, no host sync per token)",
     ),
     ("dtype", _STR, "weights and activations dtype"),
     (
@@ -109,7 +110,7 @@ COLUMNS: list[tuple[str, pa.DataType, str]] = [
     ("decode_tps_samples", _F64_LIST, "decode_tps of every run"),
     ("decode_tps_cv", _F64, "coefficient of variation of decode_tps over runs"),
     ("tpot_ms", _F64, "1000/decode_tps: vLLM's and MLPerf's TPOT"),
-    ("itl_ms_p50", _F64, "median inter-token latency (all runs pooled)"),
+    ("itl_ms_p50", _F64, "median inter-token latency, runs pooled (device clock for compiled_loop)"),
     ("itl_ms_p95", _F64, "95th percentile inter-token latency"),
     ("itl_ms_p99", _F64, "99th percentile inter-token latency"),
     ("itl_ms_samples", _F64_LIST, "every inter-token latency of every run"),
@@ -118,8 +119,8 @@ COLUMNS: list[tuple[str, pa.DataType, str]] = [
         _F64,
         "gen/(e2e_ms_p50/1000): the study's 'TPOT (tok/s)', prefill included",
     ),
-    ("compile_s", _F64, "torch.compile time spent in warm-up (compiled backend)"),
-    ("compiled", _BOOL, "whether generate() ran a torch.compile'd decode step"),
+    ("compile_s", _F64, "torch.compile time spent in warm-up (compiled and compiled_loop backends)"),
+    ("compiled", _BOOL, "whether a torch.compile'd decode step ran"),
     # memory
     ("weights_bytes", _I64, "allocated bytes after load (CUDA)"),
     (

@@ -11,7 +11,10 @@ import re
 from pathlib import Path
 
 DTYPES = ("bfloat16", "float16", "float32")
-BACKENDS = ("eager", "compiled")
+# eager: generate() + dynamic cache; compiled: generate() + static cache (transformers compiles the
+# decode step on GPU); compiled_loop: our own loop of a compiled step, no host sync per token.
+BACKENDS = ("eager", "compiled", "compiled_loop")
+STATIC_CACHE_BACKENDS = ("compiled", "compiled_loop")
 SOURCES = ("random", "pretrained")
 EXPERTS_IMPLEMENTATIONS = ("grouped_mm", "batched_mm", "eager")
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")

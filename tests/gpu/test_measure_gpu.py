@@ -47,6 +47,19 @@ def test_compiled_backend_static_cache_kv():
     assert row["compile_s"] is not None and row["compile_s"] >= 0
 
 
+@pytest.mark.parametrize(("family", "decoding"), [("gpt_oss", "top_p"), ("qwen3", "greedy")])
+def test_compiled_loop_on_gpu(family, decoding):
+    """CUDA graphs, on-device sampling, device-clock inter-token times, static KV as predicted."""
+    cell = make_cell(random_model(family), context=128, gen=16, decoding=decoding, **GPU)
+    cell["backend"] = "compiled_loop"
+    row = measure.measure_cell(cell)
+    assert row["status"] == "ok" and row["valid"], (row["error"], row["invalid_reasons"])
+    assert row["compiled"] is True and row["cache_implementation"] == "static"
+    assert row["kv_cache_bytes"] == row["kv_cache_bytes_analytic"]
+    assert len(row["itl_ms_samples"]) == row["n_runs"] * 15 and min(row["itl_ms_samples"]) > 0
+    assert 0 < row["roofline_fraction"] < 1
+
+
 def test_full_size_gpt_oss_cell_at_2048(tmp_path):
     """One full-size random-weight gpt-oss-20b cell at the reference shape, kept as evidence."""
     model = {"source": "random", "architecture": "workflow/architectures/gpt-oss-20b.json"}

@@ -27,7 +27,7 @@ CELL_FILES = [cell.path for cell in CELLS]
 
 wildcard_constraints:
     model=r"[A-Za-z0-9][A-Za-z0-9._-]*",
-    backend=r"eager|compiled",
+    backend=r"eager|compiled_loop|compiled",
     dtype=r"bfloat16|float16|float32",
     context=r"\d+",
     gen=r"\d+",

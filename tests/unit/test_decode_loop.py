@@ -1,0 +1,54 @@
+"""The compiled_loop backend on CPU: same tokens as generate(), exact lengths, a complete row."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from deploybench import measure, models
+from deploybench.cli import STANDARD_DECODING
+from deploybench.decode_loop import CompiledDecodeLoop
+from deploybench.kvcache import analytic_kv_bytes, measured_kv_bytes
+from deploybench.timing import generation_config, timed_generate
+from tests.unit.test_measure import make_cell, random_model
+
+
+@pytest.fixture(scope="module")
+def llama():
+    torch.manual_seed(0)
+    return models.load_model(random_model("llama"), "float32", "cpu").model
+
+
+def test_greedy_tokens_equal_generate_with_a_static_cache(llama):
+    ids = torch.randint(3, 1000, (1, 30), generator=torch.Generator().manual_seed(1))
+    loop = CompiledDecodeLoop(llama, STANDARD_DECODING["greedy"], context=30, gen=12, device="cpu")
+    timing, output = loop.run(ids, 12, seed=0, clock=True)
+    config = generation_config(STANDARD_DECODING["greedy"], 12, 0, "static")
+    _, reference = timed_generate(llama, ids, torch.ones_like(ids), config, "cpu", seed=0, clock=False)
+    assert torch.equal(output.sequences, reference.sequences)
+    assert timing.new_tokens == 12 and len(timing.token_times) == 12
+    assert timing.token_times == sorted(timing.token_times) and timing.decode_tps > 0
+    # The cache holds context + gen - 1 tokens, as the analytic formula says for a static cache.
+    assert measured_kv_bytes(output.past_key_values) == analytic_kv_bytes(llama.config, 30, 12, torch.float32, "static")
+
+
+def test_rerun_resets_the_cache_and_sampling_is_seeded(llama):
+    ids = torch.randint(3, 1000, (1, 20), generator=torch.Generator().manual_seed(2))
+    loop = CompiledDecodeLoop(llama, STANDARD_DECODING["top_k"], context=20, gen=10, device="cpu")
+    first = [loop.run(ids, 10, seed=7, clock=False)[1].sequences.clone() for _ in range(2)]
+    other = loop.run(ids, 10, seed=8, clock=False)[1].sequences
+    assert torch.equal(first[0], first[1])
+    assert not torch.equal(first[0], other)
+    one = loop.run(ids, 1, seed=7, clock=True)[0]  # the TTFT run: prefill only
+    assert one.new_tokens == 1 and len(one.token_times) == 1
+
+
+def test_compiled_loop_row_is_complete_and_valid():
+    cell = make_cell(random_model("llama"), context=32, gen=8, dtype="float32")
+    cell["backend"] = "compiled_loop"
+    row = measure.measure_cell(cell)
+    assert row["status"] == "ok" and row["valid"], row["invalid_reasons"]
+    assert row["cache_implementation"] == "static" and row["compiled"] is True
+    assert row["compile_s"] is not None and row["compile_s"] >= 0
+    assert row["kv_cache_bytes"] == row["kv_cache_bytes_analytic"] > 0
+    assert row["gen_tokens_measured"] == 8 and len(row["itl_ms_samples"]) == 2 * 7
