@@ -36,11 +36,7 @@ CONDITIONS = ("baseline", "gc_off", "pinned", "pinned+gc")
 
 
 def sm_clock_mhz(dev) -> int | None:
-    if isinstance(dev, str):
-        return None
-    import pynvml
-
-    return pynvml.nvmlDeviceGetClockInfo(dev, pynvml.NVML_CLOCK_SM)
+    return None if isinstance(dev, str) else dev.sm_clock_mhz()
 
 
 def run_under(condition: str, all_cpus: set[int], one_cpu: int, run):

@@ -9,6 +9,8 @@ Timing: the first token is synchronised to the host (TTFT). Later tokens are sta
 device with CUDA events and placed on the host clock relative to the first one, so inter-token
 latency is the time between tokens being produced on the GPU. On CPU every op is synchronous and
 each token is stamped with the host clock.
+
+Attention runs through attention.GQA_EAGER: the eager math without repeat_kv's copies.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from dataclasses import dataclass
 
 import torch
 
+from . import attention
 from .sampling import make_sampler
 from .timing import RunTiming, synchronize
 
@@ -34,6 +37,8 @@ class CompiledDecodeLoop:
     def __init__(self, model, decoding: dict, context: int, gen: int, device: str):
         from transformers import StaticCache
 
+        # K and V read in place rather than copied once per query head (see attention.py).
+        model.set_attn_implementation(attention.register())
         self.model = model
         self.device = device
         self.context = context

@@ -138,7 +138,6 @@ def _measure_loaded(cell: dict, device: str, config, active_params: int) -> dict
     out["load_s"] = time.perf_counter() - load_start
     out["weights_bytes"] = memory.allocated_bytes(device)
     model = loaded.model
-    out.update(models.implementations(model))
 
     prompt = _prompt(loaded, config, cell)
     out["prompt_mode"] = prompt.prompt_mode
@@ -146,6 +145,7 @@ def _measure_loaded(cell: dict, device: str, config, active_params: int) -> dict
     input_ids = torch.tensor([prompt.input_ids], device=device)
     cache_impl = "static" if cell["backend"] in STATIC_CACHE_BACKENDS else None
     run = _runner(cell, loaded, config, input_ids, device)
+    out.update(models.implementations(model))  # after the runner: compiled_loop sets its attention
     full, first = cell["gen"], 1
 
     # Idle power with the weights resident, after a cool-down, before any generate of this cell.

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from deploybench import measure, models
+from deploybench import attention, measure, models
 from deploybench.cli import STANDARD_DECODING
 from deploybench.decode_loop import CompiledDecodeLoop
 from deploybench.kvcache import analytic_kv_bytes, measured_kv_bytes
@@ -49,6 +49,25 @@ def test_compiled_loop_row_is_complete_and_valid():
     row = measure.measure_cell(cell)
     assert row["status"] == "ok" and row["valid"], row["invalid_reasons"]
     assert row["cache_implementation"] == "static" and row["compiled"] is True
+    assert row["attn_implementation"] == attention.GQA_EAGER
     assert row["compile_s"] is not None and row["compile_s"] >= 0
     assert row["kv_cache_bytes"] == row["kv_cache_bytes_analytic"] > 0
     assert row["gen_tokens_measured"] == 8 and len(row["itl_ms_samples"]) == 2 * 7
+
+
+@pytest.mark.parametrize("family", ["llama", "qwen3", "gpt_oss"])  # gpt-oss: sinks and sliding layers
+def test_gqa_attention_equals_eager_attention(family):
+    torch.manual_seed(0)
+    model = models.load_model(random_model(family), "float32", "cpu").model
+    ids = torch.randint(3, 1000, (1, 50), generator=torch.Generator().manual_seed(3))
+    outputs = []
+    for implementation in ("eager", attention.register()):
+        model.set_attn_implementation(implementation)
+        with torch.no_grad():
+            logits = model(ids).logits
+        config = generation_config(STANDARD_DECODING["greedy"], 12, 0, "static")
+        _, generated = timed_generate(model, ids, torch.ones_like(ids), config, "cpu", seed=0, clock=False)
+        outputs.append((logits, generated.sequences))
+    assert model.config._attn_implementation == attention.GQA_EAGER
+    assert torch.allclose(outputs[0][0], outputs[1][0], atol=1e-5)
+    assert torch.equal(outputs[0][1], outputs[1][1])
