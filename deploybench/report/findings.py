@@ -218,6 +218,35 @@ def backends(data: ReportData) -> list[Finding]:
     return out
 
 
+def _device(r: dict) -> str:
+    uuid = r.get("device_uuid")
+    return uuid[:12] if uuid else str(r.get("hostname") or "unknown")
+
+
+def devices(data: ReportData) -> list[Finding]:
+    """Say when our cells come from more than one device, and which studies mix devices."""
+    counts: dict[str, int] = {}
+    for r in data.ours:
+        counts[_device(r)] = counts.get(_device(r), 0) + 1
+    if len(counts) < 2:
+        return []
+    mixed = []
+    for st in data.studies():
+        seen = {_device(r) for r in data.study_rows(st) if r is not None}
+        if len(seen) > 1:
+            mixed.append(f"{st.name} ({len(seen)})")
+    listing = ", ".join(f"{d}: {n}" for d, n in sorted(counts.items(), key=lambda x: -x[1]))
+    text = f"The {len(data.ours)} cells were measured on {len(counts)} devices ({listing} cells)."
+    if mixed:
+        text += (
+            " Studies whose cells span devices, with the number of devices: "
+            + ", ".join(mixed)
+            + ". Their comparisons include the difference between machines, which for eager decode can be"
+            " larger than the effect studied; the environment table lists each machine."
+        )
+    return [Finding("devices", text, "quality", {"devices": counts, "mixed_studies": mixed})]
+
+
 def quality(data: ReportData) -> list[Finding]:
     n = len(data.ours)
     if n == 0:
@@ -276,7 +305,8 @@ def imported(data: ReportData) -> list[Finding]:
 
 def findings(data: ReportData) -> list[Finding]:
     out = []
-    for fn in (cross_model, efficiency, context_trend, decoding_spread, precision, backends, imported, quality):
+    makers = (cross_model, efficiency, context_trend, decoding_spread, precision, backends, imported, quality, devices)
+    for fn in makers:
         try:
             out += fn(data)
         except Exception as exc:  # one broken finding must not take the report down

@@ -404,3 +404,17 @@ def test_one_model_has_no_gap_table_but_keeps_its_figures():
     mem, gap = T.memory_reference(data)
     assert mem.skipped is None and gap.skipped.startswith("fewer than two models")
     assert FN.cross_model(data) == []
+
+
+def test_devices_finding_names_the_studies_that_mix_devices(gpu):
+    df, cfg = gpu
+    assert "devices" not in {x.id for x in FN.findings(T.ReportData(df, cfg))}  # demo: one device of ours
+    mixed = df.copy()
+    moved = (mixed.source == "deploybench") & (mixed.decoding == "top_p")
+    mixed.loc[moved, "device_uuid"] = "GPU-11111111-other"
+    f = {x.id: x for x in FN.findings(T.ReportData(mixed, cfg))}["devices"]
+    assert f.numbers["devices"]["GPU-11111111"] == moved.sum()
+    assert [s.split(" ")[0] for s in f.numbers["mixed_studies"]] == [
+        st.name for st in T.ReportData(mixed, cfg).studies() if "top_p" in st.decodings
+    ]
+    assert "span devices" in f.text
