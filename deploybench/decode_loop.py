@@ -44,6 +44,7 @@ class CompiledDecodeLoop:
         self.context = context
         # The last generated token is never fed back: the cache holds context + gen - 1 tokens.
         self.cache = StaticCache(config=model.config, max_cache_len=context + gen - 1)
+        _steady_sliding_layers(self.cache, context + gen - 1, getattr(model.config, "sliding_window", None))
         self.sampler = make_sampler(decoding)
         mode = "reduce-overhead" if device.startswith("cuda") else None  # CUDA graphs on GPU only
         self.step = torch.compile(self._decode_step, mode=mode, fullgraph=True)
@@ -94,6 +95,28 @@ class CompiledDecodeLoop:
         sequences = torch.cat([input_ids, torch.stack(tokens, dim=1)], dim=1)
         timing = RunTiming(e2e_s=elapsed, token_times=token_times, new_tokens=len(tokens))
         return timing, LoopOutput(sequences, self.cache)
+
+
+def _steady_sliding_layers(cache, max_cache_len: int, window: int | None) -> None:
+    """Swap the cache's sliding-window layers for ones torch.compile sees the same at every step.
+
+    transformers counts the tokens a sliding layer has seen in a Python int that the masks read, so
+    torch.compile recompiles the decode step with that int dynamic and CUDA graphs record a new graph
+    at every position. Once the window is full, the layer's mask depends only on positions relative
+    to the window (q_offset - kv_offset = window - 1 at every step): holding the count at the window
+    gives the same masks and tensors, and one graph for all steps.
+    """
+    from transformers.cache_utils import StaticSlidingWindowLayer
+
+    class SteadySlidingWindowLayer(StaticSlidingWindowLayer):
+        def update(self, key_states, value_states, *args, **kwargs):
+            keys_values = super().update(key_states, value_states, *args, **kwargs)
+            self.cumulative_length_int = min(self.cumulative_length_int, self.max_cache_len)
+            return keys_values
+
+    for i, layer in enumerate(cache.layers):
+        if type(layer) is StaticSlidingWindowLayer:
+            cache.layers[i] = SteadySlidingWindowLayer(max_cache_len=max_cache_len, sliding_window=window)
 
 
 def _event() -> torch.cuda.Event:

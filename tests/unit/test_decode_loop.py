@@ -71,3 +71,23 @@ def test_gqa_attention_equals_eager_attention(family):
     assert model.config._attn_implementation == attention.GQA_EAGER
     assert torch.allclose(outputs[0][0], outputs[1][0], atol=1e-5)
     assert torch.equal(outputs[0][1], outputs[1][1])
+
+
+@pytest.mark.parametrize("context", [40, 20])  # tiny gpt-oss slides over 32 tokens: full from the start, or later
+def test_sliding_layers_compile_once_when_full_and_match_generate(context):
+    torch.manual_seed(0)
+    model = models.load_model(random_model("gpt_oss"), "float32", "cpu").model
+    ids = torch.randint(3, 1000, (1, context), generator=torch.Generator().manual_seed(4))
+    gen = 16
+    graphs_before = torch._dynamo.utils.counters["stats"]["unique_graphs"]
+    loop = CompiledDecodeLoop(model, STANDARD_DECODING["greedy"], context=context, gen=gen, device="cpu")
+    runs = [loop.run(ids, gen, seed=0, clock=False)[1] for _ in range(2)]
+    graphs = torch._dynamo.utils.counters["stats"]["unique_graphs"] - graphs_before
+    config = generation_config(STANDARD_DECODING["greedy"], gen, 0, "static")
+    _, reference = timed_generate(model, ids, torch.ones_like(ids), config, "cpu", seed=0, clock=False)
+    assert all(torch.equal(run.sequences, reference.sequences) for run in runs)
+    assert measured_kv_bytes(runs[-1].past_key_values) == analytic_kv_bytes(
+        model.config, context, gen, torch.float32, "static"
+    )
+    if context > model.config.sliding_window:
+        assert graphs == 1  # one decode graph for every position (transformers' own layer recompiles)
