@@ -41,7 +41,7 @@ def sm_clock_mhz(dev) -> int | None:
 
 def run_under(condition: str, all_cpus: set[int], one_cpu: int, run):
     os.sched_setaffinity(0, {one_cpu} if condition.startswith("pinned") else all_cpus)
-    gc_off = condition.endswith("gc") or condition == "gc_off"
+    gc_off = "gc" in condition
     if gc_off:
         gc.collect()
         gc.freeze()

@@ -16,15 +16,7 @@ import sys
 from pathlib import Path
 
 from . import HARNESS_VERSION
-from .spec import MEASUREMENT_DEFAULTS, SpecError, validate_cell
-
-STANDARD_DECODING = {
-    "greedy": {"do_sample": False},
-    "top_p": {"do_sample": True, "temperature": 0.7, "top_p": 0.9},
-    "top_k": {"do_sample": True, "temperature": 0.7, "top_k": 50},
-    "high_temp": {"do_sample": True, "temperature": 1.0, "top_p": 0.95},
-    "low_temp": {"do_sample": True, "temperature": 0.3, "top_p": 0.8},
-}
+from .spec import MEASUREMENT_DEFAULTS, STANDARD_DECODING, SpecError, validate_cell
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -16,7 +16,7 @@ from pathlib import Path
 import pandas as pd
 
 from deploybench.schema import SCHEMA_VERSION, to_table
-from deploybench.spec import canonical_json, cell_id
+from deploybench.spec import STANDARD_DECODING, canonical_json, cell_id
 
 MIB = 2**20  # torch.cuda memory stats divided by 1024*1024: the study's "MB" is MiB
 
@@ -133,11 +133,14 @@ _ORDER = [
 
 # Decoding labels of the study -> our mode names and the settings its script used (= CONTRACTS.md).
 _DECODING = {
-    "Greedy": ("greedy", {"do_sample": False}),
-    "Top-p (0.9)": ("top_p", {"do_sample": True, "temperature": 0.7, "top_p": 0.9}),
-    "Top-k (50)": ("top_k", {"do_sample": True, "temperature": 0.7, "top_k": 50}),
-    "High Temp": ("high_temp", {"do_sample": True, "temperature": 1.0, "top_p": 0.95}),
-    "Low Temp": ("low_temp", {"do_sample": True, "temperature": 0.3, "top_p": 0.8}),
+    label: (name, STANDARD_DECODING[name])
+    for label, name in {
+        "Greedy": "greedy",
+        "Top-p (0.9)": "top_p",
+        "Top-k (50)": "top_k",
+        "High Temp": "high_temp",
+        "Low Temp": "low_temp",
+    }.items()
 }
 _DTYPES = {"BF16": "bfloat16", "FP16": "float16", "FP32": "float32"}
 _PROMPT_MODES = {"chat_template": "chat_template", "completion": "raw_text"}

@@ -33,6 +33,14 @@ MODEL_KEYS = {
     "metadata",
 }
 DECODING_KEYS = {"do_sample", "temperature", "top_p", "top_k"}
+# The study's five decoding modes (its released script's settings); configs may define others.
+STANDARD_DECODING = {
+    "greedy": {"do_sample": False},
+    "top_p": {"do_sample": True, "temperature": 0.7, "top_p": 0.9},
+    "top_k": {"do_sample": True, "temperature": 0.7, "top_k": 50},
+    "high_temp": {"do_sample": True, "temperature": 1.0, "top_p": 0.95},
+    "low_temp": {"do_sample": True, "temperature": 0.3, "top_p": 0.8},
+}
 MEASUREMENT_DEFAULTS = {
     "device": "auto",
     "warmup_runs": 1,

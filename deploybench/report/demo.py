@@ -16,6 +16,7 @@ import random
 import pandas as pd
 
 from deploybench.schema import SCHEMA_VERSION, to_table
+from deploybench.spec import STANDARD_DECODING
 
 IMPORT_SOURCE = "import:arxiv-2508.16700"
 
@@ -59,13 +60,7 @@ _META = {
         "model_card": "https://huggingface.co/01-ai/Yi-34B",
     },
 }
-DECODING = {
-    "greedy": {"do_sample": False},
-    "top_p": {"do_sample": True, "temperature": 0.7, "top_p": 0.9},
-    "top_k": {"do_sample": True, "temperature": 0.7, "top_k": 50},
-    "high_temp": {"do_sample": True, "temperature": 1.0, "top_p": 0.95},
-    "low_temp": {"do_sample": True, "temperature": 0.3, "top_p": 0.8},
-}
+DECODING = STANDARD_DECODING
 
 
 def demo_config(variant: str = "gpu") -> dict:

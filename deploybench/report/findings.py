@@ -44,13 +44,25 @@ def _ref_words(ref: dict) -> str:
     return f"{cell_short(ref)} ({ref['decoding']}, {ref['dtype']}, {ref['backend']})"
 
 
-def cross_model(data: ReportData) -> list[Finding]:
+def _against_baseline(data: ReportData):
+    """(model, baseline, reference cell, model row, baseline row) for every non-baseline model of the
+    main study whose row and baseline row at the reference cell both ran."""
     st = data.main_study()
     if st is None or len(st.models) < 2:
-        return []
+        return
     ref = data.study_ref(st)
     base = data.baseline if data.baseline in st.models else st.models[0]
     rb = data.ref_row(base, ref)
+    for m in st.models:
+        if m == base:
+            continue
+        r = data.ref_row(m, ref)
+        if r is None or rb is None or is_failed(r) or is_failed(rb):
+            continue
+        yield m, base, ref, r, rb
+
+
+def cross_model(data: ReportData) -> list[Finding]:
     out = []
     phrases = [
         ("e2e_tps", "e2e tok/s"),
@@ -59,12 +71,7 @@ def cross_model(data: ReportData) -> list[Finding]:
         ("j_per_1k_tokens", "J per 1000 tokens"),
         ("peak_gb", "peak memory"),
     ]
-    for m in st.models:
-        if m == base:
-            continue
-        r = data.ref_row(m, ref)
-        if r is None or rb is None or is_failed(r) or is_failed(rb):
-            continue
+    for m, base, ref, r, rb in _against_baseline(data):
         parts, nums = [], {}
         for key, words in phrases:
             a, b = _val(r, key), _val(rb, key)
@@ -82,20 +89,9 @@ def cross_model(data: ReportData) -> list[Finding]:
 
 
 def efficiency(data: ReportData) -> list[Finding]:
-    st = data.main_study()
-    if st is None or len(st.models) < 2:
-        return []
-    ref = data.study_ref(st)
-    base = data.baseline if data.baseline in st.models else st.models[0]
-    rb = data.ref_row(base, ref)
     col = "ape_e2e_tps_per_active_b"
     out = []
-    for m in st.models:
-        if m == base:
-            continue
-        r = data.ref_row(m, ref)
-        if r is None or rb is None or is_failed(r) or is_failed(rb):
-            continue
+    for m, base, ref, r, rb in _against_baseline(data):
         a, b = num(r.get(col)), num(rb.get(col))
         rt = num(r.get(f"ratio_to_baseline_{col}")) or ratio(a, b)
         if a is None or b is None or rt is None:
