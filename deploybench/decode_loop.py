@@ -41,7 +41,6 @@ class CompiledDecodeLoop:
         model.set_attn_implementation(attention.register())
         self.model = model
         self.device = device
-        self.context = context
         # The last generated token is never fed back: the cache holds context + gen - 1 tokens.
         self.cache = StaticCache(config=model.config, max_cache_len=context + gen - 1)
         _steady_sliding_layers(self.cache, context + gen - 1, getattr(model.config, "sliding_window", None))
