@@ -1,0 +1,45 @@
+"""How much of a grid's job time is not measurement? A benchmark summary, not a test.
+
+Reads every cell row and the Snakemake job benchmark (`benchmark:` TSV of the measure rule) that
+produced it, and splits the jobs' wall time into: time inside measure_cell (`cell_wall_s`), and
+the rest (process start, imports, writing the row). Model build (`load_s`) and torch.compile in
+warm-up (`compile_s`) sit inside measure_cell; they are reported separately.
+
+    python benchmarks/grid_overhead.py reference-run/h200-2026-11-29/cells \
+        reference-run/h200-2026-11-29/logs/benchmarks/measure
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import pandas as pd
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("cells", type=Path, help="folder of cell Parquet files")
+    parser.add_argument("benchmarks", type=Path, help="folder of the measure rule's benchmark TSVs")
+    args = parser.parse_args()
+
+    rows = pd.concat([pd.read_parquet(p) for p in sorted(args.cells.rglob("*.parquet"))])
+    job_s = [pd.read_csv(args.benchmarks / f"{cell}.tsv", sep="\t")["s"].iloc[0] for cell in rows.cell_id]
+    jobs, inside = float(sum(job_s)), float(rows.cell_wall_s.sum())
+    load, compile_ = float(rows.load_s.sum()), float(rows.compile_s.fillna(0).sum())
+    summary = {
+        "cells": len(rows),
+        "jobs_s": jobs,
+        "inside_measure_cell_s": inside,
+        "outside_share": (jobs - inside) / jobs,
+        "model_build_s": load,
+        "outside_plus_build_share": (jobs - inside + load) / jobs,
+        "compile_s": compile_,
+        "outside_plus_build_plus_compile_share": (jobs - inside + load + compile_) / jobs,
+    }
+    print(json.dumps(summary, indent=1))
+
+
+if __name__ == "__main__":
+    main()
