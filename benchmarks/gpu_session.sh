@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # One call on the GPU machine (no network, no snakemake): install the offline wheel bundle,
-# restore the previous GPU run's results so Snakemake only runs missing cells, run what is
+# restore the previous GPU run's results (unless this machine still has them) so Snakemake only runs missing cells, run what is
 # asked, and pack the state back into $OUT.
 #   bash benchmarks/gpu_session.sh "<pytest args or ''>" "<snakemake args or ''>" [seconds budget]
 set -uo pipefail
@@ -8,7 +8,9 @@ OUT=${OUT:-/tmp/deploybench-out}; mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1 CUDA_DEVICE_ORDER=PCI_BUS_ID
 python3 -m pip install -q --no-index --find-links .whl snakemake==9.27.1 \
   2>&1 | grep -v -i warning | tail -3
-if [ -f gpu-state/state.tar.gz ]; then tar xzf gpu-state/state.tar.gz; echo "restored $(ls results/cells/*/*/*.parquet 2>/dev/null | wc -l) cells"; fi
+# A machine kept warm since the last call still has that call's results, newer than the carried state.
+if [ -d results/cells ]; then echo "kept $(ls results/cells/*/*/*.parquet 2>/dev/null | wc -l) cells from the last call on this machine"
+elif [ -f gpu-state/state.tar.gz ]; then tar xzf gpu-state/state.tar.gz; echo "restored $(ls results/cells/*/*/*.parquet 2>/dev/null | wc -l) cells"; fi
 nvidia-smi --query-gpu=name,uuid,driver_version,memory.total,clocks.max.sm --format=csv,noheader
 python3 -c "import torch, transformers; print('torch', torch.__version__, 'transformers', transformers.__version__)"
 start=$(date +%s)
