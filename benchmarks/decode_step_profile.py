@@ -12,7 +12,7 @@ weights in layer order (so the L2 cache cannot serve a repeat), against the devi
 the speed a decode step made of nothing but these GEMVs would reach.
 
     python benchmarks/decode_step_profile.py --architecture workflow/architectures/qwen3-32b.json \
-        --context 2048 --gen 16 --out profile.json
+        --context 2048 --gen 64 --out profile.json
 """
 
 from __future__ import annotations
@@ -59,7 +59,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--architecture", required=True)
     parser.add_argument("--context", type=int, default=2048)
-    parser.add_argument("--gen", type=int, default=16)
+    parser.add_argument("--gen", type=int, default=64, help="the cell's generation length (sets the cache size)")
+    parser.add_argument("--profile-tokens", type=int, default=16, help="tokens generated in the profiled run")
     parser.add_argument("--dtype", default="bfloat16")
     parser.add_argument("--out", required=True)
     args = parser.parse_args()
@@ -73,22 +74,22 @@ def main() -> None:
     ids = torch.tensor([prompt.input_ids], device=device)
     loop = CompiledDecodeLoop(model, {"do_sample": False}, args.context, args.gen, device)
     for i in range(3):  # compile, record the CUDA graphs, then one clean run
-        loop.run(ids, args.gen, seed=i, clock=True)
+        timing, _ = loop.run(ids, args.gen, seed=i, clock=True)  # the last: unprofiled decode speed
 
     activities = [torch.profiler.ProfilerActivity.CPU]
     if device.startswith("cuda"):
         activities.append(torch.profiler.ProfilerActivity.CUDA)
     # Profile a prefill-only run and a full run: their difference is the decode steps alone.
     totals = {}
-    for new_tokens in (1, args.gen):
+    for new_tokens in (1, args.profile_tokens):
         with torch.profiler.profile(activities=activities) as profile:
-            timing, _ = loop.run(ids, new_tokens, seed=0, clock=True)
+            loop.run(ids, new_tokens, seed=0, clock=True)
         totals[new_tokens] = kernel_totals(device_kernels(profile))
 
-    steps = args.gen - 1
+    steps = args.profile_tokens - 1
     per_step = {}
-    for kind in {*totals[1], *totals[args.gen]}:
-        full, prefill = totals[args.gen].get(kind, {}), totals[1].get(kind, {})
+    for kind in {*totals[1], *totals[args.profile_tokens]}:
+        full, prefill = totals[args.profile_tokens].get(kind, {}), totals[1].get(kind, {})
         per_step[kind] = {
             "us": (full.get("us", 0.0) - prefill.get("us", 0.0)) / steps,
             "kernels": (full.get("kernels", 0) - prefill.get("kernels", 0)) / steps,
@@ -102,6 +103,7 @@ def main() -> None:
         "architecture": args.architecture,
         "context": args.context,
         "gen": args.gen,
+        "profile_tokens": args.profile_tokens,
         "bytes_multiplied_per_step": matmul_bytes,
         "decode_tps": timing.decode_tps,
         "itl_ms": itl_ms,
