@@ -1,10 +1,11 @@
 """How much do the harness's instruments slow decoding down? A benchmark, not a test.
 
-In one process, on one model and cell, interleaves full generate() runs in four modes:
-  plain            no streamer, no sampler (a bare generate loop)
-  steps            the per-step timestamp streamer the harness uses
-  steps+sampler    streamer + NVML power sampler at 100 Hz (what the harness runs)
-  steps+sampler10  streamer + sampler at 10 Hz
+In one process, on one model and cell, interleaves full runs of one backend in four modes:
+  plain            no timestamps, no sampler (a bare generate() or loop)
+  steps            the per-step timestamps the harness takes (a streamer for generate(); a CUDA event
+                   per token for compiled_loop)
+  steps+sampler    timestamps + NVML power sampler at 100 Hz (what the harness runs)
+  steps+sampler10  timestamps + sampler at 10 Hz
 Decode tok/s is (gen - 1) / (e2e(gen) - median TTFT) for every mode, so all four are measured the
 same way; the instrumented modes also report the harness's own per-step decode_tps.
 
@@ -25,7 +26,9 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from deploybench import energy, models, prompts  # noqa: E402
+from deploybench.decode_loop import CompiledDecodeLoop  # noqa: E402
 from deploybench.environment import capture, resolve_device  # noqa: E402
+from deploybench.spec import BACKENDS, STATIC_CACHE_BACKENDS  # noqa: E402
 from deploybench.stats import coefficient_of_variation, median  # noqa: E402
 from deploybench.timing import generation_config, timed_generate  # noqa: E402
 
@@ -39,7 +42,7 @@ def main() -> None:
     parser.add_argument("--context", type=int, default=2048)
     parser.add_argument("--gen", type=int, default=64)
     parser.add_argument("--dtype", default="bfloat16")
-    parser.add_argument("--backend", default="eager", choices=["eager", "compiled"])
+    parser.add_argument("--backend", default="eager", choices=list(BACKENDS))
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--out", required=True)
     args = parser.parse_args()
@@ -52,15 +55,12 @@ def main() -> None:
     config = model.config
     prompt = prompts.random_prompt(config.vocab_size, args.context, seed=0)
     ids = torch.tensor([prompt.input_ids], device=device)
-    mask = torch.ones_like(ids)
-    cache = "static" if args.backend == "compiled" else None
-    full = generation_config({}, args.gen, 0, cache)
-    first = generation_config({}, 1, 0, cache)
+    generate = _generator(model, ids, args.backend, args.context, args.gen, device)
     dev = energy.open_device(device)
 
-    for i in range(3):  # warm-up (and compilation for the compiled backend)
-        timed_generate(model, ids, mask, full, device, i, clock=False)
-    ttft_s = [timed_generate(model, ids, mask, first, device, i, clock=False)[0].e2e_s for i in range(5)]
+    for i in range(3):  # warm-up (and compilation for the compiled backends)
+        generate(args.gen, i, clock=False)
+    ttft_s = [generate(1, i, clock=False)[0].e2e_s for i in range(5)]
     ttft = median(ttft_s)
 
     results = {mode: {"e2e_s": [], "decode_tps_e2e": [], "decode_tps_steps": []} for mode in MODES}
@@ -71,7 +71,7 @@ def main() -> None:
             sampled = mode.startswith("steps+sampler") and not isinstance(dev, str)
             meter = energy.EnergyMeter(dev, interval_s=0.1 if mode.endswith("10") else 0.01)
             with meter if sampled else contextlib.nullcontext():
-                timing, output = timed_generate(model, ids, mask, full, device, r, clock=clock)
+                timing, output = generate(args.gen, r, clock=clock)
             del output
             results[mode]["e2e_s"].append(timing.e2e_s)
             results[mode]["decode_tps_e2e"].append((args.gen - 1) / (timing.e2e_s - ttft))
@@ -116,6 +116,19 @@ def main() -> None:
     print("harness decode_tps / plain:", round(report["ratio_harness_decode_tps_over_plain"], 4))
     print(
         "plain cv:", summary["plain"]["decode_tps_e2e_cv"], "sampler cv:", summary["steps+sampler"]["decode_tps_e2e_cv"]
+    )
+
+
+def _generator(model, ids, backend: str, context: int, gen: int, device: str):
+    """generate(new_tokens, seed, clock) -> (RunTiming, output) for the backend, as the harness runs it."""
+    if backend == "compiled_loop":
+        loop = CompiledDecodeLoop(model, {"do_sample": False}, context, gen, device)
+        return lambda new_tokens, seed, clock: loop.run(ids, new_tokens, seed, clock=clock)
+    mask = torch.ones_like(ids)
+    cache = "static" if backend in STATIC_CACHE_BACKENDS else None
+    configs = {n: generation_config({}, n, 0, cache) for n in (1, gen)}
+    return lambda new_tokens, seed, clock: timed_generate(
+        model, ids, mask, configs[new_tokens], device, seed, clock=clock
     )
 
 
