@@ -91,23 +91,3 @@ def test_sliding_layers_compile_once_when_full_and_match_generate(context):
     )
     if context > model.config.sliding_window:
         assert graphs == 1  # one decode graph for every position (transformers' own layer recompiles)
-
-
-def test_compiled_decode_attention_is_fused_reductions_equal_to_the_matmuls():
-    from torch._inductor.utils import run_and_get_code
-
-    torch.manual_seed(0)
-    module = torch.nn.Module().eval()  # no sinks: a Qwen3/Llama layer
-    query = torch.randn(1, 8, 1, 16)  # 8 query heads, one decode position
-    key, value = torch.randn(1, 2, 40, 16), torch.randn(1, 2, 40, 16)  # 2 KV heads, 40 cached positions
-    mask = torch.zeros(1, 1, 1, 40)
-    mask[..., 30:] = float("-inf")  # static-cache slots not yet written
-
-    def attend(q, k, v, m):
-        return attention.gqa_eager_attention(module, q, k, v, m, scaling=0.25)[0]
-
-    expected = attend(query, key, value, mask)  # eager: torch.matmul
-    torch._dynamo.reset()
-    compiled, code = run_and_get_code(torch.compile(attend, fullgraph=True), query, key, value, mask)
-    assert torch.allclose(compiled, expected, atol=1e-5)
-    assert not any("bmm" in source or "extern_kernels.mm" in source for source in code)
