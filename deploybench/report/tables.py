@@ -222,6 +222,7 @@ METRICS: dict[str, Metric] = {
         Metric("e2e_ms_p99", "e2e p99", "ms", "lower"),
         Metric("e2e_tps", "e2e tok/s", "tok/s", "higher"),
         Metric("decode_tps", "decode tok/s", "tok/s", "higher"),
+        Metric("decode_cv", "decode CV", "% run to run", "lower", col="decode_tps_cv", scale=100.0, sig=2),
         Metric("tpot_ms", "TPOT", "ms/token", "lower"),
         Metric("itl_ms_p50", "ITL p50", "ms", "lower"),
         Metric("itl_ms_p95", "ITL p95", "ms", "lower"),
@@ -631,7 +632,8 @@ def latency_reference(data: ReportData) -> list[Table]:
     out = []
     for i, st in enumerate(studies):
         ref = data.study_ref(st)
-        metrics = [METRICS[k] for k in ("ttft_ms", "e2e_ms_p50", "e2e_ms_p95", "e2e_tps", "decode_tps", "tpot_ms")]
+        keys = ("ttft_ms", "e2e_ms_p50", "e2e_ms_p95", "e2e_tps", "decode_tps", "decode_cv", "tpot_ms")
+        metrics = [METRICS[k] for k in keys]
         cols = [model_col(), *[m.column() for m in metrics], Column("n_runs", "Runs", "n")]
         t = Table(
             id=_tid("table-latency-ref", i),
@@ -642,8 +644,8 @@ def latency_reference(data: ReportData) -> list[Table]:
                 f"Study {st.name}, at {cell_label(ref)}. TTFT is the median of N one-token generates; "
                 "e2e p50/p95 are percentiles of the full-generate wall time over N runs; e2e tok/s = "
                 "generated tokens / e2e p50 (prefill included: the study's \u201cTPOT (tok/s)\u201d); decode tok/s = "
-                "(gen − 1) / (last − first token time); TPOT (ms/token) = 1000 / decode tok/s. "
-                "↑ higher is better, ↓ lower is better."
+                "(gen − 1) / (last − first token time); decode CV = standard deviation ÷ mean of decode tok/s "
+                "over the N runs; TPOT (ms/token) = 1000 / decode tok/s. ↑ higher is better, ↓ lower is better."
             ),
         )
         used = []
@@ -1174,7 +1176,16 @@ def _compare_axis(data: ReportData, kind: str, axis: str, tid: str, title: str, 
         anchor = values[0]
         metrics = [
             METRICS[k]
-            for k in ("ttft_ms", "e2e_tps", "decode_tps", "itl_ms_p50", "peak_gb", "roofline_fraction", "compile_s")
+            for k in (
+                "ttft_ms",
+                "e2e_tps",
+                "decode_tps",
+                "decode_cv",
+                "itl_ms_p50",
+                "peak_gb",
+                "roofline_fraction",
+                "compile_s",
+            )
         ]
         cols = [model_col()]
         if axis == "backend":
@@ -1197,7 +1208,8 @@ def _compare_axis(data: ReportData, kind: str, axis: str, tid: str, title: str, 
             caption=(
                 f"Study {st.name}: {intro} At {ref['gen']} generated tokens, {ref['decoding']}, {ref['dtype']}"
                 + (f", context {ref['context']} tokens" if len(ctxs) <= 1 else "")
-                + ". Roofline fraction = decode tok/s ÷ (measured memory bandwidth ÷ bytes read per token). "
+                + ". Decode CV = run-to-run standard deviation ÷ mean of decode tok/s. Roofline fraction = "
+                "decode tok/s ÷ (measured memory bandwidth ÷ bytes read per token). "
                 "↑ higher is better, ↓ lower is better."
             ),
         )

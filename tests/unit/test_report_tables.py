@@ -275,10 +275,15 @@ def test_decoding_and_context_deltas(gpu):
 
 def test_backend_governance_and_imported_tables(gpu):
     df, cfg = gpu
+    df = df.assign(decode_tps_cv=[0.001 * (i + 1) for i in range(len(df))])  # a distinct CV per row
     data = T.ReportData(df, cfg)
     (b,) = T.backend_comparison(data)
     comp = _ref_row(df, "qwen3-32b", backend="compiled")
     assert b.cell("decode_tps", model="qwen3-32b", backend="compiled").value == comp.decode_tps
+    assert b.cell("decode_cv", model="qwen3-32b", backend="compiled").value == pytest.approx(comp.decode_tps_cv * 100)
+    (lat,) = T.latency_reference(data)
+    eager = _ref_row(df, "qwen3-32b")
+    assert lat.cell("decode_cv", model="qwen3-32b").value == pytest.approx(eager.decode_tps_cv * 100)
     (gov,) = T.governance(data)
     assert gov.cell("yi-34b", field="license").text == "Yi Series Models Community License"
     assert gov.cell("gpt-oss-20b", field="model_card").href == "https://huggingface.co/openai/gpt-oss-20b"
