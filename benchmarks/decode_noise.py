@@ -27,8 +27,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from deploybench import energy, models, prompts  # noqa: E402
-from deploybench.environment import capture, resolve_device  # noqa: E402
+from benchmarks._cell import random_model_and_prompt, rotated  # noqa: E402
+from deploybench import energy  # noqa: E402
+from deploybench.environment import capture  # noqa: E402
 from deploybench.stats import coefficient_of_variation, median  # noqa: E402
 from deploybench.timing import generation_config, timed_generate  # noqa: E402
 
@@ -63,11 +64,7 @@ def main() -> None:
     parser.add_argument("--out", required=True)
     args = parser.parse_args()
 
-    device = resolve_device("auto")
-    spec = {"source": "random", "architecture": args.architecture, "attn_implementation": "eager"}
-    model = models.load_model(spec, "bfloat16", device).model
-    prompt = prompts.random_prompt(model.config.vocab_size, args.context, seed=0)
-    ids = torch.tensor([prompt.input_ids], device=device)
+    model, ids, device = random_model_and_prompt(args.architecture, args.context)
     mask = torch.ones_like(ids)
     full = generation_config({}, args.gen, 0)
     dev = energy.open_device(device)
@@ -82,8 +79,7 @@ def main() -> None:
 
     results = {c: {"decode_tps": [], "sm_clock_mhz": [], "slowest_itl_ms": []} for c in CONDITIONS}
     for r in range(args.rounds):
-        order = CONDITIONS[r % len(CONDITIONS) :] + CONDITIONS[: r % len(CONDITIONS)]
-        for condition in order:
+        for condition in rotated(CONDITIONS, r):
             clock_before = sm_clock_mhz(dev)
             timing = run_under(condition, all_cpus, one_cpu, run(r))
             entry = results[condition]

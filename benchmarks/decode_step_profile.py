@@ -28,9 +28,10 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from deploybench import models, params, prompts, roofline  # noqa: E402
+from benchmarks._cell import random_model_and_prompt  # noqa: E402
+from deploybench import models, params, roofline  # noqa: E402
 from deploybench.decode_loop import CompiledDecodeLoop  # noqa: E402
-from deploybench.environment import capture, resolve_device  # noqa: E402
+from deploybench.environment import capture  # noqa: E402
 from deploybench.stats import median  # noqa: E402
 from deploybench.timing import synchronize  # noqa: E402
 
@@ -65,13 +66,9 @@ def main() -> None:
     parser.add_argument("--out", required=True)
     args = parser.parse_args()
 
-    device = resolve_device("auto")
-    spec = {"source": "random", "architecture": args.architecture, "attn_implementation": "eager"}
-    model = models.load_model(spec, args.dtype, device).model
+    model, ids, device = random_model_and_prompt(args.architecture, args.context, args.dtype)
     # The bytes a decode step multiplies: active parameters (routed experts only for MoE), as in the roofline.
     matmul_bytes = params.count_from_config(model.config)["active_params"] * models.TORCH_DTYPES[args.dtype].itemsize
-    prompt = prompts.random_prompt(model.config.vocab_size, args.context, seed=0)
-    ids = torch.tensor([prompt.input_ids], device=device)
     loop = CompiledDecodeLoop(model, {"do_sample": False}, args.context, args.gen, device)
     for i in range(3):  # compile, record the CUDA graphs, then one clean run
         timing, _ = loop.run(ids, args.gen, seed=i, clock=True)  # the last: unprofiled decode speed

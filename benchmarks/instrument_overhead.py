@@ -25,9 +25,10 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from deploybench import energy, models, prompts  # noqa: E402
+from benchmarks._cell import random_model_and_prompt, rotated  # noqa: E402
+from deploybench import energy  # noqa: E402
 from deploybench.decode_loop import CompiledDecodeLoop  # noqa: E402
-from deploybench.environment import capture, resolve_device  # noqa: E402
+from deploybench.environment import capture  # noqa: E402
 from deploybench.spec import BACKENDS, STATIC_CACHE_BACKENDS  # noqa: E402
 from deploybench.stats import coefficient_of_variation, median  # noqa: E402
 from deploybench.timing import generation_config, timed_generate  # noqa: E402
@@ -47,14 +48,9 @@ def main() -> None:
     parser.add_argument("--out", required=True)
     args = parser.parse_args()
 
-    device = resolve_device("auto")
-    spec = {"source": "random", "architecture": args.architecture, "attn_implementation": "eager"}
-    if args.experts_implementation:
-        spec["experts_implementation"] = args.experts_implementation
-    model = models.load_model(spec, args.dtype, device).model
-    config = model.config
-    prompt = prompts.random_prompt(config.vocab_size, args.context, seed=0)
-    ids = torch.tensor([prompt.input_ids], device=device)
+    model, ids, device = random_model_and_prompt(
+        args.architecture, args.context, args.dtype, args.experts_implementation
+    )
     generate = _generator(model, ids, args.backend, args.context, args.gen, device)
     dev = energy.open_device(device)
 
@@ -65,8 +61,7 @@ def main() -> None:
 
     results = {mode: {"e2e_s": [], "decode_tps_e2e": [], "decode_tps_steps": []} for mode in MODES}
     for r in range(args.rounds):
-        order = MODES[r % len(MODES) :] + MODES[: r % len(MODES)]  # rotate to spread drift evenly
-        for mode in order:
+        for mode in rotated(MODES, r):
             clock = mode != "plain"
             sampled = mode.startswith("steps+sampler") and not isinstance(dev, str)
             meter = energy.EnergyMeter(dev, interval_s=0.1 if mode.endswith("10") else 0.01)

@@ -1,0 +1,27 @@
+"""What the GPU benchmarks share: a random-weight model with a prompt of exact length, and run orders."""
+
+from __future__ import annotations
+
+import torch
+
+from deploybench import models, prompts
+from deploybench.environment import resolve_device
+
+
+def random_model_and_prompt(
+    architecture: str, context: int, dtype: str = "bfloat16", experts_implementation: str | None = None
+):
+    """(model, input ids of `context` tokens, device) for an architecture card, as the harness builds them."""
+    device = resolve_device("auto")
+    spec = {"source": "random", "architecture": architecture, "attn_implementation": "eager"}
+    if experts_implementation:
+        spec["experts_implementation"] = experts_implementation
+    model = models.load_model(spec, dtype, device).model
+    prompt = prompts.random_prompt(model.config.vocab_size, context, seed=0)
+    return model, torch.tensor([prompt.input_ids], device=device), device
+
+
+def rotated(items: tuple, round_index: int) -> tuple:
+    """items started at position round_index: over rounds every item runs at every place, spreading drift."""
+    k = round_index % len(items)
+    return items[k:] + items[:k]
