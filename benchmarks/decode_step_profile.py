@@ -90,7 +90,8 @@ def main() -> None:
         per_step[kind] = {
             "us": (full.get("us", 0.0) - prefill.get("us", 0.0)) / steps,
             "kernels": (full.get("kernels", 0) - prefill.get("kernels", 0)) / steps,
-            "top_in_full_run": full.get("top", []),
+            # The same difference per kernel name: which kernels the decode steps run, not the prefill.
+            "top": top_per_step(full.get("by_name", {}), prefill.get("by_name", {}), steps),
         }
     step_us = sum(v["us"] for v in per_step.values())
     itl_ms = [x * 1000 for x in timing.itl_s]
@@ -163,15 +164,25 @@ def linear_gemv_bandwidth(model, device: str, repeats: int = 5) -> dict:
 
 
 def kernel_totals(kernels: list[tuple[str, float]]) -> dict:
+    """Per kind of kernel: total us, kernel count, and [us, count] per kernel name."""
     by_kind: dict[str, dict] = {}
     for name, us in kernels:
-        entry = by_kind.setdefault(kind_of(name), {"us": 0.0, "kernels": 0, "top": {}})
+        entry = by_kind.setdefault(kind_of(name), {"us": 0.0, "kernels": 0, "by_name": {}})
         entry["us"] += us
         entry["kernels"] += 1
-        entry["top"][name] = entry["top"].get(name, 0.0) + us
-    for entry in by_kind.values():
-        entry["top"] = sorted(entry["top"].items(), key=lambda x: -x[1])[:8]
+        named = entry["by_name"].setdefault(name, [0.0, 0])
+        named[0] += us
+        named[1] += 1
     return by_kind
+
+
+def top_per_step(full: dict, prefill: dict, steps: int, keep: int = 8) -> list[dict]:
+    """The kernel names that take the most time per decode step: (full run - prefill run) / steps."""
+    rows = []
+    for name, (us, count) in full.items():
+        us_before, count_before = prefill.get(name, (0.0, 0))
+        rows.append({"name": name, "us": (us - us_before) / steps, "calls": (count - count_before) / steps})
+    return sorted(rows, key=lambda r: -r["us"])[:keep]
 
 
 def _graphed(fn, device: str):
