@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import time
+
 import torch
 
 from deploybench import models, prompts
 from deploybench.environment import resolve_device
+from deploybench.timing import synchronize
 
 
 def random_model_and_prompt(
@@ -25,3 +28,26 @@ def rotated(items: tuple, round_index: int) -> tuple:
     """items started at position round_index: over rounds every item runs at every place, spreading drift."""
     k = round_index % len(items)
     return items[k:] + items[:k]
+
+
+def graphed(fn, device: str):
+    """On GPU, fn captured as one CUDA graph, so kernel launches from Python do not set the pace."""
+    if not device.startswith("cuda"):
+        return fn
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        fn()  # warm-up outside capture: cuBLAS picks its kernels and workspace here
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        fn()
+    return graph.replay
+
+
+def timed(fn, device: str) -> float:
+    synchronize(device)
+    start = time.perf_counter()
+    fn()
+    synchronize(device)
+    return time.perf_counter() - start

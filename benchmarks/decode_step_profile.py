@@ -21,19 +21,17 @@ import argparse
 import json
 import re
 import sys
-import time
 from pathlib import Path
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks._cell import random_model_and_prompt  # noqa: E402
+from benchmarks._cell import graphed, random_model_and_prompt, timed  # noqa: E402
 from deploybench import models, params, roofline  # noqa: E402
 from deploybench.decode_loop import CompiledDecodeLoop  # noqa: E402
 from deploybench.environment import capture  # noqa: E402
 from deploybench.stats import median  # noqa: E402
-from deploybench.timing import synchronize  # noqa: E402
 
 KINDS = (
     ("matmul", re.compile(r"gemv|gemm|cutlass|nvjet|xmma|cublas|sm90_|splitk|addmm|bmm", re.I)),
@@ -144,8 +142,8 @@ def linear_gemv_bandwidth(model, device: str, repeats: int = 5) -> dict:
                 for w in weights:
                     torch.nn.functional.linear(x, w)
 
-            run = _graphed(group_pass, device)
-            seconds = median([_timed(run, device) for _ in range(repeats + 1)][1:])  # first: warm-up
+            run = graphed(group_pass, device)
+            seconds = median([timed(run, device) for _ in range(repeats + 1)][1:])  # first: warm-up
             nbytes = sum(w.numel() * w.element_size() for w in weights)
             out["groups"].append(
                 {
@@ -183,29 +181,6 @@ def top_per_step(full: dict, prefill: dict, steps: int, keep: int = 8) -> list[d
         us_before, count_before = prefill.get(name, (0.0, 0))
         rows.append({"name": name, "us": (us - us_before) / steps, "calls": (count - count_before) / steps})
     return sorted(rows, key=lambda r: -r["us"])[:keep]
-
-
-def _graphed(fn, device: str):
-    """On GPU, fn captured as one CUDA graph, so kernel launches from Python do not set the pace."""
-    if not device.startswith("cuda"):
-        return fn
-    side = torch.cuda.Stream()
-    side.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(side):
-        fn()  # warm-up outside capture: cuBLAS picks its kernels and workspace here
-    torch.cuda.current_stream().wait_stream(side)
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        fn()
-    return graph.replay
-
-
-def _timed(fn, device: str) -> float:
-    synchronize(device)
-    start = time.perf_counter()
-    fn()
-    synchronize(device)
-    return time.perf_counter() - start
 
 
 if __name__ == "__main__":
