@@ -14,14 +14,14 @@ from deploybench.timing import synchronize
 def random_model_and_prompt(
     architecture: str, context: int, dtype: str = "bfloat16", experts_implementation: str | None = None
 ):
-    """(model, input ids of `context` tokens, device) for an architecture card, as the harness builds them."""
+    """(LoadedModel, input ids of `context` tokens, device) for an architecture card, as the harness builds them."""
     device = resolve_device("auto")
     spec = {"source": "random", "architecture": architecture, "attn_implementation": "eager"}
     if experts_implementation:
         spec["experts_implementation"] = experts_implementation
-    model = models.load_model(spec, dtype, device).model
-    prompt = prompts.random_prompt(model.config.vocab_size, context, seed=0)
-    return model, torch.tensor([prompt.input_ids], device=device), device
+    loaded = models.load_model(spec, dtype, device)
+    prompt = prompts.random_prompt(loaded.model.config.vocab_size, context, seed=0)
+    return loaded, torch.tensor([prompt.input_ids], device=device), device
 
 
 def rotated(items: tuple, round_index: int) -> tuple:

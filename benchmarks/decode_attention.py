@@ -48,22 +48,24 @@ def sdpa_gqa(q, k, v, mask, scale):
     return functional.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=scale, enable_gqa=True)
 
 
-def qk_products_pv_matmul(q, k, v, mask, scale):
-    """QK as a broadcast product and sum (a reduction for inductor), PV as a matmul."""
+def _probs_from_products(q, k, mask, scale):
+    """Softmax over QK computed as a broadcast product and sum (a reduction for inductor), per KV
+    head: (batch, kv_heads, query heads per KV head, cache length)."""
     batch, heads, _, dim = q.shape
     grouped = q.reshape(batch, k.shape[1], heads // k.shape[1], dim)
     logits = (grouped.unsqueeze(-2) * k.unsqueeze(2)).sum(-1) * scale + mask[:, :, 0]
-    probs = functional.softmax(logits, dim=-1, dtype=torch.float32).to(q.dtype)
-    return (probs @ v).reshape(batch, heads, 1, dim)
+    return functional.softmax(logits, dim=-1, dtype=torch.float32).to(q.dtype)
+
+
+def qk_products_pv_matmul(q, k, v, mask, scale):
+    """QK as products and sums, PV as a matmul."""
+    return (_probs_from_products(q, k, mask, scale) @ v).reshape(q.shape)
 
 
 def products(q, k, v, mask, scale):
     """Both products as broadcast products and sums (the change reverted in 8a75fef)."""
-    batch, heads, _, dim = q.shape
-    grouped = q.reshape(batch, k.shape[1], heads // k.shape[1], dim)
-    logits = (grouped.unsqueeze(-2) * k.unsqueeze(2)).sum(-1) * scale + mask[:, :, 0]
-    probs = functional.softmax(logits, dim=-1, dtype=torch.float32).to(q.dtype)
-    return (probs.unsqueeze(-1) * v.unsqueeze(2)).sum(-2).reshape(batch, heads, 1, dim)
+    probs = _probs_from_products(q, k, mask, scale)
+    return (probs.unsqueeze(-1) * v.unsqueeze(2)).sum(-2).reshape(q.shape)
 
 
 def flex(context: int, length: int, device: str):

@@ -64,7 +64,8 @@ def main() -> None:
     parser.add_argument("--out", required=True)
     args = parser.parse_args()
 
-    model, ids, device = random_model_and_prompt(args.architecture, args.context)
+    loaded, ids, device = random_model_and_prompt(args.architecture, args.context)
+    model = loaded.model
     mask = torch.ones_like(ids)
     full = generation_config({}, args.gen, 0)
     dev = energy.open_device(device)

@@ -64,7 +64,8 @@ def main() -> None:
     parser.add_argument("--out", required=True)
     args = parser.parse_args()
 
-    model, ids, device = random_model_and_prompt(args.architecture, args.context, args.dtype)
+    loaded, ids, device = random_model_and_prompt(args.architecture, args.context, args.dtype)
+    model = loaded.model
     # The bytes a decode step multiplies: active parameters (routed experts only for MoE), as in the roofline.
     matmul_bytes = params.count_from_config(model.config)["active_params"] * models.TORCH_DTYPES[args.dtype].itemsize
     loop = CompiledDecodeLoop(model, {"do_sample": False}, args.context, args.gen, device)
@@ -84,12 +85,11 @@ def main() -> None:
     steps = args.profile_tokens - 1
     per_step = {}
     for kind in {*totals[1], *totals[args.profile_tokens]}:
-        full, prefill = totals[args.profile_tokens].get(kind, {}), totals[1].get(kind, {})
+        rows = per_step_by_name(totals[args.profile_tokens].get(kind, {}), totals[1].get(kind, {}), steps)
         per_step[kind] = {
-            "us": (full.get("us", 0.0) - prefill.get("us", 0.0)) / steps,
-            "kernels": (full.get("kernels", 0) - prefill.get("kernels", 0)) / steps,
-            # The same difference per kernel name: which kernels the decode steps run, not the prefill.
-            "top": top_per_step(full.get("by_name", {}), prefill.get("by_name", {}), steps),
+            "us": sum(r["us"] for r in rows),
+            "kernels": sum(r["calls"] for r in rows),
+            "top": rows[:8],  # which kernels the decode steps run, not the prefill
         }
     step_us = sum(v["us"] for v in per_step.values())
     itl_ms = [x * 1000 for x in timing.itl_s]
@@ -162,25 +162,22 @@ def linear_gemv_bandwidth(model, device: str, repeats: int = 5) -> dict:
 
 
 def kernel_totals(kernels: list[tuple[str, float]]) -> dict:
-    """Per kind of kernel: total us, kernel count, and [us, count] per kernel name."""
+    """{kind of kernel: {kernel name: [total us, calls]}}."""
     by_kind: dict[str, dict] = {}
     for name, us in kernels:
-        entry = by_kind.setdefault(kind_of(name), {"us": 0.0, "kernels": 0, "by_name": {}})
-        entry["us"] += us
-        entry["kernels"] += 1
-        named = entry["by_name"].setdefault(name, [0.0, 0])
+        named = by_kind.setdefault(kind_of(name), {}).setdefault(name, [0.0, 0])
         named[0] += us
         named[1] += 1
     return by_kind
 
 
-def top_per_step(full: dict, prefill: dict, steps: int, keep: int = 8) -> list[dict]:
-    """The kernel names that take the most time per decode step: (full run - prefill run) / steps."""
+def per_step_by_name(full: dict, prefill: dict, steps: int) -> list[dict]:
+    """Per kernel name, (full run - prefill run) / steps: the decode steps alone, most time first."""
     rows = []
-    for name, (us, count) in full.items():
-        us_before, count_before = prefill.get(name, (0.0, 0))
+    for name in {*full, *prefill}:
+        (us, count), (us_before, count_before) = full.get(name, (0.0, 0)), prefill.get(name, (0.0, 0))
         rows.append({"name": name, "us": (us - us_before) / steps, "calls": (count - count_before) / steps})
-    return sorted(rows, key=lambda r: -r["us"])[:keep]
+    return sorted(rows, key=lambda r: -r["us"])
 
 
 if __name__ == "__main__":

@@ -21,17 +21,14 @@ import json
 import sys
 from pathlib import Path
 
-import torch
-
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks._cell import random_model_and_prompt, rotated  # noqa: E402
 from deploybench import energy  # noqa: E402
-from deploybench.decode_loop import CompiledDecodeLoop  # noqa: E402
 from deploybench.environment import capture  # noqa: E402
-from deploybench.spec import BACKENDS, STATIC_CACHE_BACKENDS  # noqa: E402
+from deploybench.measure import backend_runner  # noqa: E402
+from deploybench.spec import BACKENDS, STANDARD_DECODING  # noqa: E402
 from deploybench.stats import coefficient_of_variation, median  # noqa: E402
-from deploybench.timing import generation_config, timed_generate  # noqa: E402
 
 MODES = ("plain", "steps", "steps+sampler", "steps+sampler10")
 
@@ -48,10 +45,18 @@ def main() -> None:
     parser.add_argument("--out", required=True)
     args = parser.parse_args()
 
-    model, ids, device = random_model_and_prompt(
+    loaded, ids, device = random_model_and_prompt(
         args.architecture, args.context, args.dtype, args.experts_implementation
     )
-    generate = _generator(model, ids, args.backend, args.context, args.gen, device)
+    # The harness's own runner for the backend: greedy, as its reference cell.
+    cell = {
+        "backend": args.backend,
+        "decoding": STANDARD_DECODING["greedy"],
+        "context": args.context,
+        "gen": args.gen,
+        "measurement": {"seed": 0},
+    }
+    generate = backend_runner(cell, loaded, loaded.model.config, ids, device)
     dev = energy.open_device(device)
 
     for i in range(3):  # warm-up (and compilation for the compiled backends)
@@ -111,19 +116,6 @@ def main() -> None:
     print("harness decode_tps / plain:", round(report["ratio_harness_decode_tps_over_plain"], 4))
     print(
         "plain cv:", summary["plain"]["decode_tps_e2e_cv"], "sampler cv:", summary["steps+sampler"]["decode_tps_e2e_cv"]
-    )
-
-
-def _generator(model, ids, backend: str, context: int, gen: int, device: str):
-    """generate(new_tokens, seed, clock) -> (RunTiming, output) for the backend, as the harness runs it."""
-    if backend == "compiled_loop":
-        loop = CompiledDecodeLoop(model, {"do_sample": False}, context, gen, device)
-        return lambda new_tokens, seed, clock: loop.run(ids, new_tokens, seed, clock=clock)
-    mask = torch.ones_like(ids)
-    cache = "static" if backend in STATIC_CACHE_BACKENDS else None
-    configs = {n: generation_config({}, n, 0, cache) for n in (1, gen)}
-    return lambda new_tokens, seed, clock: timed_generate(
-        model, ids, mask, configs[new_tokens], device, seed, clock=clock
     )
 
 

@@ -144,7 +144,7 @@ def _measure_loaded(cell: dict, device: str, config, active_params: int) -> dict
     out["context_tokens_measured"] = prompt.context_tokens_measured
     input_ids = torch.tensor([prompt.input_ids], device=device)
     cache_impl = "static" if cell["backend"] in STATIC_CACHE_BACKENDS else None
-    run = _runner(cell, loaded, config, input_ids, device)
+    run = backend_runner(cell, loaded, config, input_ids, device)
     out.update(models.implementations(model))  # after the runner: compiled_loop sets its attention
     full, first = cell["gen"], 1
 
@@ -216,8 +216,11 @@ def _measure_loaded(cell: dict, device: str, config, active_params: int) -> dict
     return out
 
 
-def _runner(cell: dict, loaded, config, input_ids, device: str):
-    """run(new_tokens, i, clock) -> (RunTiming, output): one timed generation for this backend."""
+def backend_runner(cell: dict, loaded, config, input_ids, device: str):
+    """run(new_tokens, i, clock) -> (RunTiming, output): one timed generation for this backend.
+
+    Uses the cell's backend, decoding, context, gen and measurement seed (the benchmarks call it too).
+    """
     seed = cell["measurement"]["seed"]
     if cell["backend"] == "compiled_loop":
         loop = CompiledDecodeLoop(loaded.model, cell["decoding"], cell["context"], cell["gen"], device)

@@ -60,7 +60,6 @@ _META = {
         "model_card": "https://huggingface.co/01-ai/Yi-34B",
     },
 }
-DECODING = STANDARD_DECODING
 
 
 def demo_config(variant: str = "gpu") -> dict:
@@ -86,7 +85,7 @@ def demo_config(variant: str = "gpu") -> dict:
                 "models": m[:1],
                 "contexts": [128],
                 "gen": [16],
-                "decoding": list(DECODING),
+                "decoding": list(STANDARD_DECODING),
             },
             "precision": {
                 "kind": "precision_sweep",
@@ -99,7 +98,7 @@ def demo_config(variant: str = "gpu") -> dict:
         return {
             "measurement": {"device": "auto", "warmup_runs": 1, "n_runs": 5, "min_energy_window_s": 3.0, "seed": 1234},
             "models": models,
-            "decoding": DECODING,
+            "decoding": STANDARD_DECODING,
             "studies": studies,
             "analysis": {
                 "baseline_model": "tiny-qwen3",
@@ -137,7 +136,7 @@ def demo_config(variant: str = "gpu") -> dict:
             "models": m[:1],
             "contexts": [128],
             "gen": [64],
-            "decoding": list(DECODING),
+            "decoding": list(STANDARD_DECODING),
         },
         "precision": {
             "kind": "precision_sweep",
@@ -157,7 +156,7 @@ def demo_config(variant: str = "gpu") -> dict:
     return {
         "measurement": {"device": "auto", "warmup_runs": 1, "n_runs": 5, "min_energy_window_s": 3.0, "seed": 1234},
         "models": models,
-        "decoding": DECODING,
+        "decoding": STANDARD_DECODING,
         "studies": studies,
         "analysis": {
             "baseline_model": "qwen3-32b",
@@ -242,7 +241,7 @@ def demo_rows(variant: str = "gpu") -> list[dict]:
             "harness_version": "1",
             "schema_version": SCHEMA_VERSION,
             "source": "deploybench",
-            **{k: v for k, v in DECODING[dec].items()},
+            **STANDARD_DECODING[dec],
             "seed": 1234,
             "weights_source": "random",
             "model_ref": f"workflow/architectures/{m}.json",

@@ -7,6 +7,7 @@ as the tables, so a reader can find each one again in a table.
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass, field
 
 from deploybench.report.tables import (
@@ -221,9 +222,7 @@ def _device(r: dict) -> str:
 
 def devices(data: ReportData) -> list[Finding]:
     """Say when our cells come from more than one device, and which studies mix devices."""
-    counts: dict[str, int] = {}
-    for r in data.ours:
-        counts[_device(r)] = counts.get(_device(r), 0) + 1
+    counts = Counter(_device(r) for r in data.ours)
     if len(counts) < 2:
         return []
     mixed = []
@@ -231,7 +230,7 @@ def devices(data: ReportData) -> list[Finding]:
         seen = {_device(r) for r in data.study_rows(st) if r is not None}
         if len(seen) > 1:
             mixed.append(f"{st.name} ({len(seen)})")
-    listing = ", ".join(f"{d}: {n}" for d, n in sorted(counts.items(), key=lambda x: -x[1]))
+    listing = ", ".join(f"{d}: {n}" for d, n in counts.most_common())
     text = f"The {len(data.ours)} cells were measured on {len(counts)} devices ({listing} cells)."
     if mixed:
         text += (
@@ -240,7 +239,7 @@ def devices(data: ReportData) -> list[Finding]:
             + ". Their comparisons include the difference between machines, which for eager decode can be"
             " larger than the effect studied; the environment table lists each machine."
         )
-    return [Finding("devices", text, "quality", {"devices": counts, "mixed_studies": mixed})]
+    return [Finding("devices", text, "quality", {"devices": dict(counts), "mixed_studies": mixed})]
 
 
 def quality(data: ReportData) -> list[Finding]:
