@@ -1,0 +1,17 @@
+"""How a cell is named: its id and the paths that hold its row, log and Snakemake benchmark.
+
+Declared once; the Snakemake rules, the cell spec, the report and the tests format these.
+Every axis of a cell appears in its id, so two cells never share a file.
+"""
+
+from __future__ import annotations
+
+# The axes in the order the id spells them; the id's text is what users see in paths and tables.
+CELL_ID = "{model}/{backend}-{dtype}/c{context}-g{gen}-{decoding}"
+CELL_PATH = f"results/cells/{CELL_ID}.parquet"
+CELL_LOG = f"logs/measure/{CELL_ID}.log"
+CELL_BENCHMARK = f"logs/benchmarks/measure/{CELL_ID}.tsv"
+
+
+def cell_id(model: str, backend: str, dtype: str, context: int, gen: int, decoding: str) -> str:
+    return CELL_ID.format(model=model, backend=backend, dtype=dtype, context=context, gen=gen, decoding=decoding)
