@@ -10,59 +10,12 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-APE_COLUMNS = {
-    "ape_e2e_tps_per_active_b": {
-        "label": "End-to-end tok/s per active B",
-        "unit": "tok/s per B active params",
-        "higher_is_better": True,
-        "definition": "e2e_tps / (active_params / 1e9)",
-    },
-    "ape_decode_tps_per_active_b": {
-        "label": "Decode tok/s per active B",
-        "unit": "tok/s per B active params",
-        "higher_is_better": True,
-        "definition": "decode_tps / (active_params / 1e9)",
-    },
-    "ape_inv_ttft_per_s_per_active_b": {
-        "label": "1/TTFT per active B",
-        "unit": "s^-1 per B active params",
-        "higher_is_better": True,
-        "definition": "(1000 / ttft_ms) / (active_params / 1e9)",
-    },
-    "ape_tokens_per_j_per_active_b": {
-        "label": "Tokens per joule per active B",
-        "unit": "tok/J per B active params",
-        "higher_is_better": True,
-        "definition": "tokens_per_j / (active_params / 1e9); tokens_per_j = 1000 / j_per_1k_tokens where it is empty",
-    },
-    "e2e_tps_per_peak_gb": {
-        "label": "End-to-end tok/s per peak GB",
-        "unit": "tok/s per GB (1e9 bytes)",
-        "higher_is_better": True,
-        "definition": "e2e_tps / (peak_allocated_bytes / 1e9)",
-    },
-}
+from deploybench import metrics
 
-# Figures compared with the baseline model, and whether a larger figure is better.
-RATIO_METRICS = {
-    "e2e_tps": True,
-    "decode_tps": True,
-    "ttft_ms": False,
-    "peak_allocated_bytes": False,
-    "j_per_1k_tokens": False,
-    **{col: spec["higher_is_better"] for col, spec in APE_COLUMNS.items()},
-}
-RATIO_COLUMNS = {
-    f"ratio_to_baseline_{metric}": {
-        "label": f"{metric} / baseline",
-        "unit": "x",
-        "higher_is_better": higher,
-        "definition": f"{metric} of the row / {metric} of the baseline model at the same cell "
-        f"(same {', '.join(('source', 'backend', 'dtype', 'context_tokens', 'gen_tokens', 'decoding'))})",
-    }
-    for metric, higher in RATIO_METRICS.items()
-}
-CELL_KEY = ["source", "backend", "dtype", "context_tokens", "gen_tokens", "decoding"]
+# The columns and their definitions live in the metric catalogue; this module computes them.
+APE_COLUMNS = [m.name for m in metrics.of_stage(metrics.Stage.APE)]
+RATIO_METRICS = [m.name for m in metrics.ratio_bases()]
+CELL_KEY = list(metrics.BASELINE_CELL_KEY)
 
 
 def _col(df: pd.DataFrame, name: str) -> np.ndarray:
@@ -134,12 +87,12 @@ def add_ratios(df: pd.DataFrame, baseline_model) -> pd.DataFrame:
         values = _col(out, metric)
         base = np.full(len(rows), np.nan)
         base[has] = values[idx[has]]
-        out[f"ratio_to_baseline_{metric}"] = np.where(ok & has, _div(values, base), np.nan)
+        out[metrics.ratio_column(metric)] = np.where(ok & has, _div(values, base), np.nan)
     names = [baseline_of(r) if h and o else None for r, h, o in zip(rows, has, ok)]
     out["ratio_baseline_model"] = pd.Series(names, index=out.index, dtype="str")
     return out
 
 
 def compute_ape(df: pd.DataFrame, baseline_model) -> pd.DataFrame:
-    """APE columns (APE_COLUMNS) and baseline ratios (RATIO_COLUMNS) added to a copy of `df`."""
+    """APE columns and baseline ratios (the catalogue's ape and ratio stages) added to a copy of `df`."""
     return add_ratios(add_ape(df), baseline_model)

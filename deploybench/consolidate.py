@@ -15,8 +15,9 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from deploybench import metrics
 from deploybench.importer import import_table
-from deploybench.schema import SCHEMA, read_rows, to_table
+from deploybench.schema import SCHEMA, arrow_type, read_rows, to_table
 
 SORT_KEY = [
     "source",
@@ -68,15 +69,13 @@ def consolidate(cell_paths: list, external_specs: list[dict], root) -> pd.DataFr
 
 
 def arrow_table(df: pd.DataFrame) -> pa.Table:
-    """Schema types for schema columns (ints stay ints), inferred types for derived ones."""
-    arrays, fields = [], []
-    for col in df.columns:
-        typ = SCHEMA.field(col).type if col in SCHEMA.names else None
-        arr = pa.Array.from_pandas(df[col], type=typ)
-        if arr.type == pa.null():  # an all-null derived column: keep it a nullable string
-            arr = arr.cast(pa.string())
-        arrays.append(arr)
-        fields.append(pa.field(col, arr.type))
+    """Every column with its catalogue type (ints stay ints); a column the catalogue lacks is an error."""
+    catalogue = metrics.by_name()
+    unknown = [col for col in df.columns if col not in catalogue]
+    if unknown:
+        raise KeyError(f"columns not in the metric catalogue (deploybench/metrics.yaml): {unknown}")
+    fields = [pa.field(col, arrow_type(catalogue[col])) for col in df.columns]
+    arrays = [pa.Array.from_pandas(df[f.name], type=f.type) for f in fields]
     return pa.Table.from_arrays(arrays, schema=pa.schema(fields, metadata=SCHEMA.metadata))
 
 

@@ -16,13 +16,6 @@ import pandas as pd
 
 TOLERANCE = 0.03
 
-TPOT_COLUMNS = {
-    "e2e_tps_raw": "e2e_tps as measured or imported, before this check",
-    "e2e_tps_recomputed": "gen / median(e2e_ms_samples) s, else gen / (e2e_ms_p50 / 1000)",
-    "tpot_artifact": "true when e2e_tps was replaced by the recomputed figure",
-    "tpot_check": "what the TPOT check found and did",
-}
-
 
 def _num(x) -> float | None:
     if x is None or x is pd.NA:
@@ -94,8 +87,7 @@ def _check_artifact(raw, gen, ttft_ms, p50_ms):
 
 
 def correct_tpot(df: pd.DataFrame) -> pd.DataFrame:
-    """A copy of `df` with e2e_tps corrected and e2e_tps_raw, e2e_tps_recomputed, tpot_artifact,
-    tpot_check added."""
+    """A copy of `df` with e2e_tps corrected and the catalogue's tpot-stage columns added."""
     out = df.copy()
     results = [check_row(row) for row in out.to_dict("records")]
     kept, rec, flag, text = (list(col) for col in zip(*results)) if results else ([],) * 4

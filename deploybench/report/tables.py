@@ -247,13 +247,13 @@ METRICS: dict[str, Metric] = {
 
 
 def ape_columns() -> dict[str, dict]:
-    """APE column metadata (deploybench.ape), units spelled for print."""
-    from deploybench.ape import APE_COLUMNS
+    """APE column metadata from the metric catalogue."""
+    from deploybench import metrics
 
-    cols = {k: dict(v) for k, v in APE_COLUMNS.items()}
-    for spec in cols.values():
-        spec["unit"] = str(spec.get("unit", "")).replace("s^-1", "1/s")
-    return cols
+    return {
+        m.name: {"label": m.header_label, "unit": m.unit, "higher_is_better": m.higher_is_better}
+        for m in metrics.of_stage(metrics.Stage.APE)
+    }
 
 
 def ape_metric(col: str, spec: dict) -> Metric:
