@@ -40,6 +40,8 @@ class ExpertsImplementation(StrEnum):
     GROUPED_MM = "grouped_mm"
     BATCHED_MM = "batched_mm"
     EAGER = "eager"
+    # Every expert for every token, as transformers 4.55 ran gpt-oss (deploybench.experts registers it).
+    ALL_EXPERTS = "all_experts"
 
 
 class Device(StrEnum):
@@ -113,6 +115,15 @@ _THROTTLE_BITS = {
     ThrottleReason.HW_THERMAL_SLOWDOWN: 0x40,
     ThrottleReason.HW_POWER_BRAKE_SLOWDOWN: 0x80,
 }
+
+
+class BoundBy(StrEnum):
+    """What sets the pace of a decode step (deploybench.boundness states the thresholds)."""
+
+    HOST = "host"
+    MEMORY_BANDWIDTH = "memory_bandwidth"
+    COMPUTE = "compute"
+    MIXED = "mixed"
 
 
 class Better(StrEnum):

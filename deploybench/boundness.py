@@ -1,0 +1,87 @@
+"""What bounds a cell's decode: the host that launches kernels, memory bandwidth, or compute.
+
+A profiled pass outside every timed and energy window (torch.profiler; CUPTI sees kernels inside CUDA
+graphs too) runs a prefill-only generate and a `profile_tokens` generate: their difference over the
+decode steps is each step's kernel count and kernel time. Against the measured (unprofiled) time per
+output token this gives the GPU-busy fraction; with the step's arithmetic intensity against the
+machine's ridge point (measured GEMM rate / GEMV bandwidth) it gives the verdict `bound_by`.
+Thresholds are stated in the metric catalogue's definitions of these columns.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from .enums import BoundBy
+
+# gpu_busy_fraction below HOST_BELOW: the GPU idles most of each step waiting for the host.
+HOST_BELOW = 0.5
+# At or above GPU_AT_LEAST the GPU sets the pace; between the two, host and GPU share it (mixed).
+GPU_AT_LEAST = 0.8
+PROFILE_TOKENS = 16
+
+
+@dataclass(frozen=True)
+class StepProfile:
+    kernels_per_token: float
+    gpu_kernel_ms_per_token: float
+
+
+def device_kernels(profile) -> list[tuple[str, float]]:
+    """(name, device microseconds) of every kernel the profiler saw on the device."""
+    out = []
+    for event in profile.events():
+        # Kernels are the events on the device; their time range is the kernel's own start and end.
+        if str(event.device_type).endswith("CUDA"):
+            out.append((event.name, float(event.time_range.elapsed_us())))
+    return out
+
+
+def profile_decode_steps(run, gen: int, device: str, profile_tokens: int = PROFILE_TOKENS) -> StepProfile | None:
+    """Kernels and kernel time per decode step; `run(new_tokens, i, clock)` as measure.backend_runner gives.
+
+    None on a CPU device. The profiled generates are shorter than the cell's (`profile_tokens`, at most gen):
+    a step's cost barely changes over a few dozen positions.
+    """
+    if not str(device).startswith("cuda"):
+        return None
+    tokens = max(2, min(gen, profile_tokens))
+    totals = {}
+    for new_tokens in (1, tokens):
+        with torch.profiler.profile(
+            activities=[torch.profiler.ProfilerActivity.CPU, torch.profiler.ProfilerActivity.CUDA]
+        ) as profile:
+            _, output = run(new_tokens, 0, False)
+            del output
+        kernels = device_kernels(profile)
+        totals[new_tokens] = (len(kernels), sum(us for _, us in kernels))
+    steps = tokens - 1
+    return StepProfile(
+        kernels_per_token=(totals[tokens][0] - totals[1][0]) / steps,
+        gpu_kernel_ms_per_token=(totals[tokens][1] - totals[1][1]) / steps / 1000,
+    )
+
+
+def busy_fraction(gpu_kernel_ms_per_token: float | None, tpot_ms: float | None) -> float | None:
+    if gpu_kernel_ms_per_token is None or not tpot_ms:
+        return None
+    return gpu_kernel_ms_per_token / tpot_ms
+
+
+def bound_by(busy: float | None, intensity_flops_per_byte: float | None, ridge_flops_per_byte: float | None):
+    """host | memory_bandwidth | compute | mixed (None without a busy fraction)."""
+    if busy is None:
+        return None
+    if busy < HOST_BELOW:
+        return BoundBy.HOST
+    if busy < GPU_AT_LEAST:
+        return BoundBy.MIXED
+    if (
+        intensity_flops_per_byte is not None
+        and ridge_flops_per_byte
+        and intensity_flops_per_byte >= ridge_flops_per_byte
+    ):
+        return BoundBy.COMPUTE
+    return BoundBy.MEMORY_BANDWIDTH
