@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from deploybench.report.demo import demo_config, demo_frame
 from deploybench.report.figures import tex_escape
 from deploybench.report.render import render_report
+from tests.fixtures.report_demo import demo_config, demo_frame
 
 ROOT = Path(__file__).resolve().parents[2]
 TEMPLATES = ROOT / "workflow" / "templates"

@@ -1,7 +1,7 @@
 """Report tables: every printed number is the frame's number, and bad input never prints nan/None.
 
 The frames are built here (a hand-written one through deploybench.schema.to_table, and the
-synthetic one of deploybench.report.demo); nothing depends on deploybench.ape/tpot/importer.
+synthetic one of tests/fixtures/report_demo.py); nothing depends on deploybench.ape/tpot/importer.
 """
 
 from __future__ import annotations
@@ -15,9 +15,9 @@ import pytest
 
 from deploybench.report import findings as FN
 from deploybench.report import tables as T
-from deploybench.report.demo import demo_config, demo_frame
 from deploybench.report.render import build_report
 from deploybench.schema import to_table
+from tests.fixtures.report_demo import demo_config, demo_frame
 
 BAD = re.compile(r"(?<![\w-])(nan|NaN|None|inf|null)(?![\w-])")
 
