@@ -46,6 +46,17 @@ WIDTH = {1: 6.4, 2: 9.0, 3: 9.8}  # inches per figure, by columns of panels
 HEIGHT = {1: 3.6, 2: 3.2, 3: 2.9}  # inches per row of panels
 
 
+def tick_label(v: float, _pos=None) -> str:
+    """Short tick text: 600k and 1.5M rather than an exponent beside the axis."""
+    if abs(v) >= 1e6:
+        text = f"{v / 1e6:g}M"
+    elif abs(v) >= 1e4:  # from five digits on: 10k
+        text = f"{v / 1e3:g}k"
+    else:
+        text = f"{v:g}"
+    return text.replace("-", "−")
+
+
 def _line(ax, p: Panel) -> None:
     for i, s in enumerate(p.series):
         if s.y:
@@ -55,6 +66,8 @@ def _line(ax, p: Panel) -> None:
         ax.set_xscale("log", base=2)
     ax.set_xticks(xs, [f"{x:.0f}" for x in xs])
     ax.minorticks_off()
+    if all(y >= 0 for s in p.series for y in s.y):
+        ax.set_ylim(bottom=0)  # from zero, as the bars: a cut axis would magnify small differences
 
 
 def _bars(ax, p: Panel) -> None:
@@ -76,8 +89,7 @@ def _stacked(ax, p: Panel) -> None:
 
 def _hist(ax, p: Panel) -> None:
     for s in p.series:
-        ax.stairs(s.y, s.x, fill=True, color=s.color, alpha=0.25)
-        ax.stairs(s.y, s.x, color=s.color, lw=1.5)
+        ax.stairs(s.y, s.x, fill=True, facecolor=(s.color, 0.25), edgecolor=s.color, lw=1.5)
     ax.set_ylim(bottom=0)
 
 
@@ -97,6 +109,7 @@ def draw(fig: Figure) -> MplFigure:
         if notes:
             ax.text(0.5, 1.01, "\n".join(notes), transform=ax.transAxes, ha="center", va="bottom", fontsize=8)
         ax.set_ylabel(p.y_label)
+        ax.yaxis.set_major_formatter(tick_label)
         if p.categories:
             ax.set_xticks(range(len(p.categories)), p.categories, rotation=20 if len(p.categories) > 2 else 0)
             ax.grid(False, axis="x")
