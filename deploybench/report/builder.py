@@ -73,6 +73,7 @@ class _Layout:
         self.iterated = [a.rstrip("?") for a in spec.rows]
         self.values = {a: values[a] for a in self.iterated}
         self.shown = [a.rstrip("?") for a in spec.rows if not a.endswith("?") or len(values[a.rstrip("?")]) > 1]
+        self.pivot = spec.pivot
         self.pivots = st.axes[spec.pivot] if spec.pivot else []
         if spec.pivot_ends and len(self.pivots) > 1:
             self.pivots = [self.pivots[0], self.pivots[-1]]
@@ -82,6 +83,13 @@ class _Layout:
             anchor_values["decoding"] = ["greedy"]
         self.anchor = spec.anchor
         self.anchor_value = next(iter(anchor_values.get(spec.anchor) or values.get(spec.anchor) or []), None)
+        self.metric_rows = "metric" in self.iterated  # metrics as rows, the pivot's values as columns
+
+    def key(self, m, v) -> str:
+        """The column key of metric m at pivot value v (v None: no pivot)."""
+        if self.metric_rows:
+            return f"{self.pivot}={v}"
+        return m.name if v is None else f"{m.name}@{v}"
 
     def cells(self):
         """(cell, metric or None) for every row, in order; the axes not iterated sit at the reference."""
@@ -101,12 +109,12 @@ def _columns(spec: TableSpec, lay: _Layout) -> list[Column]:
             cols.append(text_column(axis, label(axis)))
     own = {"settings": text_column("settings", "Settings"), "status": text_column("status", "Status", wrap=0.2)}
     cols += [own.get(t) or text_column(t, label(t)) for t in spec.text]
-    if metric_rows(lay):
+    if lay.metric_rows:
         first = lay.metrics[0]
-        return cols + [Column(f"{spec.pivot}={v}", f"{v} tok", Q.unit(first), first.better) for v in lay.pivots]
+        return cols + [Column(lay.key(first, v), f"{v} tok", Q.unit(first), first.better) for v in lay.pivots]
     for m in lay.metrics:
         if lay.pivots:
-            cols += [metric_column(m, f"{m.name}@{v}", f"{m.header_label} at {v}") for v in lay.pivots]
+            cols += [metric_column(m, lay.key(m, v), f"{m.header_label} at {v}") for v in lay.pivots]
         else:
             cols.append(metric_column(m))
         if m.name in spec.change:
@@ -126,8 +134,9 @@ def _settings(data: ReportData, cell: dict, r: dict | None) -> Cell:
     return text_cell("sampling, " + ", ".join(parts) if parts else "sampling")
 
 
-def _change(spec, lay: _Layout, data: ReportData, m, cell: dict, r: dict | None) -> Cell:
-    axis = spec.pivot if lay.anchor == "pivot" else lay.anchor
+def _change(lay: _Layout, data: ReportData, m, cell: dict, r: dict | None) -> Cell:
+    """(figure / the anchor's figure − 1) × 100; the anchor's own row says so instead."""
+    axis = lay.pivot if lay.anchor == "pivot" else lay.anchor
     if lay.anchor != "pivot" and cell[axis] == lay.anchor_value:
         return Cell("baseline" if axis == "model" else "reference", kind="baseline")
     compared = data.row({**cell, axis: lay.pivots[-1]}) if lay.anchor == "pivot" else r
@@ -177,17 +186,13 @@ def _grid(spec: TableSpec, data: ReportData, st: Study, tid: str) -> Table:
                 failure_shown = failure_shown or (v is None and is_failed(rv))
                 if spec.ratios and m.baseline_ratio and rv is not None:
                     c = _with_ratio(c, m, rv, data.row({**cell, "model": base}), base)
-                cells[f"{spec.pivot}={v}" if metric else (f"{m.name}@{v}" if v is not None else m.name)] = c
+                cells[lay.key(m, v)] = c
             if m.name in spec.change:
-                cells[f"d_{m.name}"] = _change(spec, lay, data, m, cell, r)
+                cells[f"d_{m.name}"] = _change(lay, data, m, cell, r)
         t.rows.append(Row(cells, key=key, status=row_status(r) if not lay.pivots else "ok"))
     needs = set(spec.needs or spec.metrics)
-    keys = [c.key for c in t.columns if c.key.split("@")[0] in needs or (metric_rows(lay) and "=" in c.key)]
+    keys = [lay.key(m, v) for m in lay.metrics for v in lay.pivots or [None] if lay.metric_rows or m.name in needs]
     return finish(t, keys, data.reason_missing(used, spec.missing))
-
-
-def metric_rows(lay: _Layout) -> bool:
-    return "metric" in lay.iterated
 
 
 def _caption(spec: TableSpec, lay: _Layout, st: Study, base: str | None) -> str:
@@ -231,10 +236,8 @@ def _gap(spec: TableSpec, data: ReportData, st: Study, tid: str) -> Table:
                 cells[f"vs_{b}"] = Cell(DASH, kind="text", note="same model")
                 continue
             gap, below = values[a] - values[b], (values[b] - values[a]) / values[b] * 100.0 if values[b] else None
-            pct = (
-                f"{fmt_pct(abs(below) if below is not None else None, signed=False)} {'below' if gap < 0 else 'above'}"
-            )
-            text = ("+" if gap >= 0 else "") + f"{fmt_num(gap, 3)} {unit}, {pct}"
+            pct = fmt_pct(None if below is None else abs(below), signed=False)
+            text = f"{'+' if gap >= 0 else ''}{fmt_num(gap, 3)} {unit}, {pct} {'below' if gap < 0 else 'above'}"
             cells[f"vs_{b}"] = Cell(text, value=gap, raw={"gap": gap, "pct_below": below})
         t.rows.append(Row(cells, key={"model": a}))
     return t
