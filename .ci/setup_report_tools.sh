@@ -6,18 +6,18 @@
 #
 #   chromium                  headless browser: renders report.html, console errors, screenshot
 #   poppler-utils             pdfinfo (page count) and pdftoppm (PDF -> PNG for a look)
-#   texlive-latex-base        pdflatex, LaTeX kernel, geometry, hyperref, graphicx, fontenc
+#   texlive-latex-base        pdflatex, LaTeX kernel, geometry, hyperref, graphicx (the figures: matplotlib's PDFs)
 #   texlive-latex-recommended booktabs, xcolor, caption, microtype, lmodern support
-#   texlive-pictures          pgf/TikZ and pgfplots (the report's figures in the PDF)
 #   lmodern                   lmodern.sty: scalable T1 fonts (fonts-lmodern alone has no .sty;
 #                             without it T1 text falls back to bitmap EC fonts)
 #   texlive-fonts-recommended Times/Helvetica-class Type 1 fonts (not strictly needed: lmodern
 #                             comes with texlive-base); left out to keep the install small
 #
-# texlive-latex-extra (~400 MB) is NOT needed: the template only uses packages above.
+# texlive-latex-extra (~400 MB) and texlive-pictures (pgf/TikZ) are NOT needed: the template only uses
+# packages above (checked with pdflatex -recorder on a rendered report).
 set -euo pipefail
 
-PACKAGES=(chromium poppler-utils texlive-latex-base texlive-latex-recommended texlive-pictures lmodern)
+PACKAGES=(chromium poppler-utils texlive-latex-base texlive-latex-recommended lmodern)
 
 log() { echo "[setup_report_tools] $*"; }
 
@@ -50,7 +50,7 @@ fi
 for tool in chromium pdflatex pdfinfo pdftoppm kpsewhich; do
     command -v "$tool" >/dev/null || { log "missing after install: $tool"; exit 1; }
 done
-for sty in booktabs.sty pgfplots.sty tikz.sty xcolor.sty hyperref.sty geometry.sty lmodern.sty; do
+for sty in booktabs.sty graphicx.sty xcolor.sty hyperref.sty geometry.sty lmodern.sty; do
     kpsewhich "$sty" >/dev/null || { log "missing LaTeX package: $sty"; exit 1; }
 done
 log "ok in $(( $(date +%s) - start )) s"

@@ -8,7 +8,8 @@ built, the job fails with the reason instead of leaving a stale or missing file 
 
 Standalone, for debugging:
     python scripts/report.py --input results/ape.parquet --config config.yaml --out report
-    python scripts/report.py --demo gpu --out /tmp/report-demo      # synthetic data, no workflow
+The synthetic frame the report tests use lives in tests/fixtures/report_demo.py (test data, not
+part of the workflow).
 """
 
 import argparse
@@ -62,23 +63,12 @@ def _snakemake(smk) -> None:
 
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--input", type=Path, help="results/ape.parquet (the APE table)")
-    ap.add_argument("--config", type=Path, help="the workflow config (YAML)")
+    ap.add_argument("--input", type=Path, required=True, help="results/ape.parquet (the APE table)")
+    ap.add_argument("--config", type=Path, required=True, help="the workflow config (YAML)")
     ap.add_argument("--out", type=Path, default=ROOT / "report", help="output folder (default: report/)")
     ap.add_argument("--templates", type=Path, default=ROOT / "workflow" / "templates")
     ap.add_argument("--no-pdf", action="store_true", help="skip pdflatex")
-    ap.add_argument("--demo", choices=["gpu", "cpu"], help="render synthetic data (deploybench.report.demo) instead")
     args = ap.parse_args(argv)
-    if args.demo:
-        from deploybench.report.demo import demo_config, demo_frame  # noqa: PLC0415
-
-        paths = render_report(
-            demo_frame(args.demo), demo_config(args.demo), args.out, args.templates, pdf=not args.no_pdf
-        )
-        print(f"demo report -> {paths['html']}; PDF {paths['pdf_status']}")
-        return
-    if args.input is None or args.config is None:
-        ap.error("--input and --config are required (or --demo)")
     import yaml  # noqa: PLC0415
 
     config = yaml.safe_load(args.config.read_text()) or {}

@@ -1,12 +1,18 @@
-"""The report: result frame + config -> HTML (self-contained), LaTeX (booktabs + pgfplots) and PDF.
+"""The report: result frame + config -> HTML (self-contained), LaTeX (booktabs) and PDF, in layers.
 
-tables.py   frame + config -> table models (formatted text and the raw number of every cell)
-figures.py  frame + config -> figure specs, drawn as inline SVG and as pgfplots code
-findings.py headline sentences and the opening summary, generated from the data
-render.py   assembles sections and renders workflow/templates/report.{html,tex}.j2
-demo.py     a synthetic, schema-correct frame for development and tests (not measurements)
+fmt.py        numbers and text as printed (never "nan" or "None")
+data.py       the frame as clean records, the config's studies, the reference cell
+quantities.py a catalogue metric (deploybench/metrics.yaml) read from a row and printed
+model.py      the table model: every cell's text and the number it came from
+specs.py      the study tables, declared as data;  builder.py  the one builder of them
+appendix.py   governance, failures, environment, methodology, definitions;  imported.py  imported rows
+figures.py    figure specs -> panels of numbers;  plot.py  drawn with matplotlib (SVG, PDF)
+findings.py   headline sentences and the opening summary
+captions.py   the prose, from workflow/templates/captions.yaml
+latex.py, render.py  the LaTeX helpers and pdflatex; sections -> report.{html,tex} and manifest.json
 """
 
-from deploybench.report.render import build_report, compile_pdf, render_report
+from deploybench.report.latex import compile_pdf
+from deploybench.report.render import build_report, render_report
 
 __all__ = ["build_report", "compile_pdf", "render_report"]

@@ -10,21 +10,14 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass, field
 
-from deploybench.report.tables import (
-    METRICS,
-    ReportData,
-    cell_short,
-    fmt_num,
-    fmt_params,
-    fmt_pct,
-    fmt_ratio,
-    is_failed,
-    is_invalid,
-    num,
-    pct_change,
-    ratio,
-    short,
-)
+from deploybench import tpot
+from deploybench.enums import StudyKind
+from deploybench.report import captions
+from deploybench.report import quantities as Q
+from deploybench.report.builder import baseline_of
+from deploybench.report.data import ReportData, cell_short, is_failed, is_invalid
+from deploybench.report.fmt import fmt_num, fmt_params, fmt_pct, fmt_ratio, num, pct_change, ratio, short
+from deploybench.report.imported import match_ours
 
 
 @dataclass
@@ -35,10 +28,8 @@ class Finding:
     numbers: dict = field(default_factory=dict)  # the raw figures the sentence quotes
 
 
-def _val(r, key):
-    if r is None or is_failed(r):
-        return None
-    return METRICS[key].value(r)
+def _val(r, name: str):
+    return Q.figure(Q.get(name), r)
 
 
 def _ref_words(ref: dict) -> str:
@@ -51,41 +42,38 @@ def _against_baseline(data: ReportData):
     st = data.main_study()
     if st is None or len(st.models) < 2:
         return
-    ref = data.study_ref(st)
-    base = data.baseline if data.baseline in st.models else st.models[0]
-    rb = data.ref_row(base, ref)
+    ref, base = data.study_ref(st), baseline_of(data, st)
+    rb = data.row({**ref, "model": base})
     for m in st.models:
-        if m == base:
-            continue
-        r = data.ref_row(m, ref)
-        if r is None or rb is None or is_failed(r) or is_failed(rb):
-            continue
-        yield m, base, ref, r, rb
+        r = data.row({**ref, "model": m})
+        if m != base and r is not None and rb is not None and not is_failed(r) and not is_failed(rb):
+            yield m, base, ref, r, rb
+
+
+# The figures a cross-model finding quotes, in the words of the sentence.
+CROSS_MODEL = {
+    "e2e_tps": "e2e tok/s",
+    "decode_tps": "decode tok/s",
+    "ttft_ms": "TTFT",
+    "j_per_1k_tokens": "J per 1000 tokens",
+    "peak_allocated_bytes": "peak memory",
+}
 
 
 def cross_model(data: ReportData) -> list[Finding]:
     out = []
-    phrases = [
-        ("e2e_tps", "e2e tok/s"),
-        ("decode_tps", "decode tok/s"),
-        ("ttft_ms", "TTFT"),
-        ("j_per_1k_tokens", "J per 1000 tokens"),
-        ("peak_gb", "peak memory"),
-    ]
     for m, base, ref, r, rb in _against_baseline(data):
         parts, nums = [], {}
-        for key, words in phrases:
+        for key, words in CROSS_MODEL.items():
             a, b = _val(r, key), _val(rb, key)
             p = pct_change(a, b)
-            if p is None:
-                continue
-            parts.append(f"{fmt_pct(p)} {words}")
-            nums[key] = {"model": a, "baseline": b, "pct": p}
-        if not parts:
-            continue
-        listing = ", ".join(parts[:-1]) + (" and " if len(parts) > 1 else "") + parts[-1]
-        text = f"{m} gives {listing} against {base} at {_ref_words(ref)}."
-        out.append(Finding(f"vs-{m}", text, "comparison", nums))
+            if p is not None:
+                parts.append(f"{fmt_pct(p)} {words}")
+                nums[key] = {"model": a, "baseline": b, "pct": p}
+        if parts:
+            listing = ", ".join(parts[:-1]) + (" and " if len(parts) > 1 else "") + parts[-1]
+            text = f"{m} gives {listing} against {base} at {_ref_words(ref)}."
+            out.append(Finding(f"vs-{m}", text, "comparison", nums))
     return out
 
 
@@ -115,103 +103,77 @@ def context_trend(data: ReportData) -> list[Finding]:
     lo, hi = min(st.contexts), max(st.contexts)
     tps, ttft, nums = [], [], {}
     for m in st.models:
-        r_lo = data.row(m, ref["backend"], ref["dtype"], lo, ref["gen"], ref["decoding"])
-        r_hi = data.row(m, ref["backend"], ref["dtype"], hi, ref["gen"], ref["decoding"])
+        r_lo, r_hi = (data.row({**ref, "model": m, "context": c}) for c in (lo, hi))
         p = pct_change(_val(r_hi, "e2e_tps"), _val(r_lo, "e2e_tps"))
         t = ratio(_val(r_hi, "ttft_ms"), _val(r_lo, "ttft_ms"))
-        if p is not None:
-            tps.append(f"{fmt_pct(p)} ({m})")
-        if t is not None:
-            ttft.append(f"{fmt_ratio(t)} ({m})")
+        tps += [f"{fmt_pct(p)} ({m})"] if p is not None else []
+        ttft += [f"{fmt_ratio(t)} ({m})"] if t is not None else []
         nums[m] = {"e2e_tps_pct": p, "ttft_ratio": t}
-    out = []
-    if tps:
-        text = f"From {lo} to {hi} tokens of context, e2e tok/s changes by " + ", ".join(tps)
-        text += f"; TTFT grows {', '.join(ttft)}." if ttft else "."
-        out.append(Finding("context", text, "context", nums))
-    return out
+    if not tps:
+        return []
+    text = f"From {lo} to {hi} tokens of context, e2e tok/s changes by " + ", ".join(tps)
+    text += f"; TTFT grows {', '.join(ttft)}." if ttft else "."
+    return [Finding("context", text, "context", nums)]
 
 
 def decoding_spread(data: ReportData) -> list[Finding]:
     out = []
-    for st in data.studies("decoding_ablation"):
-        ref = data.study_ref(st)
-        anchor = "greedy" if "greedy" in st.decodings else (st.decodings[0] if st.decodings else None)
+    for st in data.studies(StudyKind.DECODING_ABLATION):
+        ref, modes = data.study_ref(st), st.axes["decoding"]
+        anchor = "greedy" if "greedy" in modes else modes[0]
         deltas = []
         for m in st.models:
-            a = _val(data.row(m, ref["backend"], ref["dtype"], ref["context"], ref["gen"], anchor), "e2e_tps")
-            for dec in st.decodings:
-                if dec == anchor:
-                    continue
-                p = pct_change(
-                    _val(data.row(m, ref["backend"], ref["dtype"], ref["context"], ref["gen"], dec), "e2e_tps"), a
-                )
-                if p is not None:
+            a = _val(data.row({**ref, "model": m, "decoding": anchor}), "e2e_tps")
+            for dec in modes:
+                p = pct_change(_val(data.row({**ref, "model": m, "decoding": dec}), "e2e_tps"), a)
+                if dec != anchor and p is not None:
                     deltas.append((p, m, dec))
-        if not deltas:
-            continue
-        lo, hi = min(deltas), max(deltas)
-        text = (
-            f"Decoding modes change e2e tok/s by {fmt_pct(lo[0])} ({lo[2]}, {lo[1]}) to {fmt_pct(hi[0])} "
-            f"({hi[2]}, {hi[1]}) against {anchor} ({len(deltas)} mode-model pairs, study {st.name})."
-        )
-        out.append(Finding(f"decoding-{st.name}", text, "decoding", {"min": lo[0], "max": hi[0]}))
+        if deltas:
+            lo, hi = min(deltas), max(deltas)
+            text = (
+                f"Decoding modes change e2e tok/s by {fmt_pct(lo[0])} ({lo[2]}, {lo[1]}) to {fmt_pct(hi[0])} "
+                f"({hi[2]}, {hi[1]}) against {anchor} ({len(deltas)} mode-model pairs, study {st.name})."
+            )
+            out.append(Finding(f"decoding-{st.name}", text, "decoding", {"min": lo[0], "max": hi[0]}))
     return out
 
 
 def precision(data: ReportData) -> list[Finding]:
     out = []
-    for st in data.studies("precision_sweep"):
+    for st in data.studies(StudyKind.PRECISION_SWEEP):
         ref = data.study_ref(st)
         failed, speed = [], []
         for m in st.models:
-            rows = {}
-            for d in st.dtypes:
-                dd = data.dtype_for(m, d)
-                rows[dd] = data.row(m, ref["backend"], dd, ref["context"], ref["gen"], ref["decoding"])
-            for d, r in rows.items():
-                if is_failed(r):
-                    failed.append(f"{d} on {m} ({r.get('failure_kind') or 'error'})")
+            rows = {data.dtype_for(m, d): data.row({**ref, "model": m, "dtype": d}) for d in st.axes["dtype"]}
+            failed += [f"{d} on {m} ({r.get('failure_kind') or 'error'})" for d, r in rows.items() if is_failed(r)]
             ok = [(d, _val(r, "e2e_tps")) for d, r in rows.items() if _val(r, "e2e_tps") is not None]
             if len(ok) >= 2:
-                best = max(ok, key=lambda x: x[1])
-                worst = min(ok, key=lambda x: x[1])
+                best, worst = max(ok, key=lambda x: x[1]), min(ok, key=lambda x: x[1])
                 speed.append(f"{m}: {best[0]} is {fmt_ratio(best[1] / worst[1])} as fast as {worst[0]}")
         if speed:
-            out.append(
-                Finding(f"precision-{st.name}", "Precision sweep, e2e tok/s: " + "; ".join(speed) + ".", "precision")
-            )
+            text = "Precision sweep, e2e tok/s: " + "; ".join(speed) + "."
+            out.append(Finding(f"precision-{st.name}", text, "precision"))
         if failed:
-            out.append(
-                Finding(
-                    f"precision-failed-{st.name}",
-                    "Failed in the precision sweep: " + ", ".join(failed) + ".",
-                    "precision",
-                )
-            )
+            text = "Failed in the precision sweep: " + ", ".join(failed) + "."
+            out.append(Finding(f"precision-failed-{st.name}", text, "precision"))
     return out
 
 
 def backends(data: ReportData) -> list[Finding]:
     out = []
-    for st in data.studies("backend_comparison"):
-        if len(st.backends) < 2:
+    for st in data.studies(StudyKind.BACKEND_COMPARISON):
+        names = st.axes["backend"]
+        if len(names) < 2:
             continue
-        ref = data.study_ref(st)
-        a_name, parts = st.backends[0], []
+        ref, parts = data.study_ref(st), []
         for m in st.models:
-            ra = data.row(m, a_name, ref["dtype"], ref["context"], ref["gen"], ref["decoding"])
-            for b in st.backends[1:]:
-                rb = data.row(m, b, ref["dtype"], ref["context"], ref["gen"], ref["decoding"])
-                rt = ratio(_val(rb, "decode_tps"), _val(ra, "decode_tps"))
-                if rt is not None:
-                    parts.append(f"{fmt_ratio(rt)} for {m} ({b} ÷ {a_name})")
+            ra = data.row({**ref, "model": m, "backend": names[0]})
+            for b in names[1:]:
+                rt = ratio(_val(data.row({**ref, "model": m, "backend": b}), "decode_tps"), _val(ra, "decode_tps"))
+                parts += [f"{fmt_ratio(rt)} for {m} ({b} ÷ {names[0]})"] if rt is not None else []
         if parts:
-            out.append(
-                Finding(
-                    f"backend-{st.name}", "Decode tok/s, backend against backend: " + "; ".join(parts) + ".", "backend"
-                )
-            )
+            text = "Decode tok/s, backend against backend: " + "; ".join(parts) + "."
+            out.append(Finding(f"backend-{st.name}", text, "backend"))
     return out
 
 
@@ -227,18 +189,12 @@ def devices(data: ReportData) -> list[Finding]:
         return []
     mixed = []
     for st in data.studies():
-        seen = {_device(r) for r in data.study_rows(st) if r is not None}
-        if len(seen) > 1:
-            mixed.append(f"{st.name} ({len(seen)})")
+        seen = {_device(r) for r in data.study_rows(st)}
+        mixed += [f"{st.name} ({len(seen)})"] if len(seen) > 1 else []
     listing = ", ".join(f"{d}: {n}" for d, n in counts.most_common())
     text = f"The {len(data.ours)} cells were measured on {len(counts)} devices ({listing} cells)."
     if mixed:
-        text += (
-            " Studies whose cells span devices, with the number of devices: "
-            + ", ".join(mixed)
-            + ". Their comparisons include the difference between machines, which for eager decode can be"
-            " larger than the effect studied; the environment table lists each machine."
-        )
+        text += " " + captions.text("findings", "devices_mixed", studies=", ".join(mixed))
     return [Finding("devices", text, "quality", {"devices": dict(counts), "mixed_studies": mixed})]
 
 
@@ -250,51 +206,34 @@ def quality(data: ReportData) -> list[Finding]:
     invalid = [r for r in data.ours if is_invalid(r)]
     if not failed and not invalid:
         return [Finding("quality", f"All {n} cells ran and passed every validity check.", "quality")]
-    kinds: dict[str, int] = {}
-    for r in failed:
-        k = r.get("failure_kind") or "error"
-        kinds[k] = kinds.get(k, 0) + 1
+    kinds = Counter(r.get("failure_kind") or "error" for r in failed)
     text = f"{len(failed)} of {n} cells failed"
-    if kinds:
-        text += " (" + ", ".join(f"{c} {k}" for k, c in sorted(kinds.items())) + ")"
+    text += " (" + ", ".join(f"{c} {k}" for k, c in sorted(kinds.items())) + ")" if kinds else ""
     text += f" and {len(invalid)} failed a validity check; they are listed under Failures and invalid cells."
     return [Finding("quality", text, "quality", {"failed": len(failed), "invalid": len(invalid), "cells": n})]
 
 
 def imported(data: ReportData) -> list[Finding]:
-    if not data.imported:
-        return []
-    from deploybench.report.tables import _match_ours  # noqa: PLC0415
-
-    out = []
     ratios = []
     for imp in data.imported:
-        ours = _match_ours(data, imp)
-        rt = ratio(_val(ours, "e2e_tps"), _val(imp, "e2e_tps"))
+        rt = ratio(_val(match_ours(data, imp), "e2e_tps"), _val(imp, "e2e_tps"))
         if rt is not None:
             ratios.append((rt, imp.get("model"), imp.get("context_tokens"), imp.get("gen_tokens")))
+    out = []
     if ratios:
         lo, hi = min(ratios), max(ratios)
-        out.append(
-            Finding(
-                "import-ratio",
-                f"At {len(ratios)} cells that match the study's, our e2e tok/s is {fmt_ratio(lo[0])} to "
-                f"{fmt_ratio(hi[0])} the study's figure.",
-                "import",
-                {"min": lo[0], "max": hi[0]},
-            )
+        text = (
+            f"At {len(ratios)} cells that match the study's, our e2e tok/s is {fmt_ratio(lo[0])} to "
+            f"{fmt_ratio(hi[0])} the study's figure."
         )
+        out.append(Finding("import-ratio", text, "import", {"min": lo[0], "max": hi[0]}))
     flagged = [r for r in data.imported if r.get("tpot_artifact") is True]
     if flagged:
-        out.append(
-            Finding(
-                "import-tpot",
-                f"{len(flagged)} of {len(data.imported)} imported rows carried the TPOT artifact (a tok/s figure "
-                "within 3% of 1000/TTFT) and were recomputed from the decode wall time.",
-                "import",
-                {"flagged": len(flagged)},
-            )
+        text = (
+            f"{len(flagged)} of {len(data.imported)} imported rows carried the TPOT artifact (a tok/s figure "
+            f"within {tpot.TOLERANCE:.0%} of 1000/TTFT) and were recomputed from the decode wall time."
         )
+        out.append(Finding("import-tpot", text, "import", {"flagged": len(flagged)}))
     return out
 
 
@@ -305,76 +244,76 @@ def findings(data: ReportData) -> list[Finding]:
         try:
             out += fn(data)
         except Exception as exc:  # one broken finding must not take the report down
-            out.append(
-                Finding(
-                    f"error-{fn.__name__}",
-                    f"The {fn.__name__.replace('_', ' ')} finding could not be computed: {short(exc, 120)}",
-                    "quality",
-                )
-            )
+            text = f"The {fn.__name__.replace('_', ' ')} finding could not be computed: {short(exc, 120)}"
+            out.append(Finding(f"error-{fn.__name__}", text, "quality"))
     return out
 
 
-# --------------------------------------------------------------------------------------------
-# what was measured, on what, and what is missing
-# --------------------------------------------------------------------------------------------
+# what was measured, on what, and what is missing --------------------------------------------
+
+
+def _model_facts(data: ReportData, m: str) -> dict:
+    rows = [r for r in data.ours if r.get("model") == m]
+    sources = sorted({str(r.get("weights_source")) for r in rows if r.get("weights_source")})
+    refs = sorted({str(r.get("model_ref")) for r in rows if r.get("model_ref")})
+    act, tot = (
+        next((num(r.get(c)) for r in rows if num(r.get(c)) is not None), None)
+        for c in ("active_params", "total_params")
+    )
+    return {
+        "name": m,
+        "weights": "/".join(sources or [str(data.model_cfg(m).get("source") or "unknown")]),
+        "ref": ", ".join(refs) if refs else None,
+        "params": f"{fmt_params(tot)} parameters, {fmt_params(act)} active" if tot and act else None,
+        "type": next((r.get("model_type") for r in rows if r.get("model_type")), None),
+    }
+
+
+def _not_measured(ok: list[dict], column: str, reason: str, what: str) -> list[str]:
+    """'<what> was not measured (<why>): ...' when no row of ours has the column."""
+    if any(num(r.get(column)) is not None for r in ok):
+        return []
+    why = sorted({short(str(r.get(reason)), 100) for r in ok if r.get(reason)})
+    return [what.format(why=f" ({'; '.join(why[:2])})" if why else "")]
+
+
+def missing(data: ReportData, ok: list[dict]) -> list[str]:
+    out = []
+    if not data.ours:
+        out.append("There are no measured rows in the data: every table below is empty.")
+    elif not ok:
+        out.append("Every measured cell failed: the tables show the failures and no figures.")
+    else:
+        out += _not_measured(
+            ok,
+            "j_per_1k_tokens",
+            "energy_source",
+            "Energy was not measured{why}: the energy tables and figures are skipped.",
+        )
+        out += _not_measured(
+            ok,
+            "peak_allocated_bytes",
+            "memory_null_reason",
+            "Device memory was not measured{why}: the memory tables and figure are skipped.",
+        )
+        if all(num(r.get("roofline_fraction")) is None for r in ok):
+            out.append("The roofline fraction is unknown (no measured memory bandwidth): its figure is skipped.")
+    if len(data.models) == 1:
+        out.append(f"The data has one model only ({data.models[0]}): there is no cross-model comparison.")
+    for kind in StudyKind:
+        if not data.studies(kind):
+            out.append(captions.text("findings", "no_study", kind=kind.replace("_", " ")))
+    if data.baseline_note:
+        out.append(data.baseline_note[0].upper() + data.baseline_note[1:] + ".")
+    return out
 
 
 def summary(data: ReportData) -> dict:
     """Facts for the opening paragraph: counts, models and their weights, devices, gaps."""
     ok = [r for r in data.ours if not is_failed(r)]
-    models = []
-    for m in data.models:
-        rows = [r for r in data.ours if r.get("model") == m]
-        src = sorted({str(r.get("weights_source")) for r in rows if r.get("weights_source")}) or [
-            str(data.model_cfg(m).get("source") or "unknown")
-        ]
-        ref = sorted({str(r.get("model_ref")) for r in rows if r.get("model_ref")})
-        act = next((num(r.get("active_params")) for r in rows if num(r.get("active_params")) is not None), None)
-        tot = next((num(r.get("total_params")) for r in rows if num(r.get("total_params")) is not None), None)
-        params = f"{fmt_params(tot)} parameters, {fmt_params(act)} active" if tot and act else None
-        models.append(
-            {
-                "name": m,
-                "weights": "/".join(src),
-                "ref": ", ".join(ref) if ref else None,
-                "params": params,
-                "type": next((r.get("model_type") for r in rows if r.get("model_type")), None),
-            }
-        )
-    devices = sorted({str(r.get("device_name")) for r in data.ours if r.get("device_name")})
-    sources = sorted({str(r.get("weights_source")) for r in data.ours if r.get("weights_source")})
-    missing = []
-    if not data.ours:
-        missing.append("There are no measured rows in the data: every table below is empty.")
-    elif not ok:
-        missing.append("Every measured cell failed: the tables show the failures and no figures.")
-    else:
-        if all(num(r.get("j_per_1k_tokens")) is None for r in ok):
-            why = sorted({short(str(r.get("energy_source")), 100) for r in ok if r.get("energy_source")})
-            missing.append(
-                "Energy was not measured"
-                + (f" ({'; '.join(why[:2])})" if why else "")
-                + ": the energy tables and figures are skipped."
-            )
-        if all(num(r.get("peak_allocated_bytes")) is None for r in ok):
-            why = sorted({short(str(r.get("memory_null_reason")), 100) for r in ok if r.get("memory_null_reason")})
-            missing.append(
-                "Device memory was not measured"
-                + (f" ({'; '.join(why[:2])})" if why else "")
-                + ": the memory tables and figure are skipped."
-            )
-        if all(num(r.get("roofline_fraction")) is None for r in ok):
-            missing.append("The roofline fraction is unknown (no measured memory bandwidth): its figure is skipped.")
-    if len(data.models) == 1:
-        missing.append(f"The data has one model only ({data.models[0]}): there is no cross-model comparison.")
-    for kind in ("main_comparison", "context_scaling", "decoding_ablation", "precision_sweep", "backend_comparison"):
-        if not data.studies(kind):
-            missing.append(f"The config has no {kind.replace('_', ' ')} study: its table is skipped.")
-    if data.baseline_note:
-        missing.append(data.baseline_note[0].upper() + data.baseline_note[1:] + ".")
     runs = sorted({int(num(r.get("n_runs"))) for r in ok if num(r.get("n_runs")) is not None})
     warm = sorted({int(num(r.get("warmup_runs"))) for r in ok if num(r.get("warmup_runs")) is not None})
+    sources = sorted({str(r.get("weights_source")) for r in data.ours if r.get("weights_source")})
     return {
         "n_runs": " or ".join(map(str, runs)) if runs else None,
         "warmup_runs": " or ".join(map(str, warm)) if warm else None,
@@ -383,12 +322,12 @@ def summary(data: ReportData) -> dict:
         "n_failed": len(data.ours) - len(ok),
         "n_imported": len(data.imported),
         "imported_sources": sorted({str(r.get("source")) for r in data.imported}),
-        "models": models,
-        "devices": devices,
+        "models": [_model_facts(data, m) for m in data.models],
+        "devices": sorted({str(r.get("device_name")) for r in data.ours if r.get("device_name")}),
         "weights_sources": sources,
         "random_weights": "random" in sources,
         "reference": data.reference(),
         "baseline": data.baseline,
-        "missing": missing,
+        "missing": missing(data, ok),
         "studies": [{"name": s.name, "kind": s.kind, "axes": s.describe()} for s in data.studies()],
     }

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from deploybench.report.demo import demo_config, demo_frame
 from deploybench.report.render import render_report
+from tests.fixtures.report_demo import demo_config, demo_frame
 
 pytestmark = [
     pytest.mark.latex,

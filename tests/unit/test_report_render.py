@@ -1,4 +1,4 @@
-"""Rendering: HTML (well-formed, self-contained) and LaTeX (booktabs, pgfplots inputs) from a synthetic frame.
+"""Rendering: HTML (well-formed, self-contained) and LaTeX (booktabs, PDF figures) from a synthetic frame.
 
 No browser and no pdflatex here: tests/report/ has those (markers `browser` and `latex`).
 """
@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from deploybench.report.demo import demo_config, demo_frame
-from deploybench.report.figures import tex_escape
+from deploybench.report.latex import tex_escape
 from deploybench.report.render import render_report
+from tests.fixtures.report_demo import demo_config, demo_frame
 
 ROOT = Path(__file__).resolve().parents[2]
 TEMPLATES = ROOT / "workflow" / "templates"
@@ -126,7 +126,7 @@ def test_render_writes_html_tex_and_figures(rendered):
     assert len(drawn) == 7  # every figure family has data in the GPU demo
     for fid in drawn:
         assert (paths["figures"] / f"{fid}.svg").read_text().startswith("<svg")
-        assert "\\begin{tikzpicture}" in (paths["figures"] / f"{fid}.tex").read_text()
+        assert (paths["figures"] / f"{fid}.pdf").read_bytes().startswith(b"%PDF")  # vector PDF for LaTeX
 
 
 def test_html_is_well_formed_and_self_contained(rendered):
@@ -166,7 +166,9 @@ def test_tex_uses_booktabs_and_inputs_the_figures(rendered):
         assert f"\\label{{{tid}}}" in tex
     assert tex.count("\\toprule") >= len(shown) and tex.count("\\bottomrule") >= len(shown)
     for fid, m in manifest["figures"].items():
-        assert (f"\\input{{figures/{fid}.tex}}" in tex) is (not m["skipped"])
+        included = re.search(r"\\includegraphics\[[^\]]*\]\{figures/" + re.escape(fid) + r"\.pdf\}", tex)
+        assert bool(included) is (not m["skipped"])
+    assert "pgfplots" not in tex and "tikzpicture" not in tex  # the figures are matplotlib's PDFs
     assert not re.search(r"(?<![\w\\-])(nan|NaN|None)(?![\w-])", tex)
     assert "\\VAR{" not in tex and "\\BLOCK{" not in tex
     # every non-ASCII character is mapped for pdflatex (a stray one would stop the build)

@@ -1,7 +1,8 @@
 """Report tables: every printed number is the frame's number, and bad input never prints nan/None.
 
 The frames are built here (a hand-written one through deploybench.schema.to_table, and the
-synthetic one of deploybench.report.demo); nothing depends on deploybench.ape/tpot/importer.
+synthetic one of tests/fixtures/report_demo.py); nothing depends on deploybench.ape/tpot/importer.
+Study tables are built from their specs (deploybench.report.specs) by the one builder.
 """
 
 from __future__ import annotations
@@ -13,11 +14,15 @@ import re
 import pandas as pd
 import pytest
 
+from deploybench.report import appendix, builder, imported
 from deploybench.report import findings as FN
-from deploybench.report import tables as T
-from deploybench.report.demo import demo_config, demo_frame
+from deploybench.report import fmt as F
+from deploybench.report.data import ReportData
+from deploybench.report.quantities import REST
 from deploybench.report.render import build_report
+from deploybench.report.specs import BY_ID
 from deploybench.schema import to_table
+from tests.fixtures.report_demo import demo_config, demo_frame
 
 BAD = re.compile(r"(?<![\w-])(nan|NaN|None|inf|null)(?![\w-])")
 
@@ -63,6 +68,11 @@ HAND_CONFIG = {
         "reference_cell": {"context": 256, "gen": 8, "decoding": "greedy", "dtype": "bfloat16", "backend": "eager"},
     },
 }
+
+
+def table(data: ReportData, tid: str) -> list:
+    """The tables the spec `tid` gives for this data (one per study of its kind)."""
+    return builder.build(BY_ID[tid], data)
 
 
 @pytest.fixture()
@@ -146,8 +156,8 @@ def hand_frame() -> pd.DataFrame:
 
 
 def test_latency_table_prints_the_frame_numbers(hand_frame):
-    data = T.ReportData(hand_frame, HAND_CONFIG)
-    (t,) = T.latency_reference(data)
+    data = ReportData(hand_frame, HAND_CONFIG)
+    (t,) = table(data, "table-latency-ref")
     assert t.skipped is None and t.id == "table-latency-ref"
     c = t.cell("ttft_ms", model="moe")
     assert c.value == 45.678 and c.text == "45.68"
@@ -161,13 +171,11 @@ def test_latency_table_prints_the_frame_numbers(hand_frame):
 
 
 def test_memory_in_decimal_gb_and_gap_with_stated_denominator(hand_frame):
-    data = T.ReportData(hand_frame, HAND_CONFIG)
-    mem, gap = T.memory_reference(data)
-    c = mem.cell("peak_gb", model="moe")
+    data = ReportData(hand_frame, HAND_CONFIG)
+    (mem,), (gap,) = table(data, "table-memory"), table(data, "table-memory-gap")
+    c = mem.cell("peak_allocated_bytes", model="moe")
     assert c.raw == 41_500_000_000 and c.value == pytest.approx(41.5) and c.text == "41.50"
-    assert mem.cell("other_gb", model="moe").value == pytest.approx(
-        (41_500_000_000 - 40_000_000_000 - 20_000_000) / 1e9
-    )
+    assert mem.cell(REST.name, model="moe").value == pytest.approx((41_500_000_000 - 40_000_000_000 - 20_000_000) / 1e9)
     g = gap.cell("vs_dense", model="moe")
     assert g.value == pytest.approx(41.5 - 66.5)
     assert g.raw["pct_below"] == pytest.approx((66.5 - 41.5) / 66.5 * 100)
@@ -177,8 +185,8 @@ def test_memory_in_decimal_gb_and_gap_with_stated_denominator(hand_frame):
 
 
 def test_energy_deltas_are_against_the_baseline(hand_frame):
-    data = T.ReportData(hand_frame, HAND_CONFIG)
-    (t,) = T.energy_reference(data)
+    data = ReportData(hand_frame, HAND_CONFIG)
+    (t,) = table(data, "table-energy")
     assert t.cell("j_per_1k_tokens", model="moe").value == 6000.0
     assert t.cell("d_j_per_1k_tokens", model="moe").value == pytest.approx((6000 / 15000 - 1) * 100)
     assert t.cell("d_j_per_1k_tokens", model="moe").text == "−60.0%"
@@ -187,32 +195,33 @@ def test_energy_deltas_are_against_the_baseline(hand_frame):
 
 
 def test_tps_change_from_shortest_to_longest_context(hand_frame):
-    data = T.ReportData(hand_frame, HAND_CONFIG)
-    (t,) = T.tps_change(data)
-    assert t.cell("e2e_tps_chg", model="dense").value == pytest.approx((12.5 / 16.0 - 1) * 100)
-    assert t.cell("e2e_tps_chg", model="dense").text == "−21.9%"
+    data = ReportData(hand_frame, HAND_CONFIG)
+    (t,) = table(data, "table-tps-change")
+    assert t.cell("d_e2e_tps", model="dense").value == pytest.approx((12.5 / 16.0 - 1) * 100)
+    assert t.cell("d_e2e_tps", model="dense").text == "−21.9%"
 
 
 def test_failed_cell_shows_failed_and_its_reason(hand_frame):
-    data = T.ReportData(hand_frame, HAND_CONFIG)
-    (t,) = T.precision_sweep(data)
+    data = ReportData(hand_frame, HAND_CONFIG)
+    (t,) = table(data, "table-precision")
     status = t.cell("status", model="moe", dtype="float16")
     assert status.text.startswith("failed: unsupported") and "BFloat16 but found Half" in status.text
     e2e = t.cell("e2e_tps", model="moe", dtype="float16")
     assert e2e.kind == "failed" and e2e.value is None
     assert t.cell("e2e_tps", model="moe", dtype="bfloat16").value == pytest.approx(26.6667)
-    (f,) = T.failures(data)
+    (f,) = appendix.failures(data)
     assert [r.key["cell_id"] for r in f.rows if r.status == "failed"] == ["moe/eager-float16/c256-g8-greedy"]
 
 
 def test_study_absent_gives_a_skipped_table_with_the_reason(hand_frame):
-    data = T.ReportData(hand_frame, HAND_CONFIG)
-    for fn, kind in (
-        (T.decoding_ablation, "decoding_ablation"),
-        (T.backend_comparison, "backend_comparison"),
-        (T.context_scaling, "context_scaling"),
+    data = ReportData(hand_frame, HAND_CONFIG)
+    for tid, kind in (
+        ("table-decoding", "decoding_ablation"),
+        ("table-backend", "backend_comparison"),
+        ("table-context-scaling", "context_scaling"),
+        ("table-experts", "experts_comparison"),
     ):
-        (t,) = fn(data)
+        (t,) = table(data, tid)
         assert t.skipped == f"the config has no {kind} study"
 
 
@@ -239,14 +248,14 @@ def _ref_row(df, model, ctx=2048, dtype="bfloat16", backend="eager", dec="greedy
 
 def test_ape_table_values_and_ratios_come_from_the_frame(gpu):
     df, cfg = gpu
-    data = T.ReportData(df, cfg)
-    (t,) = T.ape_reference(data)
+    data = ReportData(df, cfg)
+    (t,) = table(data, "table-ape")
     row = _ref_row(df, "gpt-oss-20b")
     c = t.cell("ape_e2e_tps_per_active_b", model="gpt-oss-20b")
     assert c.value == row["ape_e2e_tps_per_active_b"]
     assert (
-        c.text == f"{T.fmt_num(row['ape_e2e_tps_per_active_b'])} "
-        f"({T.fmt_ratio(row['ratio_to_baseline_ape_e2e_tps_per_active_b'])})"
+        c.text == f"{F.fmt_num(row['ape_e2e_tps_per_active_b'])} "
+        f"({F.fmt_ratio(row['ratio_to_baseline_ape_e2e_tps_per_active_b'])})"
     )
     assert all(
         col.better == "higher" for col in t.columns if col.key.startswith("ape_") or col.key == "e2e_tps_per_peak_gb"
@@ -256,15 +265,15 @@ def test_ape_table_values_and_ratios_come_from_the_frame(gpu):
 
 def test_decoding_and_context_deltas(gpu):
     df, cfg = gpu
-    data = T.ReportData(df, cfg)
-    (dec,) = T.decoding_ablation(data)
+    data = ReportData(df, cfg)
+    (dec,) = table(data, "table-decoding")
     g = _ref_row(df, "gpt-oss-20b", ctx=128)
     k = _ref_row(df, "gpt-oss-20b", ctx=128, dec="top_k")
     assert dec.cell("d_e2e_tps", model="gpt-oss-20b", decoding="top_k").value == pytest.approx(
         (k.e2e_tps / g.e2e_tps - 1) * 100
     )
     assert dec.cell("settings", model="gpt-oss-20b", decoding="top_k").text == "sampling, T 0.7, top-k 50"
-    (cs,) = T.context_scaling(data)
+    (cs,) = table(data, "table-context-scaling")
     first, last = _ref_row(df, "gpt-oss-20b", ctx=512), _ref_row(df, "gpt-oss-20b", ctx=4096)
     assert cs.cell("d_ttft_ms", model="gpt-oss-20b", context=4096).value == pytest.approx(
         (last.ttft_ms / first.ttft_ms - 1) * 100
@@ -276,31 +285,33 @@ def test_decoding_and_context_deltas(gpu):
 def test_backend_governance_and_imported_tables(gpu):
     df, cfg = gpu
     df = df.assign(decode_tps_cv=[0.001 * (i + 1) for i in range(len(df))])  # a distinct CV per row
-    data = T.ReportData(df, cfg)
-    (b,) = T.backend_comparison(data)
+    data = ReportData(df, cfg)
+    (b,) = table(data, "table-backend")
     comp = _ref_row(df, "qwen3-32b", backend="compiled")
     assert b.cell("decode_tps", model="qwen3-32b", backend="compiled").value == comp.decode_tps
-    assert b.cell("decode_cv", model="qwen3-32b", backend="compiled").value == pytest.approx(comp.decode_tps_cv * 100)
-    (lat,) = T.latency_reference(data)
+    assert b.cell("decode_tps_cv", model="qwen3-32b", backend="compiled").value == pytest.approx(
+        comp.decode_tps_cv * 100
+    )
+    (lat,) = table(data, "table-latency-ref")
     eager = _ref_row(df, "qwen3-32b")
-    assert lat.cell("decode_cv", model="qwen3-32b").value == pytest.approx(eager.decode_tps_cv * 100)
-    (gov,) = T.governance(data)
+    assert lat.cell("decode_tps_cv", model="qwen3-32b").value == pytest.approx(eager.decode_tps_cv * 100)
+    (gov,) = appendix.governance(data)
     assert gov.cell("yi-34b", field="license").text == "Yi Series Models Community License"
     assert gov.cell("gpt-oss-20b", field="model_card").href == "https://huggingface.co/openai/gpt-oss-20b"
     assert gov.cell("qwen3-32b", field="usage_policy").kind == "missing"
-    imp = {t.id: t for t in T.imported_comparison(data)}
+    imp = {t.id: t for t in imported.imported_comparison(data)}
     t = imp["table-imported-e2e-tps"]
     theirs = df[(df.source != "deploybench") & (df.model == "yi-34b") & (df.context_tokens == 512)].iloc[0]
     ours = _ref_row(df, "yi-34b", ctx=512)
     assert t.cell("theirs", model="yi-34b", context=512).value == theirs.e2e_tps
     assert t.cell("ratio", model="yi-34b", context=512).value == pytest.approx(ours.e2e_tps / theirs.e2e_tps)
-    (tp,) = T.imported_tpot(data)
+    (tp,) = imported.imported_tpot(data)
     flagged = [r for r in tp.rows if r.cells["flag"].text == "yes"]
     assert len(flagged) == int(df[df.source != "deploybench"].tpot_artifact.sum())
 
 
 def test_definitions_name_the_metric_in_every_tool():
-    (t,) = T.definitions()
+    (t,) = appendix.definitions()
     assert t.cell("study", name="e2e_tps").text == "\u201cTPOT (tok/s)\u201d (TPOT_tokps)"
     assert t.cell("vllm", name="tpot_ms").text == "TPOT" and t.cell("mlperf", name="tpot_ms").text == "TPOT"
     assert t.cell("aiperf", name="e2e_ms_p50 / _p95 / _p99").text == "Request Latency"
@@ -311,7 +322,7 @@ def test_definitions_name_the_metric_in_every_tool():
 
 def test_environment_lists_every_machine(gpu):
     df, cfg = gpu
-    (t,) = T.environment(T.ReportData(df, cfg))
+    (t,) = appendix.environment(ReportData(df, cfg))
     assert [c.header for c in t.columns] == ["Field", "Machine 1", "Machine 2"]
     assert t.cell("m0", field="device_name").text == "NVIDIA H200"
     assert t.cell("m1", field="device_name").text == "NVIDIA H100 NVL"
@@ -319,22 +330,22 @@ def test_environment_lists_every_machine(gpu):
 
 def test_findings_quote_the_frame(gpu):
     df, cfg = gpu
-    data = T.ReportData(df, cfg)
+    data = ReportData(df, cfg)
     f = {x.id: x for x in FN.findings(data)}
     a, b = _ref_row(df, "gpt-oss-20b"), _ref_row(df, "qwen3-32b")
     p = (a.e2e_tps / b.e2e_tps - 1) * 100
-    assert f"{T.fmt_pct(p)} e2e tok/s" in f["vs-gpt-oss-20b"].text
+    assert f"{F.fmt_pct(p)} e2e tok/s" in f["vs-gpt-oss-20b"].text
     q = (a.j_per_1k_tokens / b.j_per_1k_tokens - 1) * 100
-    assert f"{T.fmt_pct(q)} J per 1000 tokens" in f["vs-gpt-oss-20b"].text
+    assert f"{F.fmt_pct(q)} J per 1000 tokens" in f["vs-gpt-oss-20b"].text
     assert "against qwen3-32b at 2048/64" in f["vs-gpt-oss-20b"].text
     assert f["vs-gpt-oss-20b"].numbers["e2e_tps"]["pct"] == pytest.approx(p)
 
 
 def test_formatting_never_prints_nan():
-    assert T.fmt_num(float("nan")) == T.DASH and T.fmt_num(None) == T.DASH and T.fmt_num(pd.NA) == T.DASH
-    assert T.fmt_num(1611.0833) == "1,611" and T.fmt_num(0.14987) == "0.1499" and T.fmt_num(-2.5) == "−2.500"
-    assert T.fmt_pct(-4.44) == "−4.4%" and T.fmt_pct(0.01) == "0.0%" and T.fmt_pct(math.inf) == T.DASH
-    assert T.fmt_ratio(13.29) == "13.3×" and T.pct_change(1, 0) is None
+    assert F.fmt_num(float("nan")) == F.DASH and F.fmt_num(None) == F.DASH and F.fmt_num(pd.NA) == F.DASH
+    assert F.fmt_num(1611.0833) == "1,611" and F.fmt_num(0.14987) == "0.1499" and F.fmt_num(-2.5) == "−2.500"
+    assert F.fmt_pct(-4.44) == "−4.4%" and F.fmt_pct(0.01) == "0.0%" and F.fmt_pct(math.inf) == F.DASH
+    assert F.fmt_ratio(13.29) == "13.3×" and F.pct_change(1, 0) is None
 
 
 # ------------------------------------------------------------------ missing or empty input
@@ -390,36 +401,36 @@ def test_bad_input_renders_and_says_what_is_missing(name):
 
 def test_only_failed_cells_skip_figures_with_the_reason():
     df, cfg, _ = _variants()["only_failed"]
-    data = T.ReportData(df, cfg)
-    (lat,) = T.latency_reference(data)
+    data = ReportData(df, cfg)
+    (lat,) = table(data, "table-latency-ref")
     assert lat.skipped == "every cell failed (oom)"
-    (f,) = T.failures(data)
+    (f,) = appendix.failures(data)
     assert len([r for r in f.rows if r.status == "failed"]) == len(df)
 
 
 def test_no_energy_skips_energy_tables_with_the_nvml_reason():
     df, cfg, _ = _variants()["no_energy"]
-    (t,) = T.energy_reference(T.ReportData(df, cfg))
+    (t,) = table(ReportData(df, cfg), "table-energy")
     assert t.skipped == "energy not measured (unavailable: no NVML device)"
 
 
 def test_one_model_has_no_gap_table_but_keeps_its_figures():
     df, cfg, _ = _variants()["one_model"]
-    data = T.ReportData(df, cfg)
-    mem, gap = T.memory_reference(data)
+    data = ReportData(df, cfg)
+    (mem,), (gap,) = table(data, "table-memory"), table(data, "table-memory-gap")
     assert mem.skipped is None and gap.skipped.startswith("fewer than two models")
     assert FN.cross_model(data) == []
 
 
 def test_devices_finding_names_the_studies_that_mix_devices(gpu):
     df, cfg = gpu
-    assert "devices" not in {x.id for x in FN.findings(T.ReportData(df, cfg))}  # demo: one device of ours
+    assert "devices" not in {x.id for x in FN.findings(ReportData(df, cfg))}  # demo: one device of ours
     mixed = df.copy()
     moved = (mixed.source == "deploybench") & (mixed.decoding == "top_p")
     mixed.loc[moved, "device_uuid"] = "GPU-11111111-other"
-    f = {x.id: x for x in FN.findings(T.ReportData(mixed, cfg))}["devices"]
+    f = {x.id: x for x in FN.findings(ReportData(mixed, cfg))}["devices"]
     assert f.numbers["devices"]["GPU-11111111"] == moved.sum()
     assert [s.split(" ")[0] for s in f.numbers["mixed_studies"]] == [
-        st.name for st in T.ReportData(mixed, cfg).studies() if "top_p" in st.decodings
+        st.name for st in ReportData(mixed, cfg).studies() if "top_p" in st.axes["decoding"]
     ]
     assert "span devices" in f.text

@@ -9,7 +9,9 @@ import re
 import pandas as pd
 import pytest
 
-from deploybench.report import tables as T
+from deploybench.report import appendix, builder
+from deploybench.report.data import ReportData
+from deploybench.report.specs import BY_ID
 
 from .conftest import SMALL_CONFIG
 
@@ -26,9 +28,9 @@ def test_report_tables_equal_the_parquet(small_workflow):
 
     df = pd.read_parquet(wf.root / "results/ape.parquet")
     page = html.unescape((wf.root / "report/report.html").read_text())
-    data = T.ReportData(df, config)
+    data = ReportData(df, config)
 
-    (latency,) = T.latency_reference(data)
+    (latency,) = builder.build(BY_ID["table-latency-ref"], data)
     for model in ("m-qwen3", "m-llama"):
         row = df[(df.model == model) & (df.context_tokens == 32)].iloc[0]
         for column in ("ttft_ms", "e2e_ms_p50", "e2e_tps", "decode_tps"):
@@ -39,7 +41,7 @@ def test_report_tables_equal_the_parquet(small_workflow):
     failed = df[df.status == "failed"]
     assert failed.cell_id.tolist() == ["m-llama/eager-bfloat16/c510-g4-greedy"]
     assert failed.failure_kind.iloc[0] == "context_too_long"
-    (failures,) = T.failures(data)
+    (failures,) = appendix.failures(data)
     assert [r.key["cell_id"] for r in failures.rows if r.status == "failed"] == failed.cell_id.tolist()
     assert "m-llama/eager-bfloat16/c510-g4-greedy" in page and "context_too_long" in page
     assert not re.search(r"\b(nan|NaN|None)\b", page.split("<body")[1])

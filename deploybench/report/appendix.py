@@ -1,0 +1,259 @@
+"""The tables that are not studies: governance, failures, environment, methodology, definitions.
+
+Each is a list of facts read from the rows and the config (one row per field), or from the metric
+catalogue (definitions). Captions are `tables.<id>` in captions.yaml.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+
+from deploybench import metrics
+from deploybench.naming import cell_id
+from deploybench.report import captions
+from deploybench.report import quantities as Q
+from deploybench.report.data import OURS, ReportData, as_list, cell_label, cell_of, is_failed, is_invalid
+from deploybench.report.fmt import DASH, fmt_int, fmt_num, join, num, short, span, to_int
+from deploybench.report.model import (
+    Cell,
+    Row,
+    Table,
+    metric_cell,
+    reasons,
+    skipped_table,
+    text_cell,
+    text_column,
+)
+
+GOVERNANCE_FIELDS = {
+    "display_name": "Name",
+    "organization": "Organization",
+    "architecture": "Architecture",
+    "license": "License",
+    "license_class": "License class",
+    "usage_policy": "Usage policy",
+    "safety_features": "Safety features",
+    "model_card": "Model card",
+}
+ENV_FIELDS = {
+    "device": "Device kind",
+    "device_name": "Device",
+    "driver_version": "NVIDIA driver",
+    "cuda_version": "CUDA (torch build)",
+    "torch_version": "torch",
+    "transformers_version": "transformers",
+    "python_version": "Python",
+    "hostname": "Host",
+}
+MACHINE_KEYS = (*ENV_FIELDS, "device_uuid")
+
+
+def field_table(tid: str, title: str, columns: dict[str, str], facts: list, width: float, **kw) -> Table:
+    """One row per fact (key, label, {column: Cell}), one column per entry of `columns`."""
+    cols = [text_column("field", "Field")] + [text_column(k, v, wrap=width) for k, v in columns.items()]
+    t = Table(tid, title, captions.text("tables", tid), cols, **kw)
+    for key, label, cells in facts:
+        t.rows.append(Row({"field": text_cell(label)} | cells, key={"field": key}))
+    return t
+
+
+def governance(data: ReportData) -> list[Table]:
+    """One column per model, one row per metadata field (reads better than 12 columns)."""
+    tid, title = "table-governance", "Governance and licensing"
+    models = list((data.config.get("models") or {}).keys()) or data.models
+    if not models:
+        return [skipped_table(tid, title, "the config names no models")]
+    first = {m: next((r for r in data.ours if r.get("model") == m and not is_failed(r)), None) for m in models}
+
+    def meta(m, key):
+        val = data.metadata(m).get(key)
+        val = ", ".join(map(str, val)) if isinstance(val, (list, tuple)) else val
+        link = key == "model_card" and isinstance(val, str) and val.startswith(("http://", "https://"))
+        return text_cell(val, note="not given in the config's metadata", href=val if link else None)
+
+    def params(m, name):
+        mt = Q.get(name)
+        return metric_cell(first[m], mt) if first[m] else Cell(DASH, kind="missing", note="no measured row")
+
+    weights = {m: text_cell((first[m] or {}).get("weights_source") or data.model_cfg(m).get("source")) for m in models}
+    facts = [("weights_source", "Weights (random or pretrained)", weights)]
+    facts += [(k, label, {m: meta(m, k) for m in models}) for k, label in GOVERNANCE_FIELDS.items()]
+    for name in ("total_params", "active_params"):
+        mt = Q.get(name)
+        facts.append((name, f"{mt.header_label.capitalize()} ({Q.unit(mt)})", {m: params(m, name) for m in models}))
+    t = field_table(tid, title, {m: m for m in models}, facts, min(0.26, 0.78 / len(models)))
+    if not any(data.metadata(m) for m in models):
+        t.notes.append(captions.text("notes", "governance_empty"))
+    t.notes.append(captions.text("notes", "governance_dash"))
+    return [t]
+
+
+def _failure_row(r: dict) -> Row:
+    failed = is_failed(r)
+    cells = {
+        "cell_id": text_cell(r.get("cell_id") or cell_id(**cell_of(r))),
+        "status": Cell("failed", kind="failed") if failed else Cell("invalid", kind="invalid"),
+        "kind": text_cell(r.get("failure_kind") or "error" if failed else "validity check"),
+        "reason": text_cell(short(r.get("error") or "no error text recorded" if failed else reasons(r), 300)),
+    }
+    return Row(cells, key={"cell_id": r.get("cell_id")}, status="failed" if failed else "invalid")
+
+
+def failures(data: ReportData) -> list[Table]:
+    tid = "table-failures"
+    cols = [
+        text_column("cell_id", "Cell", wrap=0.30),
+        text_column("status", "Status"),
+        text_column("kind", "Kind"),
+        text_column("reason", "Reason", wrap=0.42),
+    ]
+    t = Table(tid, "Failed and invalid cells", captions.text("tables", tid), cols, long=True)
+    ours = sorted(data.ours, key=lambda r: str(r.get("cell_id")))
+    t.rows = [_failure_row(r) for r in ours if is_failed(r) or is_invalid(r)]
+    missing = []
+    for st in data.studies():
+        for cell in st.cells():
+            cid = cell_id(**data.effective(cell))
+            if data.row(cell) is None and cid not in missing:
+                missing.append(cid)
+    no_row = "a study asks for this cell but the data has no row for it (not run yet, or its result file is absent)"
+    for cid in missing:
+        cells = {"cell_id": text_cell(cid), "status": Cell("missing", kind="missing")}
+        cells |= {"kind": text_cell("no row"), "reason": text_cell(no_row)}
+        t.rows.append(Row(cells, key={"cell_id": cid}, status="missing"))
+    if not t.rows:
+        t.skipped = (
+            f"none: all {len(data.ours)} cells of ours ran, passed every validity check and every study cell has a row"
+        )
+    return [t]
+
+
+def machines(data: ReportData) -> list[dict]:
+    """Distinct machines (environment tuples) in the data, ours first, with the rows on each."""
+    groups: dict[tuple, dict] = {}
+    for r in data.ours + data.imported:
+        key = tuple(r.get(k) for k in MACHINE_KEYS)
+        key = ("unknown",) + key[1:] if all(v is None for v in key) else key
+        g = groups.setdefault(key, {"fields": dict(zip(MACHINE_KEYS, key)), "rows": []})
+        g["rows"].append(r)
+    return list(groups.values())
+
+
+def _date_range(values) -> str | None:
+    vals = sorted(str(v) for v in values if v)
+    if not vals:
+        return None
+    return vals[0] if vals[0] == vals[-1] else f"{vals[0]} to {vals[-1]}"
+
+
+def _bandwidth(rows: list[dict]) -> Cell:
+    bw = [num(r.get("mem_bandwidth_bytes_per_s")) for r in rows if num(r.get("mem_bandwidth_bytes_per_s"))]
+    if not bw:
+        return Cell(DASH, kind="missing", note="not measured")
+    return Cell(fmt_num(sum(bw) / len(bw) / 1e9, 4), value=sum(bw) / len(bw) / 1e9)
+
+
+def environment(data: ReportData) -> list[Table]:
+    tid, title = "table-environment", "Environment of every machine in the data"
+    ms = machines(data)
+    if not ms:
+        return [skipped_table(tid, title, "the data has no rows")]
+    cols = {f"m{i}": f"Machine {i + 1}" for i in range(len(ms))}
+
+    def per_machine(fn) -> dict:
+        return {f"m{i}": fn(g) for i, g in enumerate(ms)}
+
+    facts = [(k, label, per_machine(lambda g, k=k: text_cell(g["fields"].get(k)))) for k, label in ENV_FIELDS.items()]
+    bandwidth = per_machine(lambda g: _bandwidth(g["rows"]))
+    facts.append(("mem_bandwidth_bytes_per_s", "Measured memory bandwidth (GB/s)", bandwidth))
+    extra = {
+        "sources": ("Source of the rows", lambda g: ", ".join(sorted({r.get("source") or OURS for r in g["rows"]}))),
+        "cells": ("Rows", lambda g: str(len(g["rows"]))),
+        "models": ("Models", lambda g: ", ".join(sorted({str(r.get("model")) for r in g["rows"]}))),
+        "started": ("Measured (UTC)", lambda g: _date_range([r.get("started_at") for r in g["rows"]])),
+    }
+    facts += [(k, label, per_machine(lambda g, fn=fn: text_cell(fn(g)))) for k, (label, fn) in extra.items()]
+    t = field_table(tid, title, cols, facts, min(0.5, 0.66 / len(ms)))
+    t.notes.append(captions.text("notes", "environment_dash"))
+    return [t]
+
+
+def _distinct(rows: list[dict], col: str) -> list:
+    out = []
+    for r in rows:
+        v = tuple(r[col]) if isinstance(r.get(col), list) else r.get(col)
+        if v is not None and v not in out:
+            out.append(v)
+    return out
+
+
+def _per_model(data: ReportData, rows: list[dict], col: str) -> str | None:
+    return join(f"{m}: {v}" for m in data.models for v in _distinct([r for r in rows if r.get("model") == m], col))
+
+
+def methodology(data: ReportData) -> list[Table]:
+    tid, title = "table-methodology", "How the figures were measured"
+    if not data.ours:
+        return [skipped_table(tid, title, "the data has no rows of ours")]
+    ok = [r for r in data.ours if not is_failed(r)]
+    cfg = data.config.get("measurement") or {}
+    counts = Counter("failed" if is_failed(r) else "invalid" if is_invalid(r) else "ok" for r in data.ours)
+    wins = [num(r.get("energy_window_s")) for r in ok if num(r.get("energy_window_s")) is not None]
+    idle = [num(r.get("idle_power_w")) for r in ok if num(r.get("idle_power_w")) is not None]
+    mem_null = join(_distinct(ok, "memory_null_reason"))
+    ref = data.reference()
+    text = captions.entries("methodology")
+    cells = f"{len(data.ours)} of ours ({len(ok)} ran, {counts['failed']} failed, {counts['invalid']} invalid)"
+    # fmt: off
+    items = [
+        ("Cells", f"{cells}; {len(data.imported)} imported rows", None),
+        ("Measured runs per figure (N)", join(_distinct(ok, "n_runs"), fmt_int) or join(as_list(cfg.get("n_runs"))),
+         None),
+        ("Warm-up runs (discarded, full shape)",
+         join(_distinct(ok, "warmup_runs"), fmt_int) or join(as_list(cfg.get("warmup_runs"))), None),
+        ("Percentile method", join(_distinct(ok, "percentile_method")), None),
+        ("TTFT", " ".join(text["ttft"].split()), None),
+        ("Generated tokens", text["generated"], None),
+        ("Prompt mode", join(_distinct(ok, "prompt_mode")), None),
+        ("Weights source", _per_model(data, data.ours, "weights_source"), None),
+        ("Model reference", _per_model(data, data.ours, "model_ref"), None),
+        ("Attention implementation", join(_distinct(ok, "attn_implementation")), None),
+        ("Experts implementation (MoE)", _per_model(data, ok, "experts_implementation"), None),
+        ("KV cache", join(_distinct(ok, "cache_implementation")), None),
+        ("Energy source", join(_distinct(ok, "energy_source"), lambda s: short(s, 120)), None),
+        ("Energy window", captions.text("methodology", "energy_window", span=span(wins, "s")) if wins else None,
+         "no energy window: energy not measured"),
+        ("Idle power (after cool-down, before the cell)", span(idle, "W"), "not measured"),
+        ("Memory", f"allocator figures not recorded: {mem_null}" if mem_null else " ".join(text["memory"].split()),
+         None),
+        ("Seed", join(_distinct(ok, "seed"), lambda v: str(to_int(v))), None),
+        ("Harness version", join(_distinct(data.ours, "harness_version")), None),
+        ("Result schema version", join(_distinct(data.ours, "schema_version")), None),
+        ("Reference cell", cell_label(ref) if ref else None, "no study in the config"),
+        ("Baseline model", (data.baseline or DASH) + (f" ({data.baseline_note})" if data.baseline_note else ""), None),
+    ]
+    # fmt: on
+    cols = [text_column("item", "Item"), text_column("value", "Value", wrap=0.62)]
+    t = Table(tid, title, captions.text("tables", tid), cols)
+    for item, value, note in items:
+        cells = {"item": text_cell(item), "value": text_cell(value, note=note or "not recorded in the rows")}
+        t.rows.append(Row(cells, key={"item": item}))
+    return [t]
+
+
+def definitions(data: ReportData | None = None) -> list[Table]:
+    """One row per defined metric family of the catalogue, with its names in other tools."""
+    tid = "table-definitions"
+    widths = {"name": 0.15, "unit": 0.07, "definition": 0.25, "study": 0.15, "vllm": 0.07, "mlperf": 0.07}
+    labels = {"name": "Our column", "unit": "Unit", "definition": "Definition", "study": "arXiv 2508.16700"}
+    labels |= {"vllm": "vLLM bench", "mlperf": "MLPerf Inference", "aiperf": "AIPerf"}
+    cols = [text_column(k, v, wrap=widths.get(k, 0.12)) for k, v in labels.items()]
+    t = Table(tid, "Metric definitions and their names elsewhere", captions.text("tables", tid), cols, long=True)
+    for name, m in metrics.definition_rows():
+        where = m.elsewhere or metrics.Elsewhere()
+        direction = f" {str(m.better).capitalize()} is better." if m.better else ""
+        cells = {"name": Cell(name, kind="text", raw=name), "unit": text_cell(Q.unit(m))}
+        cells["definition"] = text_cell((m.family_definition or m.definition) + direction)
+        cells |= {k: text_cell(getattr(where, k) or DASH) for k in ("study", "vllm", "mlperf", "aiperf")}
+        t.rows.append(Row(cells, key={"name": name}))
+    return [t]

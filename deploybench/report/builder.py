@@ -1,0 +1,243 @@
+"""The one builder of study tables: a TableSpec (specs.py) + the data -> one table per study.
+
+Every study table has the same skeleton: find the studies of the spec's kind (or say none exists),
+take the study's reference cell, lay out rows and columns, fill the cells, finish. The change
+against an anchor and the ratio to the baseline model are computed here and nowhere else.
+"""
+
+from __future__ import annotations
+
+import itertools
+
+from deploybench import metrics
+from deploybench.report import captions
+from deploybench.report import quantities as Q
+from deploybench.report.data import AXIS_COLUMN, ReportData, Study, cell_label, is_failed
+from deploybench.report.fmt import DASH, fmt_num, fmt_pct, fmt_ratio, num, pct_change, ratio
+from deploybench.report.model import (
+    Cell,
+    Column,
+    Row,
+    Table,
+    finish,
+    metric_cell,
+    metric_column,
+    number_cell,
+    pct_cell,
+    row_status,
+    skipped_table,
+    status_cell,
+    text_cell,
+    text_column,
+)
+from deploybench.report.specs import TableSpec
+
+# Headers the catalogue has no label for (it names these columns only by their field name).
+LABELS = {
+    "context": "Context",
+    "gen": "Generated",
+    "cache_implementation": "Cache",
+    "experts_implementation": "Experts implementation",
+    "experts_read_per_token": "Experts read per token",
+}
+
+
+def label(field: str) -> str:
+    return LABELS.get(field) or metrics.get(AXIS_COLUMN.get(field, field)).header_label
+
+
+def table_id(base: str, i: int) -> str:
+    """The first study's table keeps the spec's id; further studies of the kind get -2, -3, ..."""
+    return base if i == 0 else f"{base}-{i + 1}"
+
+
+def baseline_of(data: ReportData, st: Study) -> str | None:
+    return data.baseline if data.baseline in st.models else next(iter(st.models), None)
+
+
+def build(spec: TableSpec, data: ReportData) -> list[Table]:
+    studies = data.studies(spec.kind)
+    if not studies:
+        return [skipped_table(spec.id, spec.title, f"the config has no {spec.kind} study")]
+    build_one = _gap if spec.layout == "gap" else _grid
+    return [build_one(spec, data, st, table_id(spec.id, i)) for i, st in enumerate(studies)]
+
+
+class _Layout:
+    """Which axes a study table iterates, shows and holds fixed, and where its anchor lies."""
+
+    def __init__(self, spec: TableSpec, data: ReportData, st: Study):
+        self.ref = data.study_ref(st)
+        self.metrics = [Q.get(n) for n in spec.metrics]
+        values = {**st.axes, "metric": self.metrics}
+        self.iterated = [a.rstrip("?") for a in spec.rows]
+        self.values = {a: values[a] for a in self.iterated}
+        self.shown = [a.rstrip("?") for a in spec.rows if not a.endswith("?") or len(values[a.rstrip("?")]) > 1]
+        self.pivot = spec.pivot
+        self.pivots = st.axes[spec.pivot] if spec.pivot else []
+        if spec.pivot_ends and len(self.pivots) > 1:
+            self.pivots = [self.pivots[0], self.pivots[-1]]
+        self.fixed = {a: v for a, v in self.ref.items() if a not in self.shown and a != spec.pivot}
+        anchor_values = {"model": [baseline_of(data, st)], "pivot": self.pivots}
+        if "greedy" in st.axes["decoding"]:
+            anchor_values["decoding"] = ["greedy"]
+        self.anchor = spec.anchor
+        self.anchor_value = next(iter(anchor_values.get(spec.anchor) or values.get(spec.anchor) or []), None)
+        self.metric_rows = "metric" in self.iterated  # metrics as rows, the pivot's values as columns
+
+    def key(self, m, v) -> str:
+        """The column key of metric m at pivot value v (v None: no pivot)."""
+        if self.metric_rows:
+            return f"{self.pivot}={v}"
+        return m.name if v is None else f"{m.name}@{v}"
+
+    def cells(self):
+        """(cell, metric or None) for every row, in order; the axes not iterated sit at the reference."""
+        for combo in itertools.product(*(self.values[a] for a in self.iterated)):
+            chosen = dict(zip(self.iterated, combo))
+            yield {**self.ref, **{a: v for a, v in chosen.items() if a != "metric"}}, chosen.get("metric")
+
+
+def _columns(spec: TableSpec, lay: _Layout) -> list[Column]:
+    cols = []
+    for axis in lay.shown:
+        if axis == "metric":
+            cols.append(text_column("metric", "Metric"))
+        elif axis in ("context", "gen"):
+            cols.append(Column(axis, label(axis), metrics.get(AXIS_COLUMN[axis]).unit))
+        else:
+            cols.append(text_column(axis, label(axis)))
+    own = {"settings": text_column("settings", "Settings"), "status": text_column("status", "Status", wrap=0.2)}
+    cols += [own.get(t) or text_column(t, label(t)) for t in spec.text]
+    if lay.metric_rows:
+        first = lay.metrics[0]
+        return cols + [Column(lay.key(first, v), f"{v} tok", Q.unit(first), first.better) for v in lay.pivots]
+    for m in lay.metrics:
+        if lay.pivots:
+            cols += [metric_column(m, lay.key(m, v), f"{m.header_label} at {v}") for v in lay.pivots]
+        else:
+            cols.append(metric_column(m))
+        if m.name in spec.change:
+            cols.append(Column(f"d_{m.name}", f"Δ {m.header_label}", f"% vs {lay.anchor_value}"))
+    return cols
+
+
+def _settings(data: ReportData, cell: dict, r: dict | None) -> Cell:
+    """A decoding mode's sampling settings, from the config (or the row)."""
+    src = (data.config.get("decoding") or {}).get(cell["decoding"]) or r or {}
+    if not src:
+        return text_cell(None)
+    if not src.get("do_sample"):
+        return text_cell("greedy (argmax)")
+    names = (("temperature", "T"), ("top_p", "top-p"), ("top_k", "top-k"))
+    parts = [f"{short} {num(src.get(key)):g}" for key, short in names if num(src.get(key)) is not None]
+    return text_cell("sampling, " + ", ".join(parts) if parts else "sampling")
+
+
+def _change(lay: _Layout, data: ReportData, m, cell: dict, r: dict | None) -> Cell:
+    """(figure / the anchor's figure − 1) × 100; the anchor's own row says so instead."""
+    axis = lay.pivot if lay.anchor == "pivot" else lay.anchor
+    if lay.anchor != "pivot" and cell[axis] == lay.anchor_value:
+        return Cell("baseline" if axis == "model" else "reference", kind="baseline")
+    compared = data.row({**cell, axis: lay.pivots[-1]}) if lay.anchor == "pivot" else r
+    return pct_cell(pct_change(Q.figure(m, compared), Q.figure(m, data.row({**cell, axis: lay.anchor_value}))))
+
+
+def _with_ratio(c: Cell, m, r: dict, base_r: dict | None, base: str) -> Cell:
+    """'12.3 (1.05×)': a figure and its ratio to the baseline model's at the same cell."""
+    if c.value is None:
+        return c
+    rt = num(r.get(metrics.ratio_column(m.name)))
+    rt = ratio(Q.figure(m, r), Q.figure(m, base_r)) if rt is None else rt
+    c.text = f"{c.text} ({fmt_ratio(rt)})" if rt is not None else c.text
+    said = f"ratio to {base}: {fmt_num(rt, 4)}" if rt is not None else f"no {base} figure to compare"
+    c.note = f"{c.note}; {said}" if c.note else said
+    return c
+
+
+def _grid(spec: TableSpec, data: ReportData, st: Study, tid: str) -> Table:
+    lay = _Layout(spec, data, st)
+    if spec.pivot_ends and len(lay.pivots) < 2:
+        return skipped_table(tid, spec.title, f"study {st.name} has one {spec.pivot} only", st.name)
+    base = baseline_of(data, st)
+    t = Table(tid, spec.title, _caption(spec, lay, st, base), _columns(spec, lay), study=st.name)
+    used, seen = [], set()
+    for cell, metric in lay.cells():
+        eff = data.effective(cell)
+        key = {a: v for a, v in eff.items() if a != spec.pivot} | ({"metric": metric.name} if metric else {})
+        if tuple(key.items()) in seen:  # two dtypes of the study that are one dtype for this model
+            continue
+        seen.add(tuple(key.items()))
+        r = data.row(cell)
+        cells = {a: number_cell(eff[a]) if a in ("context", "gen") else text_cell(eff.get(a)) for a in lay.shown}
+        if "metric" in lay.shown:
+            cells["metric"] = text_cell(metric.header_label)
+        for name in spec.text:
+            if name == "settings":
+                cells[name] = _settings(data, cell, r)
+            else:
+                cells[name] = status_cell(r) if name == "status" else text_cell((r or {}).get(name))
+        failure_shown = "status" in spec.text
+        for m in [metric] if metric else lay.metrics:
+            for v in lay.pivots or [None]:
+                rv = data.row({**cell, spec.pivot: v}) if v is not None else r
+                used.append(rv)
+                c = metric_cell(rv, m, failed_text=not failure_shown or v is not None)
+                failure_shown = failure_shown or (v is None and is_failed(rv))
+                if spec.ratios and m.baseline_ratio and rv is not None:
+                    c = _with_ratio(c, m, rv, data.row({**cell, "model": base}), base)
+                cells[lay.key(m, v)] = c
+            if m.name in spec.change:
+                cells[f"d_{m.name}"] = _change(lay, data, m, cell, r)
+        t.rows.append(Row(cells, key=key, status=row_status(r) if not lay.pivots else "ok"))
+    needs = set(spec.needs or spec.metrics)
+    keys = [lay.key(m, v) for m in lay.metrics for v in lay.pivots or [None] if lay.metric_rows or m.name in needs]
+    return finish(t, keys, data.reason_missing(used, spec.missing))
+
+
+def _caption(spec: TableSpec, lay: _Layout, st: Study, base: str | None) -> str:
+    first = lay.metrics[0]
+    return captions.text(
+        "tables",
+        spec.id,
+        study=st.name,
+        fixed=cell_label(lay.fixed),
+        anchor=lay.anchor_value,
+        baseline=base,
+        unit=Q.unit(first),
+        direction=captions.text("notes", str(first.better)) if first.better else "",
+        directions=Q.directions(spec.metrics),
+        lo=lay.pivots[0] if lay.pivots else None,
+        hi=lay.pivots[-1] if lay.pivots else None,
+        **lay.ref,
+    )
+
+
+def _gap(spec: TableSpec, data: ReportData, st: Study, tid: str) -> Table:
+    """Each model against each: the difference A − B and how far A is below B, in % of B."""
+    lay = _Layout(spec, data, st)
+    m = lay.metrics[0]
+    rows = [data.row({**lay.ref, "model": model}) for model in st.models]
+    values = {model: Q.figure(m, r) for model, r in zip(st.models, rows)}
+    have = [model for model in st.models if values[model] is not None]
+    if not have:
+        reason = f"needs {m.header_label}: {data.reason_missing(rows, spec.missing)}"
+        return skipped_table(tid, spec.title, reason, st.name)
+    if len(have) < 2:
+        reason = f"fewer than two models have a {m.header_label} figure: no gap to compute"
+        return skipped_table(tid, spec.title, reason, st.name)
+    unit = Q.unit(m)
+    cols = [text_column("model", label("model"))] + [Column(f"vs_{b}", f"vs {b}", f"{unit}; % of B") for b in have]
+    t = Table(tid, spec.title, _caption(spec, lay, st, None), cols, study=st.name)
+    for a in have:
+        cells = {"model": text_cell(a)}
+        for b in have:
+            if a == b:
+                cells[f"vs_{b}"] = Cell(DASH, kind="text", note="same model")
+                continue
+            gap, below = values[a] - values[b], (values[b] - values[a]) / values[b] * 100.0 if values[b] else None
+            pct = fmt_pct(None if below is None else abs(below), signed=False)
+            text = f"{'+' if gap >= 0 else ''}{fmt_num(gap, 3)} {unit}, {pct} {'below' if gap < 0 else 'above'}"
+            cells[f"vs_{b}"] = Cell(text, value=gap, raw={"gap": gap, "pct_below": below})
+        t.rows.append(Row(cells, key={"model": a}))
+    return t

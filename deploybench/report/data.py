@@ -1,0 +1,232 @@
+"""Data access: the result frame as clean records, the config's studies and the reference cell.
+
+A cell is addressed by its axes {model, backend, dtype, context, gen, decoding}; a study is a
+grid of them (DESIGN.md, "Cells and studies"), read with the same defaults as deploybench.config.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from dataclasses import dataclass
+
+import pandas as pd
+
+from deploybench.enums import StudyKind
+from deploybench.report.fmt import short, to_int
+
+OURS = "deploybench"
+AXES = ("model", "backend", "dtype", "context", "gen", "decoding")
+# The frame's column for each axis.
+AXIS_COLUMN = {
+    "model": "model",
+    "backend": "backend",
+    "dtype": "dtype",
+    "context": "context_tokens",
+    "gen": "gen_tokens",
+    "decoding": "decoding",
+}
+# The config's key for each axis of a study, and its default when the study leaves it out.
+STUDY_KEY = {
+    "model": "models",
+    "backend": "backends",
+    "dtype": "dtypes",
+    "context": "contexts",
+    "gen": "gen",
+    "decoding": "decoding",
+}
+STUDY_DEFAULT = {"backend": "eager", "dtype": "bfloat16", "decoding": "greedy"}
+
+
+def _clean(v):
+    """Frame value -> plain Python: NaN/NA -> None, numpy -> list/scalar."""
+    if v is None or v is pd.NA or v is pd.NaT:
+        return None
+    if hasattr(v, "tolist") and not isinstance(v, (str, bytes)):
+        v = v.tolist()
+    if isinstance(v, float) and not math.isfinite(v):
+        return None
+    if isinstance(v, (list, tuple)):
+        return [_clean(x) for x in v]
+    return v
+
+
+def records(df: pd.DataFrame | None) -> list[dict]:
+    if df is None or len(df) == 0:
+        return []
+    return [{k: _clean(v) for k, v in r.items()} for r in df.to_dict("records")]
+
+
+def as_list(v) -> list:
+    if v is None:
+        return []
+    return list(v) if isinstance(v, (list, tuple)) else [v]
+
+
+def is_ours(r: dict) -> bool:
+    return r.get("source") in (None, "", OURS)
+
+
+def is_failed(r: dict | None) -> bool:
+    return r is not None and r.get("status") == "failed"
+
+
+def is_invalid(r: dict | None) -> bool:
+    return r is not None and r.get("valid") is False and not is_failed(r)
+
+
+def cell_of(r: dict) -> dict:
+    """A row's axes as a cell."""
+    cell = {axis: r.get(col) for axis, col in AXIS_COLUMN.items()}
+    return cell | {"context": to_int(cell["context"]), "gen": to_int(cell["gen"])}
+
+
+def _key(cell: dict) -> tuple:
+    return tuple(to_int(cell[a]) if a in ("context", "gen") else cell[a] for a in AXES)
+
+
+def cell_label(cell: dict) -> str:
+    """'context 2048 tokens, 64 generated tokens, greedy, bfloat16, eager' (the axes given)."""
+    words = {"context": "context {} tokens", "gen": "{} generated tokens"}
+    order = ("context", "gen", "decoding", "dtype", "backend")
+    return ", ".join(words.get(a, "{}").format(cell[a]) for a in order if a in cell)
+
+
+def cell_short(cell: dict) -> str:
+    return f"{cell['context']}/{cell['gen']}"
+
+
+@dataclass
+class Study:
+    name: str
+    kind: str
+    axes: dict[str, list]  # axis -> its values, in the config's order (contexts sorted)
+
+    @property
+    def models(self) -> list[str]:
+        return self.axes["model"]
+
+    @property
+    def contexts(self) -> list[int]:
+        return self.axes["context"]
+
+    def cells(self) -> list[dict]:
+        return [dict(zip(AXES, values)) for values in itertools.product(*(self.axes[a] for a in AXES))]
+
+    def describe(self) -> str:
+        words = {"model": "models", "context": "contexts", "gen": "gen", "decoding": "decoding"}
+        units = {"context": " tokens", "gen": " tokens"}
+        order = ("model", "context", "gen", "decoding", "dtype", "backend")
+        return "; ".join(f"{words.get(a, a)} {', '.join(map(str, self.axes[a]))}{units.get(a, '')}" for a in order)
+
+
+class ReportData:
+    """The frame split into our rows and imported rows, indexed by cell, plus the config."""
+
+    def __init__(self, df: pd.DataFrame | None, config: dict | None):
+        self.config = config or {}
+        self.all = records(df)
+        self.ours = [r for r in self.all if is_ours(r)]
+        self.imported = [r for r in self.all if not is_ours(r)]
+        self.index = {_key(cell_of(r)): r for r in self.ours}
+        cfg_models = list((self.config.get("models") or {}).keys())
+        seen = [r.get("model") for r in self.ours if r.get("model")]
+        self.models = [m for m in cfg_models if m in seen] + sorted(set(seen) - set(cfg_models))
+        analysis = self.config.get("analysis") or {}
+        self.ref = dict(analysis.get("reference_cell") or {})
+        configured = analysis.get("baseline_model")
+        self.baseline_note = None
+        if configured in self.models:
+            self.baseline = configured
+        else:
+            self.baseline = self.models[0] if self.models else None
+            if configured and self.baseline:
+                self.baseline_note = (
+                    f"analysis.baseline_model {configured!r} has no rows in the data; "
+                    f"{self.baseline!r} is used as the baseline instead"
+                )
+            elif self.baseline:
+                self.baseline_note = f"no analysis.baseline_model in the config; {self.baseline!r} is used"
+
+    # config ---------------------------------------------------------------------------------
+    def model_cfg(self, model: str) -> dict:
+        return (self.config.get("models") or {}).get(model) or {}
+
+    def metadata(self, model: str) -> dict:
+        return self.model_cfg(model).get("metadata") or {}
+
+    def dtype_for(self, model: str, dtype: str) -> str:
+        return self.model_cfg(model).get("dtype") or dtype
+
+    def studies(self, kind: StudyKind | None = None) -> list[Study]:
+        return [
+            self._study(name, s)
+            for name, s in (self.config.get("studies") or {}).items()
+            if isinstance(s, dict) and (kind is None or s.get("kind") == kind)
+        ]
+
+    def _study(self, name: str, s: dict) -> Study:
+        # An absent models / contexts / gen axis falls back to what the rows hold.
+        seen = {
+            "model": self.models,
+            "context": sorted({to_int(r.get("context_tokens")) for r in self.ours} - {None}),
+            "gen": sorted({to_int(r.get("gen_tokens")) for r in self.ours} - {None}),
+        }
+        axes = {}
+        for axis in AXES:
+            values = as_list(s.get(STUDY_KEY[axis])) or seen.get(axis) or [STUDY_DEFAULT[axis]]
+            axes[axis] = [int(v) for v in values] if axis in ("context", "gen") else [str(v) for v in values]
+        axes["context"] = sorted(axes["context"])
+        return Study(name=name, kind=s.get("kind", ""), axes=axes)
+
+    # rows -----------------------------------------------------------------------------------
+    def effective(self, cell: dict) -> dict:
+        """The cell as measured: a model's own dtype overrides the study's."""
+        return {**cell, "dtype": self.dtype_for(cell["model"], cell["dtype"])}
+
+    def row(self, cell: dict) -> dict | None:
+        return self.index.get(_key(self.effective(cell)))
+
+    def study_rows(self, st: Study) -> list[dict]:
+        out = []
+        for cell in st.cells():
+            r = self.row(cell)
+            if r is not None and r not in out:
+                out.append(r)
+        return out
+
+    def study_ref(self, st: Study) -> dict:
+        """The reference cell inside a study: analysis.reference_cell where the study has it."""
+        fallback = {"context": max(st.contexts)} if st.contexts else {}
+        if "greedy" in st.axes["decoding"]:
+            fallback["decoding"] = "greedy"
+        ref = {}
+        for axis in ("context", "gen", "decoding", "dtype", "backend"):
+            want = to_int(self.ref.get(axis)) if axis in ("context", "gen") else self.ref.get(axis)
+            values = st.axes[axis]
+            ref[axis] = want if want in values else fallback.get(axis, values[0] if values else None)
+        return ref
+
+    def main_study(self) -> Study | None:
+        return next(iter(self.studies(StudyKind.MAIN_COMPARISON)), None)
+
+    def reference(self) -> dict | None:
+        """The report's reference cell: from the main study (or any study) with the config's values."""
+        st = self.main_study() or next(iter(self.studies()), None)
+        return self.study_ref(st) if st else None
+
+    def reason_missing(self, rows, what: str = "") -> str:
+        """A phrase saying why a figure family (energy, memory, ...) is missing from these rows."""
+        rows = [r for r in rows if r is not None]
+        if not rows:
+            return "the data has no row for these cells"
+        if all(is_failed(r) for r in rows):
+            return f"every cell failed ({', '.join(sorted({r.get('failure_kind') or 'error' for r in rows}))})"
+        col, label = {
+            "energy": ("energy_source", "energy not measured"),
+            "memory": ("memory_null_reason", "device memory not measured"),
+        }.get(what, (None, None))
+        if not label:
+            return "the rows have no figures for it"
+        why = sorted({short(str(r.get(col)), 120) for r in rows if r.get(col)})
+        return label + (f" ({'; '.join(why[:2])})" if why else "")

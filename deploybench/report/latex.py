@@ -1,0 +1,169 @@
+"""LaTeX: escaping, the table helpers the template calls, its Jinja environment, and pdflatex."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
+import jinja2
+
+from deploybench.report.model import Cell, Column, Table
+
+_TEX_SPECIAL = {
+    "\\": r"\textbackslash{}",
+    "&": r"\&",
+    "%": r"\%",
+    "$": r"\$",
+    "#": r"\#",
+    "_": r"\_",
+    "{": r"\{",
+    "}": r"\}",
+    "~": r"\textasciitilde{}",
+    "^": r"\textasciicircum{}",
+    "<": r"\textless{}",
+    ">": r"\textgreater{}",
+    "|": r"\textbar{}",
+    "\u2212": r"\ensuremath{-}",  # minus sign
+    "\u2014": "---",
+    "\u2013": "--",
+    "\u00d7": r"\ensuremath{\times}",
+    "\u00f7": r"\ensuremath{\div}",
+    "\u2248": r"\ensuremath{\approx}",
+    "\u2191": r"\ensuremath{\uparrow}",
+    "\u2193": r"\ensuremath{\downarrow}",
+    "\u2192": r"\ensuremath{\rightarrow}",
+    "\u2020": r"\dag{}",
+    "\u0394": r"\ensuremath{\Delta}",
+    "\u00b5": r"\ensuremath{\mu}",
+    "\u2026": r"\dots{}",
+    "\u2070": r"\textsuperscript{0}",
+    "\u00b9": r"\textsuperscript{1}",
+    "\u00b2": r"\textsuperscript{2}",
+    "\u00b3": r"\textsuperscript{3}",
+    "\u2079": r"\textsuperscript{9}",
+    "\u201c": "``",
+    "\u201d": "''",
+    "\u2018": "`",
+    "\u2019": "'",
+    "\u2264": r"\ensuremath{\leq}",
+    "\u2265": r"\ensuremath{\geq}",
+    "\u00b1": r"\ensuremath{\pm}",
+    "\u00a0": "~",
+}
+
+
+def tex_escape(s) -> str:
+    """Plain text -> LaTeX (pdflatex, T1): specials escaped, the report's Unicode mapped."""
+    # A character pdflatex cannot typeset without extra packages becomes "?".
+    text = "".join(_TEX_SPECIAL.get(ch) or (ch if ord(ch) < 128 else "?") for ch in str(s))
+    # Let long identifiers and paths break after underscores and slashes.
+    return text.replace(r"\_", r"\_\allowbreak{}").replace("/", r"/\allowbreak{}")
+
+
+def tex_colspec(table: Table) -> str:
+    return "".join(
+        f">{{\\raggedright\\arraybackslash}}p{{{c.width or 0.22:.3f}\\linewidth}}" if c.wrap else c.align
+        for c in table.columns
+    )
+
+
+def _lines(text: str, width: int) -> list[str]:
+    """Greedy word wrap: narrow headers keep wide tables from shrinking to an unreadable size."""
+    lines: list[str] = []
+    for word in text.split():
+        if lines and len(lines[-1]) + 1 + len(word) <= width:
+            lines[-1] += " " + word
+        else:
+            lines.append(word)
+    return lines or [""]
+
+
+def tex_header(col: Column) -> str:
+    parts = _lines(col.label, 14)
+    second = " ".join(x for x in ((f"({col.unit})" if col.unit else ""), col.arrow) if x)
+    parts = [tex_escape(p) for p in parts + (_lines(second, 16) if second else [])]
+    if len(parts) == 1:
+        return parts[0]
+    align = "r" if col.align == "r" and not col.wrap else "l"
+    return f"\\begin{{tabular}}[b]{{@{{}}{align}@{{}}}}" + "\\\\".join(parts) + "\\end{tabular}"
+
+
+def tex_cell(cell: Cell, col: Column) -> str:
+    text = tex_escape(cell.text)
+    style = {"failed": "\\textcolor{{failed}}{{{}}}", "missing": "\\textcolor{{gray}}{{{}}}"}
+    style["baseline"] = "\\textit{{{}}}"
+    return style[cell.kind].format(text) if cell.kind in style else text
+
+
+def tex_url(url: str) -> str:
+    return "\\url{" + re.sub(r"([%#{}\\])", r"\\\1", str(url)) + "}"
+
+
+def environment(templates_dir: Path) -> jinja2.Environment:
+    """Jinja delimiters that do not clash with TeX: \\VAR{...}, \\BLOCK{...}, %# comments."""
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(str(templates_dir)),
+        block_start_string=r"\BLOCK{",
+        block_end_string="}",
+        variable_start_string=r"\VAR{",
+        variable_end_string="}",
+        comment_start_string=r"\#{",
+        comment_end_string="}",
+        line_comment_prefix="%#",
+        trim_blocks=True,
+        lstrip_blocks=True,
+        autoescape=False,
+        undefined=jinja2.StrictUndefined,
+        keep_trailing_newline=True,
+    )
+    env.filters["tex"] = tex_escape
+    env.filters["tex_url"] = tex_url
+    env.globals.update(tex_colspec=tex_colspec, tex_header=tex_header, tex_cell=tex_cell)
+    return env
+
+
+def _errors(stdout: str) -> str:
+    lines = [ln for ln in stdout.splitlines() if ln.startswith("!") or ":" in ln and "error" in ln.lower()]
+    return "; ".join(lines[:3])
+
+
+def compile_pdf(tex_path: Path, timeout_s: int = 240) -> tuple[Path | None, str]:
+    """pdflatex twice (cross-references) in a scratch folder; returns (pdf or None, what happened)."""
+    exe = shutil.which("pdflatex")
+    if exe is None:
+        return None, "not built: pdflatex is not on PATH (install texlive: .ci/setup_report_tools.sh)"
+    tex_path = Path(tex_path).resolve()
+    log_copy = tex_path.with_suffix(".latex.log")
+    with tempfile.TemporaryDirectory(prefix="report-latex-") as build:
+        cmd = [exe, "-interaction=nonstopmode", "-halt-on-error", "-file-line-error", f"-output-directory={build}"]
+        env = {**os.environ, "max_print_line": "1000"}
+        for _ in range(2):
+            try:
+                proc = subprocess.run(
+                    [*cmd, tex_path.name],
+                    cwd=tex_path.parent,
+                    capture_output=True,
+                    text=True,
+                    timeout=timeout_s,
+                    env=env,
+                    errors="replace",
+                )
+            except subprocess.TimeoutExpired:
+                return None, f"not built: pdflatex ran over {timeout_s} s"
+            log = Path(build, tex_path.with_suffix(".log").name)
+            if log.exists():
+                shutil.copyfile(log, log_copy)
+            if proc.returncode != 0:
+                return None, f"not built: pdflatex failed ({_errors(proc.stdout or '') or 'see ' + log_copy.name})"
+        built = Path(build, tex_path.with_suffix(".pdf").name)
+        if not built.exists():
+            return None, "not built: pdflatex produced no PDF"
+        shutil.copyfile(built, tex_path.with_suffix(".pdf"))
+    found = re.search(r"REPORT-PAGES: (\d+)", log_copy.read_text(errors="replace")) if log_copy.exists() else None
+    return tex_path.with_suffix(
+        ".pdf"
+    ), f"built with pdflatex ({found.group(1)} pages)" if found else "built with pdflatex"

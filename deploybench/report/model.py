@@ -1,0 +1,178 @@
+"""The table model: for every cell, the text the report prints *and* the number it came from.
+
+Both templates (HTML, LaTeX) print the same model, and tests check text against number. A missing
+figure is an em dash with a note saying why; a failed cell says "failed" and its reason.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from deploybench.metrics import Metric
+from deploybench.report import captions
+from deploybench.report import quantities as Q
+from deploybench.report.data import as_list, is_failed, is_invalid
+from deploybench.report.fmt import DASH, fmt_pct, num, short
+
+
+@dataclass
+class Cell:
+    text: str
+    value: float | None = None  # the number shown, in the column's unit
+    raw: Any = None  # the frame's value it came from (bytes, not GB)
+    kind: str = "num"  # num | text | failed | missing | invalid | baseline
+    note: str | None = None  # why a figure is missing, the full error, ...
+    href: str | None = None
+
+
+@dataclass
+class Column:
+    key: str
+    label: str
+    unit: str | None = None
+    better: str | None = None  # "higher" | "lower" | None
+    align: str = "r"  # r | l
+    wrap: bool = False  # long text: wrap in LaTeX (p column)
+    width: float | None = None  # LaTeX p-column width as a fraction of the line (wrap columns)
+
+    @property
+    def header(self) -> str:
+        return f"{self.label} ({self.unit})" if self.unit else self.label
+
+    @property
+    def arrow(self) -> str:
+        return {"higher": "↑", "lower": "↓"}.get(self.better or "", "")
+
+
+def text_column(key: str, label: str, wrap: float | None = None) -> Column:
+    """A left-aligned text column; `wrap` is its LaTeX width as a fraction of the line."""
+    return Column(key, label, align="l", wrap=wrap is not None, width=wrap)
+
+
+def metric_column(m: Metric, key: str | None = None, label: str | None = None) -> Column:
+    return Column(key or m.name, label or m.header_label, Q.unit(m), m.better)
+
+
+@dataclass
+class Row:
+    cells: dict[str, Cell]
+    key: dict[str, Any] = field(default_factory=dict)
+    status: str = "ok"  # ok | failed | invalid | missing
+
+
+@dataclass
+class Table:
+    id: str
+    title: str
+    caption: str
+    columns: list[Column] = field(default_factory=list)
+    rows: list[Row] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    skipped: str | None = None  # why the table has no rows
+    study: str | None = None
+    kind: str = "table"
+    long: bool = False  # many rows: LaTeX longtable
+    compact: bool = False  # small table: HTML lays several side by side
+
+    def cell(self, column: str, **key) -> Cell:
+        """The cell of the first row whose key matches (for tests and findings)."""
+        for row in self.rows:
+            if all(row.key.get(k) == v for k, v in key.items()):
+                return row.cells[column]
+        raise KeyError(f"{self.id}: no row with {key}")
+
+
+def skipped_table(tid: str, title: str, reason: str, study: str | None = None) -> Table:
+    return Table(id=tid, title=title, caption="", skipped=reason, study=study)
+
+
+# cells --------------------------------------------------------------------------------------
+
+
+def reasons(r: dict) -> str:
+    return "; ".join(map(str, as_list(r.get("invalid_reasons")))) or "invalid"
+
+
+def metric_cell(r: dict | None, m: Metric, failed_text: bool = False) -> Cell:
+    if r is None:
+        return Cell(DASH, kind="missing", note="no row in the data for this cell")
+    if is_failed(r):
+        # a number's column stays narrow: the kind here, the full error in the tooltip and the Failures table
+        text = f"failed: {r.get('failure_kind') or 'error'}" if failed_text else "failed"
+        return Cell(text, kind="failed", note=r.get("error") or r.get("failure_kind"))
+    v = Q.value(m, r)
+    if v is None:
+        return Cell(DASH, kind="missing", note=f"{m.header_label} not measured for this cell")
+    source = r.get(f"{m.name}_source")  # e.g. active_params_source: counted or a config override
+    note = f"source: {source}" if source else None
+    if is_invalid(r):
+        return Cell(Q.text(m, v) + " †", value=v, raw=Q.raw(m, r), kind="invalid", note=reasons(r))
+    return Cell(Q.text(m, v), value=v, raw=Q.raw(m, r), note=note)
+
+
+def pct_cell(p, note: str | None = None) -> Cell:
+    v = num(p)
+    return Cell(fmt_pct(v), value=v, kind="num" if v is not None else "missing", note=note)
+
+
+def text_cell(text, note: str | None = None, href: str | None = None) -> Cell:
+    if text is None or (isinstance(text, str) and not text.strip()):
+        return Cell(DASH, kind="missing", note=note or "not given")
+    return Cell(str(text), raw=text, kind="text", note=note, href=href)
+
+
+def number_cell(v) -> Cell:
+    return Cell(str(v), value=v, raw=v)
+
+
+def failure_text(r: dict) -> str:
+    err = r.get("error")
+    return f"failed: {r.get('failure_kind') or 'error'}" + (f" ({short(err, 70)})" if err else "")
+
+
+def status_cell(r: dict | None) -> Cell:
+    if r is None:
+        return Cell("not in the data", kind="missing", note="the cell has no row: not run yet?")
+    if is_failed(r):
+        return Cell(failure_text(r), kind="failed", note=r.get("error"))
+    if is_invalid(r):
+        return Cell(f"invalid: {short(reasons(r), 70)}", kind="invalid", note=reasons(r))
+    return Cell("ok", kind="text")
+
+
+def row_status(r: dict | None) -> str:
+    if r is None:
+        return "missing"
+    if is_failed(r):
+        return "failed"
+    return "invalid" if is_invalid(r) else "ok"
+
+
+# finishing ----------------------------------------------------------------------------------
+
+
+def finish(table: Table, value_keys: list[str], why_missing: str) -> Table:
+    """Mark a table skipped when none of its figures exist, drop all-missing columns, add footnotes."""
+    if not table.rows:
+        table.skipped = table.skipped or "no cells of this study are in the data"
+        return table
+    cells = [row.cells[k] for row in table.rows for k in value_keys if k in row.cells]
+    if not any(c.value is not None for c in cells):
+        table.skipped = why_missing
+        return table
+    # A figure family nobody measured (device memory or energy on a CPU run) would be a column of
+    # dashes: leave it out and say so.
+    empty = [
+        c
+        for c in table.columns
+        if c.unit
+        and all(row.cells[c.key].kind in ("missing", "failed") for row in table.rows if c.key in row.cells)
+        and any(row.cells.get(c.key) is not None and row.cells[c.key].kind == "missing" for row in table.rows)
+    ]
+    if empty and len(empty) < len(table.columns):
+        table.columns = [c for c in table.columns if c not in empty]
+        table.notes.append(captions.text("notes", "left_out", columns=", ".join(c.header for c in empty)))
+    kinds = {row.cells[c.key].kind for row in table.rows for c in table.columns if c.key in row.cells}
+    table.notes += [captions.text("notes", kind) for kind in ("invalid", "failed", "missing") if kind in kinds]
+    return table

@@ -1,0 +1,157 @@
+"""Draw a Figure (figures.py) with matplotlib: inline SVG for the HTML, vector PDF for LaTeX.
+
+Only matplotlib's SVG and PDF backends are used (no display, no pyplot). Output is deterministic: a fixed
+SVG hash salt, text kept as text (svg.fonttype none), and no dates or versions in the metadata.
+Element ids are prefixed with the figure's id, so several SVGs can sit in one HTML page.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import re
+from xml.sax.saxutils import escape
+
+from deploybench.report.figures import Figure, Panel
+from deploybench.report.fmt import fmt_num
+
+try:
+    import matplotlib
+    from matplotlib.figure import Figure as MplFigure
+except ImportError:  # a GPU node without it still renders the report, figures skipped with the reason
+    matplotlib = None
+
+MISSING = "matplotlib is not installed (pip install -r requirements.txt)"
+RC = {
+    "svg.hashsalt": "deploybench-report",
+    "svg.fonttype": "none",
+    "pdf.fonttype": 42,
+    "font.family": "DejaVu Sans",
+    "font.size": 9.5,
+    "axes.titlesize": 10,
+    "axes.titleweight": "bold",
+    "axes.spines.top": False,
+    "axes.spines.right": False,
+    "axes.grid": True,
+    "axes.axisbelow": True,
+    "grid.color": "#e3e3e3",
+    "axes.formatter.useoffset": False,
+    "axes.formatter.limits": (-5, 6),
+    "legend.frameon": False,
+}
+SVG_METADATA = {"Creator": None, "Date": None, "Format": None, "Type": None}
+PDF_METADATA = {"Creator": None, "Producer": None, "CreationDate": None, "ModDate": None}
+MARKERS = ["o", "s", "^", "D"]
+WIDTH = {1: 6.4, 2: 9.0, 3: 9.8}  # inches per figure, by columns of panels
+HEIGHT = {1: 3.6, 2: 3.2, 3: 2.9}  # inches per row of panels
+
+
+def tick_label(v: float, _pos=None) -> str:
+    """Short tick text: 600k and 1.5M rather than an exponent beside the axis."""
+    if abs(v) >= 1e6:
+        text = f"{v / 1e6:g}M"
+    elif abs(v) >= 1e4:  # from five digits on: 10k
+        text = f"{v / 1e3:g}k"
+    else:
+        text = f"{v:g}"
+    return text.replace("-", "−")
+
+
+def _line(ax, p: Panel) -> None:
+    for i, s in enumerate(p.series):
+        if s.y:
+            ax.plot(s.x, s.y, color=s.color, marker=MARKERS[i % len(MARKERS)], lw=2, ms=5, label=s.name)
+    xs = sorted({x for s in p.series for x in s.x})
+    if p.log2_x:
+        ax.set_xscale("log", base=2)
+    ax.set_xticks(xs, [f"{x:.0f}" for x in xs])
+    ax.minorticks_off()
+    if all(y >= 0 for s in p.series for y in s.y):
+        ax.set_ylim(bottom=0)  # from zero, as the bars: a cut axis would magnify small differences
+
+
+def _bars(ax, p: Panel) -> None:
+    for s in p.series:
+        if s.y:
+            bars = ax.bar(s.x, s.y, color=s.color, width=0.6, label=s.name)
+            ax.bar_label(bars, [fmt_num(v, 3) for v in s.y], padding=2, fontsize=8.5)
+
+
+def _stacked(ax, p: Panel) -> None:
+    bottom = [0.0] * len(p.categories)
+    for s in p.series:
+        ax.bar(s.x, s.y, bottom=bottom, color=s.color, width=0.55, edgecolor="white", lw=0.5, label=s.name)
+        bottom = [b + y for b, y in zip(bottom, s.y)]
+    unit = p.y_label[p.y_label.rfind("(") + 1 : -1]
+    for i, total in enumerate(bottom):
+        ax.annotate(f"{fmt_num(total, 3)} {unit}", (i, total), xytext=(0, 3), textcoords="offset points", ha="center")
+
+
+def _hist(ax, p: Panel) -> None:
+    for s in p.series:
+        ax.stairs(s.y, s.x, fill=True, facecolor=(s.color, 0.25), edgecolor=s.color, lw=1.5)
+    ax.set_ylim(bottom=0)
+
+
+DRAW = {"line": _line, "bar": _bars, "stacked": _stacked, "hist": _hist}
+
+
+def draw(fig: Figure) -> MplFigure:
+    n = len(fig.panels)
+    cols = max(1, min(fig.columns, n, 3))
+    rows = math.ceil(n / cols)
+    out = MplFigure(figsize=(WIDTH[cols], HEIGHT[cols] * rows + 0.4), layout="constrained")
+    axes = out.subplots(rows, cols, squeeze=False).ravel()
+    for ax, p in zip(axes, fig.panels):
+        DRAW[p.kind](ax, p)
+        notes = p.note.split("; ") if p.note else []  # one clause a line, in small type under the title
+        ax.set_title(p.title, pad=4 + 11 * len(notes))
+        if notes:
+            ax.text(0.5, 1.01, "\n".join(notes), transform=ax.transAxes, ha="center", va="bottom", fontsize=8)
+        ax.set_ylabel(p.y_label)
+        ax.yaxis.set_major_formatter(tick_label)
+        if p.categories:
+            ax.set_xticks(range(len(p.categories)), p.categories, rotation=20 if len(p.categories) > 2 else 0)
+            ax.grid(False, axis="x")
+        else:
+            ax.set_xlabel(p.x_label)
+        ax.margins(y=0.12)
+    for ax in axes[n:]:
+        ax.set_visible(False)
+    if any(p.kind != "hist" for p in fig.panels):  # one legend above the panels
+        handles, labels = axes[0].get_legend_handles_labels()
+        if any(p.kind == "bar" for p in fig.panels):  # bars: each model's colour, from every panel
+            seen = {}
+            for ax in axes[:n]:
+                seen |= dict(zip(*reversed(ax.get_legend_handles_labels())))
+            labels, handles = list(seen), list(seen.values())
+        out.legend(handles, labels, loc="outside upper center", ncols=min(len(labels), 6))
+    return out
+
+
+def tex_width(fig: Figure) -> float:
+    """The figure's width in the PDF, as a fraction of the line: one type size for all figures."""
+    return min(1.0, WIDTH[max(1, min(fig.columns, len(fig.panels), 3))] / WIDTH[2])
+
+
+def _inline(svg: str, fig: Figure) -> str:
+    """matplotlib's SVG file -> one element for an HTML page: no XML prolog, ids of its own."""
+    svg = svg[svg.index("<svg") :]
+    svg = svg.replace(' xmlns:xlink="http://www.w3.org/1999/xlink"', "").replace("xlink:href=", "href=")
+    svg = re.sub(r'\bid="([^"]+)"', lambda m: f'id="{fig.id}-{m.group(1)}"', svg)
+    svg = re.sub(r'(href="#|url\(#)([^")]+)', lambda m: f"{m.group(1)}{fig.id}-{m.group(2)}", svg)
+    svg = svg.replace(
+        "<svg ", f'<svg class="chart" role="img" aria-label="{escape(fig.title, {chr(34): "&quot;"})}" ', 1
+    )
+    head = svg.index(">") + 1  # the accessible name, inside the element (metadata would add RDF namespaces)
+    return f"{svg[:head]}<title>{escape(fig.title)}</title>{svg[head:]}"
+
+
+def render(fig: Figure) -> tuple[str, bytes]:
+    """(inline SVG text, PDF bytes) of a figure that has panels."""
+    with matplotlib.rc_context(RC):
+        mfig = draw(fig)
+        svg, pdf = io.StringIO(), io.BytesIO()
+        mfig.savefig(svg, format="svg", metadata=SVG_METADATA)
+        mfig.savefig(pdf, format="pdf", metadata={**PDF_METADATA, "Title": fig.title})
+    return _inline(svg.getvalue(), fig), pdf.getvalue()

@@ -1,0 +1,75 @@
+"""How a metric of the catalogue (deploybench/metrics.yaml) is read from a row and printed.
+
+Headers, units and directions come from the catalogue. Two things are the report's own: a figure
+computed from other columns ("rest" of peak memory) and displays the catalogue does not give yet.
+"""
+
+from __future__ import annotations
+
+from deploybench import metrics
+from deploybench.metrics import Display, Metric, ValueType
+from deploybench.report.data import is_failed
+from deploybench.report.fmt import fmt_int, fmt_num, num
+
+
+def _rest_bytes(row: dict) -> float | None:
+    peak, weights = num(row.get("peak_allocated_bytes")), num(row.get("weights_bytes"))
+    if peak is None or weights is None:
+        return None
+    return max(0.0, peak - weights - (num(row.get("kv_cache_bytes")) or 0.0))
+
+
+# Report-only figure: computed here from the row, not a column of the result schema.
+REST = Metric(
+    "memory_rest_bytes",
+    ValueType.INT,
+    "report",
+    "peak − weights − KV cache: activations and workspace.",
+    unit="bytes",
+    label="rest",
+    display=Display("GB", 1e-9),
+)
+_COMPUTED = {REST.name: _rest_bytes}
+# Parameter counts print in billions; the catalogue stores them as counts with no display yet.
+_DISPLAY = {"total_params": Display("B", 1e-9), "active_params": Display("B", 1e-9)}
+
+
+def get(name: str) -> Metric:
+    return REST if name == REST.name else metrics.get(name)
+
+
+def display(m: Metric) -> Display:
+    return _DISPLAY.get(m.name) or m.display or Display(m.unit or "")
+
+
+def unit(m: Metric) -> str:
+    return display(m).unit
+
+
+def raw(m: Metric, row: dict | None):
+    if row is None:
+        return None
+    return _COMPUTED[m.name](row) if m.name in _COMPUTED else row.get(m.name)
+
+
+def value(m: Metric, row: dict | None) -> float | None:
+    """The figure in the unit the report prints (GB, %, ...)."""
+    v = num(raw(m, row))
+    return None if v is None else v * display(m).scale
+
+
+def figure(m: Metric, r: dict | None) -> float | None:
+    """A row's figure for comparisons: none for a failed row."""
+    return None if r is None or is_failed(r) else value(m, r)
+
+
+def text(m: Metric, v) -> str:
+    if m.type is ValueType.INT and display(m).scale == 1.0:
+        return fmt_int(v)
+    return fmt_num(v, display(m).sig)
+
+
+def directions(names) -> str:
+    """'TTFT: lower is better. ...' for the metrics that have a direction."""
+    ms = [get(n) for n in names]
+    return " ".join(f"{m.header_label}: {m.better} is better." for m in ms if m.better)
