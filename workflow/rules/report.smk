@@ -11,6 +11,7 @@ rule report:
         templates=[
             "workflow/templates/report.html.j2",
             "workflow/templates/report.tex.j2",
+            "workflow/templates/captions.yaml",
         ],
     output:
         html="report/report.html",
