@@ -28,7 +28,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks._cell import random_model_and_prompt, rotated  # noqa: E402
-from deploybench import energy  # noqa: E402
+from deploybench import nvml  # noqa: E402
 from deploybench.environment import capture  # noqa: E402
 from deploybench.stats import coefficient_of_variation, median  # noqa: E402
 from deploybench.timing import generation_config, timed_generate  # noqa: E402
@@ -37,7 +37,7 @@ CONDITIONS = ("baseline", "gc_off", "pinned", "pinned+gc")
 
 
 def sm_clock_mhz(dev) -> int | None:
-    return None if isinstance(dev, str) else dev.sm_clock_mhz()
+    return dev.sm_clock_mhz() if dev.available else None
 
 
 def run_under(condition: str, all_cpus: set[int], one_cpu: int, run):
@@ -68,7 +68,7 @@ def main() -> None:
     model = loaded.model
     mask = torch.ones_like(ids)
     full = generation_config({}, args.gen, 0)
-    dev = energy.open_device(device)
+    dev = nvml.open_device(device)
     all_cpus = os.sched_getaffinity(0)
     one_cpu = max(all_cpus)  # away from CPU 0, which tends to take interrupts
 

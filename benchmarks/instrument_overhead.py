@@ -24,7 +24,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks._cell import random_model_and_prompt, rotated  # noqa: E402
-from deploybench import energy  # noqa: E402
+from deploybench import nvml  # noqa: E402
+from deploybench.energy_meter import EnergyMeter  # noqa: E402
 from deploybench.environment import capture  # noqa: E402
 from deploybench.measure import backend_runner  # noqa: E402
 from deploybench.spec import BACKENDS, STANDARD_DECODING  # noqa: E402
@@ -57,7 +58,7 @@ def main() -> None:
         "measurement": {"seed": 0},
     }
     generate = backend_runner(cell, loaded, loaded.model.config, ids, device)
-    dev = energy.open_device(device)
+    dev = nvml.open_device(device)
 
     for i in range(3):  # warm-up (and compilation for the compiled backends)
         generate(args.gen, i, clock=False)
@@ -68,8 +69,8 @@ def main() -> None:
     for r in range(args.rounds):
         for mode in rotated(MODES, r):
             clock = mode != "plain"
-            sampled = mode.startswith("steps+sampler") and not isinstance(dev, str)
-            meter = energy.EnergyMeter(dev, interval_s=0.1 if mode.endswith("10") else 0.01)
+            sampled = mode.startswith("steps+sampler") and dev.available
+            meter = EnergyMeter(dev, interval_s=0.1 if mode.endswith("10") else 0.01)
             with meter if sampled else contextlib.nullcontext():
                 timing, output = generate(args.gen, r, clock=clock)
             del output
@@ -96,7 +97,7 @@ def main() -> None:
         "rounds": args.rounds,
         "ttft_ms": ttft * 1000,
         "environment": capture(device),
-        "energy_device": dev if isinstance(dev, str) else "nvml",
+        "energy_device": "nvml" if dev.available else dev.energy_source,
         "modes": summary,
         "ratio_instrumented_over_plain": {
             mode: summary[mode]["decode_tps_e2e_median"] / plain for mode in MODES if mode != "plain"

@@ -20,11 +20,13 @@ from . import (
     kvcache,
     memory,
     models,
+    nvml,
     params,
     prompts,
     roofline,
 )
 from .decode_loop import CompiledDecodeLoop
+from .energy_meter import EnergyMeter, measure_idle_power_w
 from .schema import SCHEMA_VERSION
 from .spec import STATIC_CACHE_BACKENDS, canonical_json, cell_id, validate_cell
 from .stats import PERCENTILE_METHOD, coefficient_of_variation, median, percentile
@@ -131,7 +133,7 @@ def _measure_loaded(cell: dict, device: str, config, active_params: int) -> dict
     bandwidth = roofline.measure_copy_bandwidth(device) if measurement["measure_bandwidth"] else None
     out["mem_bandwidth_bytes_per_s"] = bandwidth
 
-    meter_device = energy.open_device(device)
+    meter_device = nvml.open_device(device)
     load_start = time.perf_counter()
     loaded = models.load_model(cell["model"], cell["dtype"], device)
     synchronize(device)
@@ -149,9 +151,7 @@ def _measure_loaded(cell: dict, device: str, config, active_params: int) -> dict
     full, first = cell["gen"], 1
 
     # Idle power with the weights resident, after a cool-down, before any generate of this cell.
-    idle_w = None
-    if not isinstance(meter_device, str):
-        idle_w = energy.measure_idle_power_w(meter_device, measurement["idle_cooldown_s"], measurement["idle_window_s"])
+    idle_w = measure_idle_power_w(meter_device, measurement["idle_cooldown_s"], measurement["idle_window_s"])
 
     # Warm-up at the full shape (compilation for the compiled backend happens here).
     warmup_s = []
@@ -165,13 +165,13 @@ def _measure_loaded(cell: dict, device: str, config, active_params: int) -> dict
 
     memory.reset_peak(device)
     timings, output = [], None
-    with energy.EnergyMeter(meter_device) as meter:
+    with EnergyMeter(meter_device) as meter:
         for i in range(measurement["n_runs"]):
             del output  # free the previous cache before the next run allocates its own
             timing, output = run(full, i, clock=True)
             timings.append(timing)
         energy_runs = len(timings)
-        if not isinstance(meter_device, str):
+        if meter_device.available:
             # The NVML counter updates about every 100 ms: extend the window until it is long enough.
             while meter.elapsed_s < measurement["min_energy_window_s"]:
                 del output
@@ -195,8 +195,9 @@ def _measure_loaded(cell: dict, device: str, config, active_params: int) -> dict
     if cache_impl:
         out["compile_s"] = max(0.0, warmup_s[0] - out["e2e_ms_p50"] / 1000)
 
-    if isinstance(meter_device, str):
-        out.update(energy.unavailable(meter_device))
+    meter_device.close()  # the energy window is closed: NVML is not read again
+    if not meter_device.available:
+        out.update(energy.unavailable(meter_device.reason))
     else:
         out.update(energy.summarize(meter.reading, idle_w, energy_runs * cell["gen"]))
         out["energy_runs"] = energy_runs
