@@ -27,18 +27,15 @@ from . import (
 )
 from .decode_loop import CompiledDecodeLoop
 from .energy_meter import EnergyMeter, measure_idle_power_w
+from .enums import ThrottleReason
 from .schema import SCHEMA_VERSION
 from .spec import STATIC_CACHE_BACKENDS, canonical_json, cell_id, validate_cell
 from .stats import PERCENTILE_METHOD, coefficient_of_variation, median, percentile
 from .timing import generation_config, synchronize, timed_generate
 
 ENERGY_DISAGREEMENT_LIMIT = 0.10  # counter vs sampler, relative
-THROTTLE_REASONS_THAT_INVALIDATE = (
-    "hw_slowdown",
-    "hw_thermal_slowdown",
-    "sw_thermal_slowdown",
-    "hw_power_brake",
-)
+# Derived from the names the meter writes (enums.ThrottleReason), so the two cannot drift apart.
+THROTTLE_REASONS_THAT_INVALIDATE = frozenset(reason for reason in ThrottleReason if reason.invalidates)
 
 
 def identity(cell: dict) -> dict:

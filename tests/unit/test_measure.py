@@ -7,11 +7,13 @@ import subprocess
 import sys
 
 import pyarrow.parquet as pq
+import pynvml
 import pytest
 import torch
 
-from deploybench import measure, models
+from deploybench import measure, models, nvml
 from deploybench.cli import STANDARD_DECODING
+from deploybench.enums import ThrottleReason
 from deploybench.kvcache import analytic_kv_bytes, measured_kv_bytes
 from deploybench.schema import read_rows, write_row
 from deploybench.spec import MEASUREMENT_DEFAULTS, SpecError
@@ -152,6 +154,28 @@ def test_unexpected_errors_propagate(monkeypatch):
     monkeypatch.setattr(models, "load_model", bug)
     with pytest.raises(KeyError):
         measure.measure_cell(make_cell(random_model("qwen3")))
+
+
+# What validity_reasons reads of an energy-metered row, every other check passing.
+_METERED = {"context_tokens_measured": 8, "gen_tokens_measured": 4, "kv_cache_bytes": 1, "kv_cache_bytes_analytic": 1}
+_METERED |= {"energy_j": 10.0, "energy_window_s": 5.0, "energy_counter_sampler_rel_diff": 0.01}
+
+
+def test_a_window_that_saw_the_power_brake_is_invalid():
+    cell = make_cell(random_model("qwen3"), context=8, gen=4)
+    # The names the meter writes into the row, decoded from NVML's own bit.
+    seen = nvml.decode_throttle_reasons(pynvml.nvmlClocksEventReasonHwPowerBrakeSlowdown)
+    assert measure.validity_reasons(cell, {**_METERED, "throttle_reasons": seen}, cell["measurement"]) == [
+        "GPU throttled: hw_power_brake_slowdown"
+    ]
+
+
+@pytest.mark.parametrize("reason", list(ThrottleReason))
+def test_throttling_invalidates_a_row_unless_it_is_the_power_cap(reason):
+    cell = make_cell(random_model("qwen3"), context=8, gen=4)
+    row = {**_METERED, "throttle_reasons": nvml.decode_throttle_reasons(reason.nvml_bit)}
+    reasons = measure.validity_reasons(cell, row, cell["measurement"])
+    assert reasons == ([f"GPU throttled: {reason}"] if reason is not ThrottleReason.SW_POWER_CAP else [])
 
 
 BAD_SPECS = {
