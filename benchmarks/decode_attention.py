@@ -14,18 +14,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
 import torch
+from _cell import graphed, timed
 from torch.nn import functional
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from benchmarks._cell import graphed, timed  # noqa: E402
-from deploybench import attention, models  # noqa: E402
-from deploybench.environment import capture, resolve_device  # noqa: E402
-from deploybench.stats import median  # noqa: E402
+from deploybench import attention, models
+from deploybench.environment import capture, resolve_device
+from deploybench.stats import median
 
 
 def repeat_kv_matmul(q, k, v, mask, scale):

@@ -20,18 +20,15 @@ import argparse
 import gc
 import json
 import os
-import sys
 from pathlib import Path
 
 import torch
+from _cell import random_model_and_prompt, rotated
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from benchmarks._cell import random_model_and_prompt, rotated  # noqa: E402
-from deploybench import nvml  # noqa: E402
-from deploybench.environment import capture  # noqa: E402
-from deploybench.stats import coefficient_of_variation, median  # noqa: E402
-from deploybench.timing import generation_config, timed_generate  # noqa: E402
+from deploybench import nvml
+from deploybench.environment import capture
+from deploybench.stats import coefficient_of_variation, median
+from deploybench.timing import generation_config, timed_generate
 
 CONDITIONS = ("baseline", "gc_off", "pinned", "pinned+gc")
 

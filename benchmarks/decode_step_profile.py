@@ -20,18 +20,15 @@ from __future__ import annotations
 import argparse
 import json
 import re
-import sys
 from pathlib import Path
 
 import torch
+from _cell import graphed, random_model_and_prompt, timed
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from benchmarks._cell import graphed, random_model_and_prompt, timed  # noqa: E402
-from deploybench import models, params, roofline  # noqa: E402
-from deploybench.decode_loop import CompiledDecodeLoop  # noqa: E402
-from deploybench.environment import capture  # noqa: E402
-from deploybench.stats import median  # noqa: E402
+from deploybench import models, params, roofline
+from deploybench.decode_loop import CompiledDecodeLoop
+from deploybench.environment import capture
+from deploybench.stats import median
 
 KINDS = (
     ("matmul", re.compile(r"gemv|gemm|cutlass|nvjet|xmma|cublas|sm90_|splitk|addmm|bmm", re.I)),

@@ -18,18 +18,16 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from _cell import random_model_and_prompt, rotated
 
-from benchmarks._cell import random_model_and_prompt, rotated  # noqa: E402
-from deploybench import nvml  # noqa: E402
-from deploybench.energy_meter import EnergyMeter  # noqa: E402
-from deploybench.environment import capture  # noqa: E402
-from deploybench.measure import backend_runner  # noqa: E402
-from deploybench.spec import BACKENDS, STANDARD_DECODING  # noqa: E402
-from deploybench.stats import coefficient_of_variation, median  # noqa: E402
+from deploybench import nvml
+from deploybench.energy_meter import EnergyMeter
+from deploybench.environment import capture
+from deploybench.measure import backend_runner
+from deploybench.spec import BACKENDS, STANDARD_DECODING
+from deploybench.stats import coefficient_of_variation, median
 
 MODES = ("plain", "steps", "steps+sampler", "steps+sampler10")
 

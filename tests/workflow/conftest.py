@@ -43,9 +43,16 @@ class Workflow:
     def read_config(self) -> dict:
         return yaml.safe_load(self.config_path.read_text())
 
+    @property
+    def env(self) -> dict:
+        """The environment Snakemake runs in: this copy's deploybench/ ahead of the installed one,
+        so Snakemake, its jobs and the warm server all import the library under test."""
+        python_path = os.pathsep.join(p for p in (str(self.root), os.environ.get("PYTHONPATH")) if p)
+        return {**os.environ, "DEPLOYBENCH_WARM": "1", "PYTHONPATH": python_path}
+
     def snakemake(self, *args: str, timeout: float = 600, check: bool = True, env: dict | None = None):
         cmd = [sys.executable, "-m", "snakemake", *args, "--cores", "1", "--resources", "gpu=1"]
-        full_env = {**os.environ, "DEPLOYBENCH_WARM": "1", **(env or {})}
+        full_env = {**self.env, **(env or {})}
         proc = subprocess.run(cmd, cwd=self.root, capture_output=True, text=True, timeout=timeout, env=full_env)
         if check and proc.returncode != 0:
             raise AssertionError(f"snakemake {' '.join(args)} failed ({proc.returncode}):\n{proc.stderr[-4000:]}")

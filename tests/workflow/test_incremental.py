@@ -97,9 +97,8 @@ def test_sigkill_mid_run_reruns_only_the_killed_cell(small_workflow):
     config["measurement"]["n_runs"] = 40  # long enough to be caught mid-run
     wf.write_config(config)
     cmd = [sys.executable, "-m", "snakemake", "--cores", "1", "--resources", "gpu=1"]
-    env = {**os.environ, "DEPLOYBENCH_WARM": "1"}
     proc = subprocess.Popen(
-        cmd, cwd=wf.root, env=env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        cmd, cwd=wf.root, env=wf.env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
     logs = wf.root / "logs/measure"
     deadline = time.monotonic() + 300

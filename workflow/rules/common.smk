@@ -1,7 +1,7 @@
 # Config -> cells, per-cell params and wildcard constraints. No rules here.
+# deploybench is imported as installed (`make` installs this checkout editable), exactly as the
+# jobs' scripts import it, so Snakemake and every job use one copy of the library.
 import sys
-
-sys.path.insert(0, workflow.basedir)  # deploybench/ sits next to the Snakefile
 
 from deploybench.config import (
     CELL_PATTERN,
