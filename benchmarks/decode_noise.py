@@ -23,7 +23,7 @@ import os
 from pathlib import Path
 
 import torch
-from _cell import random_model_and_prompt, rotated
+from _cell import benchmark_cell, random_model_and_prompt, rotated
 
 from deploybench import nvml
 from deploybench.environment import capture
@@ -61,10 +61,11 @@ def main() -> None:
     parser.add_argument("--out", required=True)
     args = parser.parse_args()
 
-    loaded, ids, device = random_model_and_prompt(args.architecture, args.context)
+    cell = benchmark_cell(args.architecture, args.context, args.gen)
+    loaded, ids, device = random_model_and_prompt(cell)
     model = loaded.model
     mask = torch.ones_like(ids)
-    full = generation_config({}, args.gen, 0)
+    full = generation_config(cell.decoding, args.gen, 0)
     dev = nvml.open_device(device)
     all_cpus = os.sched_getaffinity(0)
     one_cpu = max(all_cpus)  # away from CPU 0, which tends to take interrupts

@@ -20,13 +20,13 @@ import contextlib
 import json
 from pathlib import Path
 
-from _cell import random_model_and_prompt, rotated
+from _cell import benchmark_cell, random_model_and_prompt, rotated
 
 from deploybench import nvml
 from deploybench.energy_meter import EnergyMeter
+from deploybench.enums import Backend, DType, ExpertsImplementation, values
 from deploybench.environment import capture
 from deploybench.measure import backend_runner
-from deploybench.spec import BACKENDS, STANDARD_DECODING
 from deploybench.stats import coefficient_of_variation, median
 
 MODES = ("plain", "steps", "steps+sampler", "steps+sampler10")
@@ -35,26 +35,20 @@ MODES = ("plain", "steps", "steps+sampler", "steps+sampler10")
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--architecture", required=True)
-    parser.add_argument("--experts-implementation")
+    parser.add_argument("--experts-implementation", choices=values(ExpertsImplementation))
     parser.add_argument("--context", type=int, default=2048)
     parser.add_argument("--gen", type=int, default=64)
-    parser.add_argument("--dtype", default="bfloat16")
-    parser.add_argument("--backend", default="eager", choices=list(BACKENDS))
+    parser.add_argument("--dtype", default=DType.BFLOAT16, choices=values(DType))
+    parser.add_argument("--backend", default=Backend.EAGER, choices=values(Backend))
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--out", required=True)
     args = parser.parse_args()
 
-    loaded, ids, device = random_model_and_prompt(
-        args.architecture, args.context, args.dtype, args.experts_implementation
+    cell = benchmark_cell(
+        args.architecture, args.context, args.gen, args.dtype, args.backend, args.experts_implementation
     )
+    loaded, ids, device = random_model_and_prompt(cell)
     # The harness's own runner for the backend: greedy, as its reference cell.
-    cell = {
-        "backend": args.backend,
-        "decoding": STANDARD_DECODING["greedy"],
-        "context": args.context,
-        "gen": args.gen,
-        "measurement": {"seed": 0},
-    }
     generate = backend_runner(cell, loaded, loaded.model.config, ids, device)
     dev = nvml.open_device(device)
 

@@ -11,22 +11,10 @@ from pathlib import Path
 import pytest
 import yaml
 
+from tests.fixtures.small_config import SMALL_CONFIG  # noqa: F401  (the workflow tests' config)
+
 REPO = Path(__file__).resolve().parents[2]
 COPIED = ("Snakefile", "config.yaml", "workflow", "scripts", "deploybench", "profiles", "reference", "config")
-
-# Two tiny models x two contexts, few runs: enough to see which cells rerun, fast on 2 cores.
-SMALL_CONFIG = {
-    "measurement": {"warmup_runs": 1, "n_runs": 2, "seed": 7},
-    "models": {
-        "m-qwen3": {"source": "random", "architecture": "workflow/architectures/tiny-qwen3.json"},
-        "m-llama": {"source": "random", "architecture": "workflow/architectures/tiny-llama.json"},
-    },
-    "decoding": {"greedy": {"do_sample": False}},
-    "studies": {
-        "main": {"kind": "main_comparison", "models": ["m-qwen3", "m-llama"], "contexts": [16, 32], "gen": [4]}
-    },
-    "analysis": {"baseline_model": "m-qwen3", "reference_cell": {"context": 32, "gen": 4}},
-}
 
 
 class Workflow:
