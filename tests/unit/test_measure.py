@@ -12,8 +12,8 @@ import pynvml
 import pytest
 import torch
 
-from deploybench import measure, models, nvml
-from deploybench.enums import ThrottleReason
+from deploybench import failures, measure, models, nvml
+from deploybench.enums import FailureKind, ThrottleReason
 from deploybench.kvcache import analytic_kv_bytes, measured_kv_bytes
 from deploybench.schema import read_rows, write_row
 from deploybench.spec import (
@@ -171,6 +171,20 @@ def test_out_of_memory_is_a_failed_row(monkeypatch):
     row = measure.measure_cell(make_cell(random_model("qwen3")))
     assert row["status"] == "failed" and row["failure_kind"] == "oom"
     assert "253.00 GiB" in row["error"]
+
+
+@pytest.mark.parametrize(
+    ("error", "kind"),
+    [
+        (torch.OutOfMemoryError("CUDA out of memory"), FailureKind.OOM),
+        (RuntimeError("CUDA error: out of memory"), FailureKind.OOM),
+        (failures.ContextTooLongError("context 510 + gen 16 exceeds 512"), FailureKind.CONTEXT_TOO_LONG),
+        (RuntimeError("\"addmm_impl_cpu_\" not implemented for 'Half'"), FailureKind.UNSUPPORTED),
+        (KeyError("a harness bug"), None),
+    ],
+)
+def test_failures_are_classified_as_failure_kinds(error, kind):
+    assert failures.classify(error) is kind
 
 
 def test_unexpected_errors_propagate(monkeypatch):
