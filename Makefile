@@ -10,7 +10,7 @@ GPUS ?= 1
 BUNDLE_DIR ?= wheels
 BUNDLE_PYTHON ?= 3.12
 BUNDLE_PLATFORM ?= manylinux2014_x86_64,manylinux_2_17_x86_64,manylinux_2_27_x86_64,manylinux_2_28_x86_64
-BUNDLE_PACKAGES ?= snakemake==9.27.1 snakemake-executor-plugin-slurm==2.8.0
+BUNDLE_PACKAGES ?= snakemake==9.27.1 snakemake-executor-plugin-slurm==2.8.0 pydantic==2.14.4
 
 .PHONY: run run-full test lint format bundle benchmark-default clean
 

@@ -1,26 +1,51 @@
-"""What the GPU benchmarks share: a random-weight model with a prompt of exact length, and run orders."""
+"""What the GPU benchmarks share: the harness's cell for a card, its random-weight model and prompt, run orders."""
 
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import torch
 
 from deploybench import models, prompts
+from deploybench.enums import Backend, Device, DType, WeightsSource
 from deploybench.environment import resolve_device
+from deploybench.spec import STANDARD_DECODING, CellSpec, parse_cell
 from deploybench.timing import synchronize
 
 
-def random_model_and_prompt(
-    architecture: str, context: int, dtype: str = "bfloat16", experts_implementation: str | None = None
-):
-    """(LoadedModel, input ids of `context` tokens, device) for an architecture card, as the harness builds them."""
-    device = resolve_device("auto")
-    spec = {"source": "random", "architecture": architecture, "attn_implementation": "eager"}
+def benchmark_cell(
+    architecture: str,
+    context: int,
+    gen: int,
+    dtype: DType = DType.BFLOAT16,
+    backend: Backend = Backend.EAGER,
+    experts_implementation: str | None = None,
+) -> CellSpec:
+    """A card's cell as the harness measures it: random weights, eager attention, greedy, seed 0."""
+    model = {"source": WeightsSource.RANDOM, "architecture": architecture, "attn_implementation": "eager"}
     if experts_implementation:
-        spec["experts_implementation"] = experts_implementation
-    loaded = models.load_model(spec, dtype, device)
-    prompt = prompts.random_prompt(loaded.model.config.vocab_size, context, seed=0)
+        model["experts_implementation"] = experts_implementation
+    return parse_cell(
+        {
+            "model_name": Path(architecture).stem,
+            "model": model,
+            "decoding_name": "greedy",
+            "decoding": STANDARD_DECODING["greedy"],
+            "measurement": {"seed": 0},
+            "context": context,
+            "gen": gen,
+            "dtype": dtype,
+            "backend": backend,
+        }
+    )
+
+
+def random_model_and_prompt(cell: CellSpec):
+    """(LoadedModel, input ids of `cell.context` tokens, device) for the cell, as the harness builds them."""
+    device = resolve_device(Device.AUTO)
+    loaded = models.load_model(cell.model, cell.dtype, device)
+    prompt = prompts.random_prompt(loaded.model.config.vocab_size, cell.context, seed=0)
     return loaded, torch.tensor([prompt.input_ids], device=device), device
 
 

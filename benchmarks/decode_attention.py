@@ -14,18 +14,17 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
 import torch
+from _cell import graphed, timed
 from torch.nn import functional
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from benchmarks._cell import graphed, timed  # noqa: E402
-from deploybench import attention, models  # noqa: E402
-from deploybench.environment import capture, resolve_device  # noqa: E402
-from deploybench.stats import median  # noqa: E402
+from deploybench import attention, models
+from deploybench.enums import Device, DType
+from deploybench.enums import values as member_values
+from deploybench.environment import capture, resolve_device
+from deploybench.stats import median
 
 
 def repeat_kv_matmul(q, k, v, mask, scale):
@@ -101,14 +100,14 @@ def main() -> None:
     parser.add_argument("--architecture", required=True)
     parser.add_argument("--context", type=int, default=2048)
     parser.add_argument("--gen", type=int, default=64)
-    parser.add_argument("--dtype", default="bfloat16")
+    parser.add_argument("--dtype", default=DType.BFLOAT16, choices=member_values(DType))
     parser.add_argument("--layers", type=int, help="default: the card's num_hidden_layers")
     parser.add_argument("--repeats", type=int, default=20)
     parser.add_argument("--variants", nargs="*", help=f"default: all of {[*EAGER, *COMPILED, 'compiled_flex']}")
     parser.add_argument("--out", required=True)
     args = parser.parse_args()
 
-    device = resolve_device("auto")
+    device = resolve_device(Device.AUTO)
     card = json.loads(Path(args.architecture).read_text())
     heads, kv_heads = card["num_attention_heads"], card["num_key_value_heads"]
     dim = card.get("head_dim") or card["hidden_size"] // heads

@@ -20,24 +20,21 @@ import argparse
 import gc
 import json
 import os
-import sys
 from pathlib import Path
 
 import torch
+from _cell import benchmark_cell, random_model_and_prompt, rotated
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from benchmarks._cell import random_model_and_prompt, rotated  # noqa: E402
-from deploybench import energy  # noqa: E402
-from deploybench.environment import capture  # noqa: E402
-from deploybench.stats import coefficient_of_variation, median  # noqa: E402
-from deploybench.timing import generation_config, timed_generate  # noqa: E402
+from deploybench import nvml
+from deploybench.environment import capture
+from deploybench.stats import coefficient_of_variation, median
+from deploybench.timing import generation_config, timed_generate
 
 CONDITIONS = ("baseline", "gc_off", "pinned", "pinned+gc")
 
 
 def sm_clock_mhz(dev) -> int | None:
-    return None if isinstance(dev, str) else dev.sm_clock_mhz()
+    return dev.sm_clock_mhz() if dev.available else None
 
 
 def run_under(condition: str, all_cpus: set[int], one_cpu: int, run):
@@ -64,11 +61,12 @@ def main() -> None:
     parser.add_argument("--out", required=True)
     args = parser.parse_args()
 
-    loaded, ids, device = random_model_and_prompt(args.architecture, args.context)
+    cell = benchmark_cell(args.architecture, args.context, args.gen)
+    loaded, ids, device = random_model_and_prompt(cell)
     model = loaded.model
     mask = torch.ones_like(ids)
-    full = generation_config({}, args.gen, 0)
-    dev = energy.open_device(device)
+    full = generation_config(cell.decoding, args.gen, 0)
+    dev = nvml.open_device(device)
     all_cpus = os.sched_getaffinity(0)
     one_cpu = max(all_cpus)  # away from CPU 0, which tends to take interrupts
 

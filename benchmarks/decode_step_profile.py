@@ -20,18 +20,16 @@ from __future__ import annotations
 import argparse
 import json
 import re
-import sys
 from pathlib import Path
 
 import torch
+from _cell import benchmark_cell, graphed, random_model_and_prompt, timed
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from benchmarks._cell import graphed, random_model_and_prompt, timed  # noqa: E402
-from deploybench import models, params, roofline  # noqa: E402
-from deploybench.decode_loop import CompiledDecodeLoop  # noqa: E402
-from deploybench.environment import capture  # noqa: E402
-from deploybench.stats import median  # noqa: E402
+from deploybench import models, params, roofline
+from deploybench.decode_loop import CompiledDecodeLoop
+from deploybench.enums import Backend, DType, values
+from deploybench.environment import capture
+from deploybench.stats import median
 
 KINDS = (
     ("matmul", re.compile(r"gemv|gemm|cutlass|nvjet|xmma|cublas|sm90_|splitk|addmm|bmm", re.I)),
@@ -60,15 +58,16 @@ def main() -> None:
     parser.add_argument("--context", type=int, default=2048)
     parser.add_argument("--gen", type=int, default=64, help="the cell's generation length (sets the cache size)")
     parser.add_argument("--profile-tokens", type=int, default=16, help="tokens generated in the profiled run")
-    parser.add_argument("--dtype", default="bfloat16")
+    parser.add_argument("--dtype", default=DType.BFLOAT16, choices=values(DType))
     parser.add_argument("--out", required=True)
     args = parser.parse_args()
 
-    loaded, ids, device = random_model_and_prompt(args.architecture, args.context, args.dtype)
+    cell = benchmark_cell(args.architecture, args.context, args.gen, args.dtype, Backend.COMPILED_LOOP)
+    loaded, ids, device = random_model_and_prompt(cell)
     model = loaded.model
     # The bytes a decode step multiplies: active parameters (routed experts only for MoE), as in the roofline.
     matmul_bytes = params.count_from_config(model.config)["active_params"] * models.TORCH_DTYPES[args.dtype].itemsize
-    loop = CompiledDecodeLoop(model, {"do_sample": False}, args.context, args.gen, device)
+    loop = CompiledDecodeLoop(model, cell.decoding, args.context, args.gen, device)
     for i in range(3):  # compile, record the CUDA graphs, then one clean run
         timing, _ = loop.run(ids, args.gen, seed=i, clock=True)  # the last: unprofiled decode speed
 

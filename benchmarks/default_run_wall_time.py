@@ -39,7 +39,9 @@ def one_run(warm: bool) -> dict:
     with tempfile.TemporaryDirectory(prefix="deploybench-bench-") as tmp:
         root = Path(tmp)
         copy_tracked(root)
+        # The copy's own deploybench/ (not the installed one): no warm server of an earlier run is reused.
         env = {**os.environ, "DEPLOYBENCH_WARM": "1" if warm else "0", "DEPLOYBENCH_WARM_IDLE_S": "5"}
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (str(root), os.environ.get("PYTHONPATH")) if p)
         cmd = [sys.executable, "-m", "snakemake", "--cores", "1", "--resources", "gpu=1"]
         start = time.perf_counter()
         proc = subprocess.run(cmd, cwd=root, env=env, capture_output=True, text=True)

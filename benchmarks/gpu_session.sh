@@ -6,7 +6,10 @@
 set -uo pipefail
 OUT=${OUT:-/tmp/deploybench-out}; mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1 CUDA_DEVICE_ORDER=PCI_BUS_ID
-python3 -m pip install -q --no-index --find-links .whl snakemake==9.27.1 \
+# deploybench is not installed there: the carried tree is the package, for Snakemake, its jobs,
+# pytest and the benchmark scripts alike.
+export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
+python3 -m pip install -q --no-index --find-links .whl snakemake==9.27.1 pydantic==2.14.4 \
   2>&1 | grep -v -i warning | tail -3
 # A machine kept warm since the last call still has that call's results, newer than the carried state.
 if [ -d results/cells ]; then echo "kept $(ls results/cells/*/*/*.parquet 2>/dev/null | wc -l) cells from the last call on this machine"

@@ -18,17 +18,16 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from _cell import benchmark_cell, random_model_and_prompt, rotated
 
-from benchmarks._cell import random_model_and_prompt, rotated  # noqa: E402
-from deploybench import energy  # noqa: E402
-from deploybench.environment import capture  # noqa: E402
-from deploybench.measure import backend_runner  # noqa: E402
-from deploybench.spec import BACKENDS, STANDARD_DECODING  # noqa: E402
-from deploybench.stats import coefficient_of_variation, median  # noqa: E402
+from deploybench import nvml
+from deploybench.energy_meter import EnergyMeter
+from deploybench.enums import Backend, DType, ExpertsImplementation, values
+from deploybench.environment import capture
+from deploybench.measure import backend_runner
+from deploybench.stats import coefficient_of_variation, median
 
 MODES = ("plain", "steps", "steps+sampler", "steps+sampler10")
 
@@ -36,28 +35,22 @@ MODES = ("plain", "steps", "steps+sampler", "steps+sampler10")
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--architecture", required=True)
-    parser.add_argument("--experts-implementation")
+    parser.add_argument("--experts-implementation", choices=values(ExpertsImplementation))
     parser.add_argument("--context", type=int, default=2048)
     parser.add_argument("--gen", type=int, default=64)
-    parser.add_argument("--dtype", default="bfloat16")
-    parser.add_argument("--backend", default="eager", choices=list(BACKENDS))
+    parser.add_argument("--dtype", default=DType.BFLOAT16, choices=values(DType))
+    parser.add_argument("--backend", default=Backend.EAGER, choices=values(Backend))
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--out", required=True)
     args = parser.parse_args()
 
-    loaded, ids, device = random_model_and_prompt(
-        args.architecture, args.context, args.dtype, args.experts_implementation
+    cell = benchmark_cell(
+        args.architecture, args.context, args.gen, args.dtype, args.backend, args.experts_implementation
     )
+    loaded, ids, device = random_model_and_prompt(cell)
     # The harness's own runner for the backend: greedy, as its reference cell.
-    cell = {
-        "backend": args.backend,
-        "decoding": STANDARD_DECODING["greedy"],
-        "context": args.context,
-        "gen": args.gen,
-        "measurement": {"seed": 0},
-    }
     generate = backend_runner(cell, loaded, loaded.model.config, ids, device)
-    dev = energy.open_device(device)
+    dev = nvml.open_device(device)
 
     for i in range(3):  # warm-up (and compilation for the compiled backends)
         generate(args.gen, i, clock=False)
@@ -68,8 +61,8 @@ def main() -> None:
     for r in range(args.rounds):
         for mode in rotated(MODES, r):
             clock = mode != "plain"
-            sampled = mode.startswith("steps+sampler") and not isinstance(dev, str)
-            meter = energy.EnergyMeter(dev, interval_s=0.1 if mode.endswith("10") else 0.01)
+            sampled = mode.startswith("steps+sampler") and dev.available
+            meter = EnergyMeter(dev, interval_s=0.1 if mode.endswith("10") else 0.01)
             with meter if sampled else contextlib.nullcontext():
                 timing, output = generate(args.gen, r, clock=clock)
             del output
@@ -96,7 +89,7 @@ def main() -> None:
         "rounds": args.rounds,
         "ttft_ms": ttft * 1000,
         "environment": capture(device),
-        "energy_device": dev if isinstance(dev, str) else "nvml",
+        "energy_device": "nvml" if dev.available else dev.energy_source,
         "modes": summary,
         "ratio_instrumented_over_plain": {
             mode: summary[mode]["decode_tps_e2e_median"] / plain for mode in MODES if mode != "plain"

@@ -1,8 +1,9 @@
-"""Command line: measure one cell standalone, or from the workflow's canonical cell JSON.
+"""Command line: measure one cell standalone or from the workflow's params; print the config schema.
 
     python -m deploybench measure --architecture workflow/architectures/tiny-qwen3.json \
         --context 128 --gen 16 --decoding greedy --dtype bfloat16 --out /tmp/cell.parquet
     python -m deploybench measure --cell-json '{"model_name": ...}' --out results/cells/....parquet
+    python -m deploybench config-schema > workflow/schemas/config.schema.json
 
 torch is imported only after the GPU lease has set CUDA_VISIBLE_DEVICES.
 """
@@ -16,12 +17,14 @@ import sys
 from pathlib import Path
 
 from . import HARNESS_VERSION
-from .spec import MEASUREMENT_DEFAULTS, STANDARD_DECODING, SpecError, validate_cell
+from .enums import Backend, DType, ExpertsImplementation, WeightsSource, values
+from .spec import STANDARD_DECODING, CellSpec, SpecError, card_digests, parse_cell, parse_job
 
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="deploybench", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("config-schema", help="print the JSON schema of the workflow config (generated from its models)")
     m = sub.add_parser("measure", help="measure one cell and write its Parquet row")
     m.add_argument("--cell-json", help="the full cell spec as JSON")
     m.add_argument("--spec-json", help='what the workflow passes: {"cell": <cell spec>, "harness_version": ...}')
@@ -31,7 +34,7 @@ def _parser() -> argparse.ArgumentParser:
     m.add_argument("--name", help="model name in the row (default: the card or directory name)")
     m.add_argument("--revision")
     m.add_argument("--trust-remote-code", action="store_true")
-    m.add_argument("--experts-implementation")
+    m.add_argument("--experts-implementation", help=f"one of {values(ExpertsImplementation)}")
     m.add_argument("--context", type=int)
     m.add_argument("--gen", type=int)
     m.add_argument(
@@ -39,8 +42,8 @@ def _parser() -> argparse.ArgumentParser:
         default="greedy",
         help=f"one of {sorted(STANDARD_DECODING)} or a JSON object",
     )
-    m.add_argument("--dtype", default="bfloat16")
-    m.add_argument("--backend", default="eager")
+    m.add_argument("--dtype", default=DType.BFLOAT16, help=f"one of {values(DType)}")
+    m.add_argument("--backend", default=Backend.EAGER, help=f"one of {values(Backend)}")
     m.add_argument("--measurement-json", default="{}", help="overrides of the measurement settings")
     m.add_argument("--out", required=True, help="output Parquet path")
     m.add_argument(
@@ -51,28 +54,23 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def cell_from_args(args) -> dict:
+def cell_from_args(args) -> CellSpec:
+    """The validated cell spec the arguments describe; SpecError names the bad field."""
     if args.spec_json:
-        spec = json.loads(args.spec_json)
-        if spec.get("harness_version") != HARNESS_VERSION:
-            raise SpecError(
-                f"harness_version: the workflow asked for {spec.get('harness_version')!r}, "
-                f"this library is {HARNESS_VERSION!r}"
-            )
-        return spec["cell"]
+        return parse_job(args.spec_json, HARNESS_VERSION)
     if args.cell_json:
-        return json.loads(args.cell_json)
+        return parse_cell(args.cell_json)
     if not (args.architecture or args.pretrained):
         raise SpecError("model: give --architecture, --pretrained or --cell-json")
     for field in ("context", "gen"):
         if getattr(args, field) is None:
             raise SpecError(f"{field}: required")
     if args.architecture:
-        model = {"source": "random", "architecture": args.architecture}
+        model = {"source": WeightsSource.RANDOM, "architecture": args.architecture}
         name = args.name or Path(args.architecture).stem
     else:
         model = {
-            "source": "pretrained",
+            "source": WeightsSource.PRETRAINED,
             "id": args.pretrained,
             "trust_remote_code": args.trust_remote_code,
         }
@@ -89,24 +87,36 @@ def cell_from_args(args) -> dict:
         except json.JSONDecodeError:
             raise SpecError(f"decoding: {args.decoding!r} is neither {sorted(STANDARD_DECODING)} nor JSON") from None
         decoding_name = "custom"
-    return {
-        "model_name": name,
-        "model": model,
-        "decoding_name": decoding_name,
-        "decoding": decoding,
-        "measurement": {**MEASUREMENT_DEFAULTS, **json.loads(args.measurement_json)},
-        "context": args.context,
-        "gen": args.gen,
-        "dtype": args.dtype,
-        "backend": args.backend,
-    }
+    cell = parse_cell(
+        {
+            "model_name": name,
+            "model": model,
+            "decoding_name": decoding_name,
+            "decoding": decoding,
+            "measurement": json.loads(args.measurement_json),
+            "context": args.context,
+            "gen": args.gen,
+            "dtype": args.dtype,
+            "backend": args.backend,
+        }
+    )
+    return cell.model_copy(update={"card_sha256": card_digests(cell.model)})
+
+
+def print_config_schema() -> int:
+    from .config import config_json_schema
+
+    print(json.dumps(config_json_schema(), indent=2))
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if args.command == "config-schema":
+        return print_config_schema()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     try:
-        cell = validate_cell(cell_from_args(args))
+        cell = cell_from_args(args)
     except (SpecError, json.JSONDecodeError) as exc:
         print(f"deploybench: invalid cell spec: {exc}", file=sys.stderr)
         return 2

@@ -1,8 +1,12 @@
-"""Workflow configuration -> cells. No Snakemake here: common.smk calls these functions.
+"""Workflow configuration -> typed config -> cells. No Snakemake here: common.smk calls these.
+
+`validate_config` is the one validator: it turns the raw config (a dict from YAML) into a frozen
+`WorkflowConfig` or raises ConfigError `config.<key path>: <why>`. The JSON schema of the config
+is generated from these models (`python -m deploybench config-schema`).
 
 A study is a grid; the cells to run are the union of all studies, deduplicated. Each cell's
-spec holds only the settings that change its measurement, so editing one model's entry
-changes only that model's cells (and metadata edits change none).
+spec holds only the settings that change its measurement, so editing one model's entry (or its
+architecture card) changes only that model's cells, and metadata edits change none.
 """
 
 from __future__ import annotations
@@ -10,46 +14,131 @@ from __future__ import annotations
 import itertools
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Annotated
 
-import jsonschema
 import yaml
+from pydantic import Field, ValidationError, model_validator
 
-from . import HARNESS_VERSION
+from . import HARNESS_VERSION, naming
+from .enums import Backend, DType, StudyKind
 from .spec import (
-    SpecError,
-    canonical_json,
-    validate_decoding,
-    validate_measurement,
-    validate_model,
+    CellSpec,
+    DecodingMode,
+    DecodingName,
+    MeasureJob,
+    MeasurementSettings,
+    ModelEntry,
+    ModelName,
+    PositiveInt,
+    card_digests,
 )
+from .validation import Choice, Invalid, Settings, describe
 
-CELL_PATTERN = "results/cells/{model}/{backend}-{dtype}/c{context}-g{gen}-{decoding}.parquet"
 STUDY_AXES = ("models", "contexts", "gen", "decoding", "dtypes", "backends")
-AXIS_DEFAULTS = {"decoding": ["greedy"], "dtypes": ["bfloat16"], "backends": ["eager"]}
-# Settings that do not change what a cell measures: left out of the cell spec.
-NON_MEASUREMENT_MODEL_KEYS = ("metadata",)
+SCHEMA_DIALECT = "https://json-schema.org/draft/2020-12/schema"
 
 
 class ConfigError(ValueError):
     """The config is wrong; the message names the key and why."""
 
 
-@dataclass(frozen=True, order=True)
-class Cell:
-    model: str
-    backend: str
-    dtype: str
-    context: int
-    gen: int
-    decoding: str
+class Study(Settings):
+    """A grid (the product of its axes) that the report renders as one table or figure."""
 
-    @property
-    def path(self) -> str:
-        return CELL_PATTERN.format(**self.__dict__)
+    kind: Choice[StudyKind]
+    description: str = None
+    models: Annotated[list[str], Field(min_length=1)]
+    contexts: Annotated[list[PositiveInt], Field(min_length=1)]
+    """prompt lengths in tokens, after the chat template"""
+    gen: Annotated[list[PositiveInt], Field(min_length=1)]
+    """generated tokens per run"""
+    decoding: Annotated[list[str], Field(min_length=1)] = ["greedy"]
+    dtypes: Annotated[list[Choice[DType]], Field(min_length=1)] = [DType.BFLOAT16]
+    backends: Annotated[list[Choice[Backend]], Field(min_length=1)] = [Backend.EAGER]
 
-    @property
-    def wildcards(self) -> dict:
-        return {k: str(v) for k, v in self.__dict__.items()}
+
+class ReferenceCell(Settings):
+    """The cell the report's headline tables compare models at."""
+
+    context: PositiveInt = None
+    gen: PositiveInt = None
+    decoding: str = None
+    dtype: Choice[DType] = None
+    backend: Choice[Backend] = None
+
+
+class ExternalTable(Settings):
+    """Results from elsewhere (e.g. the study's released CSVs), imported into the consolidated table."""
+
+    name: str
+    format: str
+    path: str
+    model_map: dict[str, str] = None
+    """their model names -> ours"""
+
+    @model_validator(mode="after")
+    def _importable(self) -> ExternalTable:
+        from .importer import FORMATS  # here: only a config with external tables pays for pandas
+
+        if self.format not in FORMATS:
+            raise Invalid("format", f"unknown format {self.format!r} (known: {', '.join(sorted(FORMATS))})")
+        if not Path(self.path).exists():
+            raise Invalid("path", f"{self.path!r} does not exist")
+        return self
+
+
+class Analysis(Settings):
+    baseline_model: str = None
+    """ratio_to_baseline_* columns compare every model to this one"""
+    reference_cell: ReferenceCell = None
+    external_tables: list[ExternalTable] = []
+
+
+class ReportSettings(Settings):
+    title: str = None
+    subtitle: str = None
+
+
+class WorkflowConfig(Settings):
+    """deploybench workflow configuration (config.yaml has every key commented)."""
+
+    measurement: MeasurementSettings = MeasurementSettings()
+    models: Annotated[dict[ModelName, ModelEntry], Field(min_length=1)]
+    """models by name (names appear in result paths)"""
+    decoding: Annotated[dict[DecodingName, DecodingMode], Field(min_length=1)]
+    """decoding modes by name"""
+    studies: Annotated[dict[str, Study], Field(min_length=1)]
+    analysis: Analysis = Analysis()
+    report: ReportSettings = ReportSettings()
+
+    @model_validator(mode="after")
+    def _names_are_defined(self) -> WorkflowConfig:
+        for name, study in self.studies.items():
+            for model in study.models:
+                if model not in self.models:
+                    raise Invalid(("studies", name, "models"), f"model {model!r} is not defined under models")
+            for decoding in study.decoding:
+                if decoding not in self.decoding:
+                    raise Invalid(
+                        ("studies", name, "decoding"), f"decoding mode {decoding!r} is not defined under decoding"
+                    )
+        baseline = self.analysis.baseline_model
+        if baseline is not None and baseline not in self.models:
+            raise Invalid(("analysis", "baseline_model"), f"model {baseline!r} is not defined under models")
+        return self
+
+
+def validate_config(config: dict) -> WorkflowConfig:
+    """The one validator: the raw config as typed settings, or ConfigError naming the key."""
+    try:
+        return WorkflowConfig.model_validate(config)
+    except ValidationError as exc:
+        raise ConfigError(describe(exc, "config", WorkflowConfig)) from None
+
+
+def config_json_schema() -> dict:
+    """The JSON schema of the config, generated from the models (workflow/schemas/config.schema.json)."""
+    return {"$schema": SCHEMA_DIALECT, **WorkflowConfig.model_json_schema()}
 
 
 class _UniqueKeyLoader(yaml.SafeLoader):
@@ -78,94 +167,73 @@ def check_duplicate_keys(path: str | Path) -> None:
             raise ConfigError(f"{path}: {exc}") from None
 
 
-def load_config(path: str | Path) -> dict:
+def load_config(path: str | Path) -> WorkflowConfig:
+    """A config file as typed settings (duplicate keys refused too)."""
     check_duplicate_keys(path)
     with open(path) as fh:
-        return yaml.safe_load(fh)
+        return validate_config(yaml.safe_load(fh))
 
 
-def _json_path(error: jsonschema.ValidationError) -> str:
-    parts = ["config"]
-    for part in error.absolute_path:
-        parts.append(f"[{part}]" if isinstance(part, int) else f".{part}")
-    return "".join(parts)
+@dataclass(frozen=True, order=True)
+class Cell:
+    model: str
+    backend: str
+    dtype: str
+    context: int
+    gen: int
+    decoding: str
+
+    @property
+    def path(self) -> str:
+        return naming.CELL_PATH.format(**self.__dict__)
+
+    @property
+    def wildcards(self) -> dict:
+        return {k: str(v) for k, v in self.__dict__.items()}
 
 
-def validate_config(config: dict, schema_path: str | Path) -> dict:
-    """Schema check, then the cross-references a schema cannot express. Returns the config."""
-    schema = yaml.safe_load(Path(schema_path).read_text())
-    validator = jsonschema.Draft202012Validator(schema)
-    errors = sorted(validator.iter_errors(config), key=lambda e: (len(list(e.absolute_path)), str(e.message)))
-    if errors:
-        error = jsonschema.exceptions.best_match(errors)
-        raise ConfigError(f"{_json_path(error)}: {error.message}")
-    try:
-        validate_measurement(config.get("measurement", {}))
-        for name, model in config["models"].items():
-            validate_model(name, model)
-        for name, decoding in config["decoding"].items():
-            validate_decoding(name, decoding)
-    except SpecError as exc:
-        raise ConfigError(f"config.{exc}") from None
-    for study_name, study in config["studies"].items():
-        where = f"config.studies.{study_name}"
-        for model in study["models"]:
-            if model not in config["models"]:
-                raise ConfigError(f"{where}.models: model {model!r} is not defined under models")
-        for decoding in study.get("decoding", AXIS_DEFAULTS["decoding"]):
-            if decoding not in config["decoding"]:
-                raise ConfigError(f"{where}.decoding: decoding mode {decoding!r} is not defined under decoding")
-    analysis = config.get("analysis", {})
-    baseline = analysis.get("baseline_model")
-    if baseline is not None and baseline not in config["models"]:
-        raise ConfigError(f"config.analysis.baseline_model: model {baseline!r} is not defined under models")
-    for i, table in enumerate(analysis.get("external_tables", [])):
-        if not Path(table["path"]).exists():
-            raise ConfigError(f"config.analysis.external_tables[{i}].path: {table['path']!r} does not exist")
-    return config
-
-
-def study_cells(config: dict, study: dict) -> list[Cell]:
-    axes = {axis: study.get(axis, AXIS_DEFAULTS.get(axis)) for axis in STUDY_AXES}
+def study_cells(config: WorkflowConfig, study: Study) -> list[Cell]:
+    axes = [getattr(study, axis) for axis in STUDY_AXES]
     cells = []
-    for model, context, gen, decoding, dtype, backend in itertools.product(*(axes[a] for a in STUDY_AXES)):
+    for model, context, gen, decoding, dtype, backend in itertools.product(*axes):
         # A model pinned to one dtype (e.g. a checkpoint that only exists in bf16) overrides the axis.
-        effective_dtype = config["models"][model].get("dtype") or dtype
-        cells.append(Cell(model, backend, effective_dtype, int(context), int(gen), decoding))
+        effective_dtype = config.models[model].dtype or dtype
+        cells.append(Cell(model, backend, effective_dtype, context, gen, decoding))
     return cells
 
 
-def all_cells(config: dict) -> list[Cell]:
+def all_cells(config: WorkflowConfig) -> list[Cell]:
     """The union of all studies' cells, deduplicated, in a stable order."""
-    return sorted({cell for study in config["studies"].values() for cell in study_cells(config, study)})
+    return sorted({cell for study in config.studies.values() for cell in study_cells(config, study)})
 
 
-def cells_by_study(config: dict) -> dict[str, list[str]]:
-    return {name: sorted({c.path for c in study_cells(config, s)}) for name, s in config["studies"].items()}
+def cells_by_study(config: WorkflowConfig) -> dict[str, list[str]]:
+    return {name: sorted({c.path for c in study_cells(config, s)}) for name, s in config.studies.items()}
 
 
-def cell_spec(config: dict, cell: Cell) -> dict:
+def cell_spec(config: WorkflowConfig, cell: Cell) -> CellSpec:
     """Everything that determines this cell's measurement, and nothing else."""
-    model = {k: v for k, v in config["models"][cell.model].items() if k not in NON_MEASUREMENT_MODEL_KEYS}
-    return {
-        "model_name": cell.model,
-        "model": model,
-        "decoding_name": cell.decoding,
-        "decoding": config["decoding"][cell.decoding],
-        "measurement": validate_measurement(config.get("measurement", {})),
-        "context": cell.context,
-        "gen": cell.gen,
-        "dtype": cell.dtype,
-        "backend": cell.backend,
-    }
+    model = config.models[cell.model].without_metadata()
+    return CellSpec(
+        model_name=cell.model,
+        model=model,
+        decoding_name=cell.decoding,
+        decoding=config.decoding[cell.decoding],
+        measurement=config.measurement,
+        context=cell.context,
+        gen=cell.gen,
+        dtype=cell.dtype,
+        backend=cell.backend,
+        card_sha256=card_digests(model),
+    )
 
 
-def cell_params(config: dict, cell: Cell) -> str:
+def cell_params(config: WorkflowConfig, cell: Cell) -> str:
     """The measure job's params: canonical JSON of the cell spec plus the harness version."""
-    return canonical_json({"cell": cell_spec(config, cell), "harness_version": HARNESS_VERSION})
+    return MeasureJob(cell=cell_spec(config, cell), harness_version=HARNESS_VERSION).params_json()
 
 
-def find_cell(config: dict, wildcards: dict, cells: set[Cell] | None = None) -> Cell:
+def find_cell(config: WorkflowConfig, wildcards: dict, cells: set[Cell] | None = None) -> Cell:
     """The cell a measure job's wildcards name; `cells` (all cells) saves recomputing the grid per job."""
     cell = Cell(
         wildcards["model"],

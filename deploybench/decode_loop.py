@@ -22,6 +22,7 @@ import torch
 
 from . import attention
 from .sampling import make_sampler
+from .spec import DecodingMode
 from .timing import RunTiming, synchronize
 
 
@@ -34,7 +35,7 @@ class LoopOutput:
 class CompiledDecodeLoop:
     """One model, one cell shape: a static cache for context + gen - 1 tokens and a compiled step."""
 
-    def __init__(self, model, decoding: dict, context: int, gen: int, device: str):
+    def __init__(self, model, decoding: DecodingMode, context: int, gen: int, device: str):
         from transformers import StaticCache
 
         # K and V read in place rather than copied once per query head (see attention.py).

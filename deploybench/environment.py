@@ -8,18 +8,21 @@ from datetime import UTC, datetime
 
 import torch
 
+from . import nvml
+from .enums import Device
+
 
 def utc_now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
 
 
-def resolve_device(requested: str) -> str:
+def resolve_device(requested: Device) -> str:
     """auto -> cuda when a GPU is visible, else cpu. Asking for cuda without one is an error."""
-    if requested == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if requested == "cuda" and not torch.cuda.is_available():
+    if requested == Device.AUTO:
+        return Device.CUDA.value if torch.cuda.is_available() else Device.CPU.value
+    if requested == Device.CUDA and not torch.cuda.is_available():
         raise RuntimeError("measurement.device is cuda but torch sees no CUDA device")
-    return requested
+    return Device(requested).value
 
 
 def _cpu_name() -> str:
@@ -36,8 +39,9 @@ def _cpu_name() -> str:
 def capture(device: str) -> dict:
     import transformers
 
+    on_gpu = device.startswith(Device.CUDA)
     env = {
-        "device": "cuda" if device.startswith("cuda") else "cpu",
+        "device": Device.CUDA if on_gpu else Device.CPU,
         "torch_version": torch.__version__,
         "transformers_version": transformers.__version__,
         "python_version": platform.python_version(),
@@ -46,11 +50,11 @@ def capture(device: str) -> dict:
         "device_uuid": None,
         "driver_version": None,
     }
-    if device.startswith("cuda"):
+    if on_gpu:
         props = torch.cuda.get_device_properties(torch.cuda.current_device())
         env["device_name"] = props.name
         env["device_uuid"] = _gpu_uuid(props)
-        env["driver_version"] = _driver_version()
+        env["driver_version"] = nvml.driver_version()
     else:
         env["device_name"] = _cpu_name()
     return env
@@ -62,14 +66,3 @@ def _gpu_uuid(props) -> str | None:
         return None
     text = str(uuid)
     return text if text.startswith("GPU-") else f"GPU-{text}"
-
-
-def _driver_version() -> str | None:
-    try:
-        import pynvml
-
-        pynvml.nvmlInit()
-        version = pynvml.nvmlSystemGetDriverVersion()
-        return version.decode() if isinstance(version, bytes) else version
-    except Exception:  # NVML is optional: the row says null rather than failing
-        return None

@@ -6,6 +6,8 @@ import re
 
 import torch
 
+from .enums import FailureKind
+
 
 class ContextTooLongError(ValueError):
     """context + gen exceeds the model's maximum positions."""
@@ -20,14 +22,14 @@ _UNSUPPORTED = re.compile(
 )
 
 
-def classify(exc: BaseException) -> str | None:
+def classify(exc: BaseException) -> FailureKind | None:
     """failure_kind for an expected failure, None for one that must propagate."""
     if isinstance(exc, torch.OutOfMemoryError) or (
         isinstance(exc, RuntimeError) and "out of memory" in str(exc).lower()
     ):
-        return "oom"
+        return FailureKind.OOM
     if isinstance(exc, ContextTooLongError):
-        return "context_too_long"
+        return FailureKind.CONTEXT_TOO_LONG
     if isinstance(exc, (RuntimeError, NotImplementedError, TypeError)) and _UNSUPPORTED.search(str(exc)):
-        return "unsupported"
+        return FailureKind.UNSUPPORTED
     return None

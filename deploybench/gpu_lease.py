@@ -38,6 +38,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+from . import nvml
+
 DEFAULT_LOCK_DIR = "/tmp/deploybench-gpu-locks"
 LOCK_DIR_ENV = "DEPLOYBENCH_LOCK_DIR"
 COUNT_ENV = "DEPLOYBENCH_GPU_COUNT"
@@ -65,27 +67,12 @@ def gpu_count(count: int | None = None) -> int:
     if count is None and os.environ.get(COUNT_ENV, "").strip():
         count = int(os.environ[COUNT_ENV])
     if count is None:
-        count = _nvml_device_count()
+        # NVML only, never torch: initialising CUDA here would fix the visible devices
+        # before we set CUDA_VISIBLE_DEVICES.
+        count = nvml.device_count()
     if count < 0:
         raise ValueError(f"GPU count must be >= 0, got {count}")
     return count
-
-
-def _nvml_device_count() -> int:
-    # NVML only, never torch: initialising CUDA here would fix the visible devices
-    # before we set CUDA_VISIBLE_DEVICES.
-    try:
-        import pynvml
-    except ImportError:
-        return 0
-    try:
-        pynvml.nvmlInit()
-    except pynvml.NVMLError:
-        return 0  # no driver / no GPU
-    try:
-        return int(pynvml.nvmlDeviceGetCount())
-    finally:
-        pynvml.nvmlShutdown()
 
 
 def _single_index(devices: str | None) -> int | None:

@@ -15,8 +15,10 @@ from pathlib import Path
 
 import pandas as pd
 
+from deploybench.enums import Backend, Device, DType, FailureKind, PromptMode, Status, WeightsSource
+from deploybench.naming import cell_id
 from deploybench.schema import SCHEMA_VERSION, to_table
-from deploybench.spec import STANDARD_DECODING, canonical_json, cell_id
+from deploybench.spec import STANDARD_DECODING, canonical_json
 
 MIB = 2**20  # torch.cuda memory stats divided by 1024*1024: the study's "MB" is MiB
 
@@ -82,6 +84,7 @@ def _val(x):
 # --------------------------------------------------------------------------------------------
 
 ARXIV = "arxiv_2508_16700"
+STUDY_BACKEND = Backend.EAGER  # the study ran plain generate() with a dynamic cache
 
 _COLUMNS = {
     "latency": "model,model_type,prompt_tokens,gen_tokens,TTFT_ms,p50_ms,p95_ms,p99_ms,TPOT_tokps",
@@ -142,8 +145,9 @@ _DECODING = {
         "Low Temp": "low_temp",
     }.items()
 }
-_DTYPES = {"BF16": "bfloat16", "FP16": "float16", "FP32": "float32"}
-_PROMPT_MODES = {"chat_template": "chat_template", "completion": "raw_text"}
+_DTYPES = {"BF16": DType.BFLOAT16, "FP16": DType.FLOAT16, "FP32": DType.FLOAT32}
+# The study's model_type column says how it prompted.
+_PROMPT_MODES = {"chat_template": PromptMode.CHAT_TEMPLATE, "completion": PromptMode.RAW_TEXT}
 # The ablations on a short fixed prompt did not record its length: the context is unknown.
 _SHORT_PROMPTS = {
     "decoding": "Explain the benefits of renewable energy in 2–3 sentences.",
@@ -151,7 +155,7 @@ _SHORT_PROMPTS = {
 }
 # Environment stated in the study's PROVENANCE (one H100 NVL, torch 2.7.1, transformers 4.55.2).
 _ENV = {
-    "device": "cuda",
+    "device": Device.CUDA,
     "device_name": "NVIDIA H100 NVL",
     "torch_version": "2.7.1",
     "transformers_version": "4.55.2",
@@ -177,26 +181,24 @@ class _Cells:
             )
         return self.model_map[model_id]
 
-    def get(self, path, model_id, context, gen, decoding="greedy", dtype="bfloat16", tag=None):
+    def get(self, path, model_id, context, gen, decoding="greedy", dtype=DType.BFLOAT16, tag=None):
         """The row of a cell, created on first use. `tag` names the prompt when context is unknown."""
         key = (model_id, context, int(gen), decoding, dtype, tag)
         if key not in self.rows:
             model = self.model(model_id, path)
             ctx = str(int(context)) if context is not None else f"NA.{tag}"
-            cell = {"model_name": model, "backend": "eager", "dtype": dtype}
-            cell |= {"context": ctx, "gen": int(gen), "decoding_name": decoding}
             decoding_settings = next(s for n, s in _DECODING.values() if n == decoding)
             self.rows[key] = {
-                "cell_id": cell_id(cell),
+                "cell_id": cell_id(model, STUDY_BACKEND, dtype, ctx, int(gen), decoding),
                 "model": model,
-                "backend": "eager",
+                "backend": STUDY_BACKEND,
                 "dtype": dtype,
                 "context_tokens": None if context is None else int(context),
                 "gen_tokens": int(gen),
                 "decoding": decoding,
-                "status": "ok",
+                "status": Status.OK,
                 "valid": None,  # our validity checks were not run on these figures
-                "weights_source": "pretrained",
+                "weights_source": WeightsSource.PRETRAINED,
                 "model_ref": model_id,
                 **decoding_settings,
                 **_ENV,
@@ -224,7 +226,7 @@ class _Cells:
         for key, row in self.rows.items():
             model_id, context, gen, decoding, dtype, tag = key
             spec = {"import": self.spec["name"], "format": ARXIV, "model_id": model_id, "prompt": tag}
-            spec |= {"context": context, "gen": gen, "decoding": decoding, "dtype": dtype, "backend": "eager"}
+            spec |= {"context": context, "gen": gen, "decoding": decoding, "dtype": dtype, "backend": STUDY_BACKEND}
             spec["files"] = sorted(self.files[key])
             row["spec_json"] = canonical_json(spec)
             out.append(row)
@@ -338,7 +340,7 @@ def _ablation_figures(r: dict) -> dict:
         "n_runs": r["runs"],
         "warmup_runs": 0,  # its only warm-up is a 16-token prompt with 1 new token
         "percentile_method": "sorted[ceil(q*(n-1))] of 5 runs",
-        "prompt_mode": "chat_template",
+        "prompt_mode": PromptMode.CHAT_TEMPLATE,
     }
     if _val(r["mean_new_tokens"]) is not None and r["mean_new_tokens"] == r["max_new_tokens"]:
         fig["gen_tokens_measured"] = int(r["max_new_tokens"])  # every run produced all tokens
@@ -377,7 +379,7 @@ def _decoding(cells: _Cells, path: Path, df: pd.DataFrame) -> None:
                 f"{path}: unknown decoding_method {r['decoding_method']!r}; expected one of {sorted(_DECODING)}"
             )
         decoding = _DECODING[r["decoding_method"]][0]
-        row = _short_prompt_row(cells, path, r, "decoding", decoding, "bfloat16")
+        row = _short_prompt_row(cells, path, r, "decoding", decoding, DType.BFLOAT16)
         cells.put(row, _ablation_figures(r), path.name)
 
 
@@ -389,8 +391,8 @@ def _precision(cells: _Cells, path: Path, df: pd.DataFrame) -> None:
         if _val(r["error"]) is not None:
             # The study ran it and the model refused the dtype: an expected failure, shown as such.
             row |= {
-                "status": "failed",
-                "failure_kind": "unsupported",
+                "status": Status.FAILED,
+                "failure_kind": FailureKind.UNSUPPORTED,
                 "error": str(r["error"]),
             }
             continue

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import torch
 
+from .enums import CacheImplementation
+
 
 def measured_kv_bytes(cache) -> int:
     """Bytes of the key and value tensors a generate call returned."""
@@ -30,11 +32,11 @@ def _head_dim(config) -> int:
     return getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
 
 
-def cached_tokens(config, layer_type: str, seen_tokens: int, cache_implementation: str) -> int:
+def cached_tokens(config, layer_type: str, seen_tokens: int, cache_implementation: CacheImplementation) -> int:
     """Tokens a layer's cache holds after `seen_tokens` tokens went through the model."""
     window = getattr(config, "sliding_window", None)
     sliding = layer_type == "sliding_attention" and window
-    if cache_implementation == "static":
+    if cache_implementation == CacheImplementation.STATIC:
         # generate() allocates a static cache up front for max_length - 1 = the tokens it will see;
         # sliding layers for at most their window.
         return min(window, seen_tokens) if sliding else seen_tokens
@@ -47,7 +49,7 @@ def analytic_kv_bytes(
     context: int,
     gen: int,
     dtype: torch.dtype,
-    cache_implementation: str = "dynamic",
+    cache_implementation: CacheImplementation = CacheImplementation.DYNAMIC,
     batch: int = 1,
 ) -> int:
     """KV bytes after generating `gen` tokens from a `context`-token prompt.

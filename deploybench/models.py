@@ -12,10 +12,13 @@ from pathlib import Path
 
 import torch
 
+from .enums import DType, WeightsSource
+from .spec import ModelEntry
+
 TORCH_DTYPES = {
-    "bfloat16": torch.bfloat16,
-    "float16": torch.float16,
-    "float32": torch.float32,
+    DType.BFLOAT16: torch.bfloat16,
+    DType.FLOAT16: torch.float16,
+    DType.FLOAT32: torch.float32,
 }
 
 
@@ -23,7 +26,7 @@ TORCH_DTYPES = {
 class LoadedModel:
     model: torch.nn.Module
     tokenizer: object | None  # None for random-weight models: prompts are seeded token ids
-    weights_source: str
+    weights_source: WeightsSource
     model_ref: str
 
 
@@ -36,64 +39,57 @@ def load_card(path: str | Path):
     return AutoConfig.for_model(model_type, **card)
 
 
-def model_config(model_spec: dict):
-    """The transformers config of a model spec, without loading weights."""
-    if model_spec["source"] == "random":
-        config = load_card(model_spec["architecture"])
+def model_config(model: ModelEntry):
+    """The transformers config of a model entry, without loading weights."""
+    if model.source is WeightsSource.RANDOM:
+        config = load_card(model.architecture)
     else:
         from transformers import AutoConfig
 
-        config = AutoConfig.from_pretrained(
-            model_spec["id"],
-            revision=model_spec.get("revision"),
-            trust_remote_code=model_spec.get("trust_remote_code", False),
-        )
-    if model_spec.get("max_position_embeddings"):
-        config.max_position_embeddings = model_spec["max_position_embeddings"]
+        config = AutoConfig.from_pretrained(model.id, **_checkpoint_kwargs(model))
+    if model.max_position_embeddings:
+        config.max_position_embeddings = model.max_position_embeddings
     return config
 
 
-def _impl_kwargs(model_spec: dict) -> dict:
-    kwargs = {"attn_implementation": model_spec.get("attn_implementation") or "eager"}
-    if model_spec.get("experts_implementation"):
-        kwargs["experts_implementation"] = model_spec["experts_implementation"]
+def _checkpoint_kwargs(model: ModelEntry) -> dict:
+    return {"revision": model.revision, "trust_remote_code": model.trust_remote_code}
+
+
+def _impl_kwargs(model: ModelEntry) -> dict:
+    kwargs = {"attn_implementation": model.attn_implementation or "eager"}
+    if model.experts_implementation:
+        kwargs["experts_implementation"] = model.experts_implementation.value  # plain text for transformers
     return kwargs
 
 
-def load_model(model_spec: dict, dtype: str, device: str) -> LoadedModel:
+def load_model(model: ModelEntry, dtype: DType, device: str) -> LoadedModel:
     """Build or load the model on `device` in `dtype`, in eval mode."""
     from transformers import AutoModelForCausalLM
 
     torch_dtype = TORCH_DTYPES[dtype]
-    if model_spec["source"] == "random":
-        config = model_config(model_spec)
+    if model.source is WeightsSource.RANDOM:
         # Build straight on the target device and dtype: no full-size fp32 copy on the host.
         with torch.device(device):
-            model = AutoModelForCausalLM.from_config(config, dtype=torch_dtype, **_impl_kwargs(model_spec))
+            built = AutoModelForCausalLM.from_config(model_config(model), dtype=torch_dtype, **_impl_kwargs(model))
         tokenizer = None
-        ref = str(model_spec["architecture"])
     else:
         from transformers import AutoTokenizer
 
-        common = {
-            "revision": model_spec.get("revision"),
-            "trust_remote_code": model_spec.get("trust_remote_code", False),
-        }
         extra = {}
-        if model_spec.get("max_position_embeddings"):
-            extra["max_position_embeddings"] = model_spec["max_position_embeddings"]
-        model = AutoModelForCausalLM.from_pretrained(
-            model_spec["id"],
+        if model.max_position_embeddings:
+            extra["max_position_embeddings"] = model.max_position_embeddings
+        built = AutoModelForCausalLM.from_pretrained(
+            model.id,
             dtype=torch_dtype,
             device_map=device,
-            **common,
-            **_impl_kwargs(model_spec),
+            **_checkpoint_kwargs(model),
+            **_impl_kwargs(model),
             **extra,
         )
-        tokenizer = AutoTokenizer.from_pretrained(model_spec["id"], **common)
-        ref = model_spec["id"]
-    model.eval()
-    return LoadedModel(model, tokenizer, model_spec["source"], ref)
+        tokenizer = AutoTokenizer.from_pretrained(model.id, **_checkpoint_kwargs(model))
+    built.eval()
+    return LoadedModel(built, tokenizer, model.source, model.ref)
 
 
 def implementations(model) -> dict:

@@ -6,6 +6,11 @@ Every axis of a cell appears in its id, so two cells never share a file.
 
 from __future__ import annotations
 
+# Model and decoding-mode names become path parts: the config refuses others, and the Snakemake
+# wildcards match exactly these (unanchored regular expressions; anchor them to test a whole name).
+MODEL_NAME = r"[A-Za-z0-9][A-Za-z0-9._-]*"
+DECODING_NAME = r"[A-Za-z0-9_.]+"
+
 # The axes in the order the id spells them; the id's text is what users see in paths and tables.
 CELL_ID = "{model}/{backend}-{dtype}/c{context}-g{gen}-{decoding}"
 CELL_PATH = f"results/cells/{CELL_ID}.parquet"

@@ -13,7 +13,7 @@ import random
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 
-PROMPT_MODES = ("chat_template", "raw_text", "random_ids")
+from .enums import PromptMode
 
 # Common English words: the filler reads like (meaningless) prose, which keeps token
 # statistics closer to real prompts than random ids or a single repeated word.
@@ -49,7 +49,7 @@ _MAX_BACKOFF = 16
 @dataclass(frozen=True)
 class Prompt:
     input_ids: list[int]  # exactly the tokens fed to the model
-    prompt_mode: str  # "chat_template" | "raw_text" | "random_ids"
+    prompt_mode: PromptMode
     context_tokens_measured: int  # len(input_ids)
 
 
@@ -190,12 +190,12 @@ def build_prompt(tokenizer, context_tokens: int, seed: int = 0) -> Prompt:
     """
     context_tokens = _check_positive_int("context_tokens", context_tokens)
     if getattr(tokenizer, "chat_template", None) is not None:
-        mode = "chat_template"
+        mode = PromptMode.CHAT_TEMPLATE
 
         def encode(content: str) -> list[int]:
             return _render_chat(tokenizer, content)
     else:
-        mode = "raw_text"
+        mode = PromptMode.RAW_TEXT
 
         def encode(content: str) -> list[int]:
             return _encode_raw(tokenizer, content)
@@ -230,4 +230,4 @@ def random_prompt(vocab_size: int, context_tokens: int, seed: int = 0, exclude_i
         i = rng.randrange(vocab_size)
         if i not in excluded:
             ids.append(i)
-    return Prompt(input_ids=ids, prompt_mode="random_ids", context_tokens_measured=len(ids))
+    return Prompt(input_ids=ids, prompt_mode=PromptMode.RANDOM_IDS, context_tokens_measured=len(ids))

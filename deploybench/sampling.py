@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import torch
 
+from .spec import DecodingMode
+
 
 def filter_logits(logits: torch.Tensor, temperature: float, top_k: int, top_p: float) -> torch.Tensor:
     """Scores after temperature, top-k and top-p, with removed tokens set to -inf."""
@@ -29,13 +31,11 @@ def filter_logits(logits: torch.Tensor, temperature: float, top_k: int, top_p: f
     return scores
 
 
-def make_sampler(decoding: dict):
+def make_sampler(decoding: DecodingMode):
     """A function logits[batch, vocab] -> token ids[batch] for one decoding mode."""
-    if not decoding.get("do_sample", False):
+    if not decoding.do_sample:
         return lambda logits: torch.argmax(logits, dim=-1)
-    temperature = float(decoding.get("temperature", 1.0))
-    top_k = int(decoding.get("top_k") or 0)
-    top_p = float(decoding.get("top_p", 1.0))
+    temperature, top_k, top_p = decoding.filters
 
     def sample(logits: torch.Tensor) -> torch.Tensor:
         probs = filter_logits(logits, temperature, top_k, top_p).softmax(dim=-1)

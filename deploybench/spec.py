@@ -1,38 +1,30 @@
-"""Cell specification: what one measurement is, validated before any model is loaded.
+"""The cell spec: what one measurement is, as typed settings checked before any model is loaded.
 
-A cell spec is a plain dict (it travels as canonical JSON through Snakemake params and the CLI);
-`validate_cell` checks every field and raises SpecError naming the offending one.
+A cell spec travels as canonical JSON (Snakemake params, `--spec-json`); `parse_cell` and
+`parse_job` turn that text back into a `CellSpec` or raise SpecError naming the field. The model
+entry and the decoding mode dump only the keys the user wrote, the measurement settings dump in
+full: equal settings give equal text, and the text changes exactly when a measurement would.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
-import re
 from pathlib import Path
+from typing import Annotated
 
-DTYPES = ("bfloat16", "float16", "float32")
-# eager: generate() + dynamic cache; compiled: generate() + static cache (transformers compiles the
-# decode step on GPU); compiled_loop: our own loop of a compiled step, no host sync per token.
-BACKENDS = ("eager", "compiled", "compiled_loop")
-STATIC_CACHE_BACKENDS = ("compiled", "compiled_loop")
-SOURCES = ("random", "pretrained")
-EXPERTS_IMPLEMENTATIONS = ("grouped_mm", "batched_mm", "eager")
-NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+from pydantic import Field, StringConstraints, ValidationError, field_serializer, model_validator
 
-MODEL_KEYS = {
-    "source",
-    "architecture",
-    "id",
-    "revision",
-    "trust_remote_code",
-    "dtype",
-    "active_params",
-    "experts_implementation",
-    "attn_implementation",
-    "max_position_embeddings",
-    "metadata",
-}
-DECODING_KEYS = {"do_sample", "temperature", "top_p", "top_k"}
+from . import naming
+from .enums import Backend, CacheImplementation, Device, DType, ExpertsImplementation, WeightsSource
+from .validation import Choice, Invalid, Settings, describe
+
+ModelName = Annotated[str, StringConstraints(pattern=f"^{naming.MODEL_NAME}$")]
+DecodingName = Annotated[str, StringConstraints(pattern=f"^{naming.DECODING_NAME}$")]
+PositiveInt = Annotated[int, Field(ge=1)]
+NonNegativeInt = Annotated[int, Field(ge=0)]
+Seconds = Annotated[float, Field(ge=0)]
+
 # The study's five decoding modes (its released script's settings); configs may define others.
 STANDARD_DECODING = {
     "greedy": {"do_sample": False},
@@ -41,162 +33,223 @@ STANDARD_DECODING = {
     "high_temp": {"do_sample": True, "temperature": 1.0, "top_p": 0.95},
     "low_temp": {"do_sample": True, "temperature": 0.3, "top_p": 0.8},
 }
-MEASUREMENT_DEFAULTS = {
-    "device": "auto",
-    "warmup_runs": 1,
-    "n_runs": 5,
-    "min_energy_window_s": 3.0,
-    "idle_cooldown_s": 2.0,
-    "idle_window_s": 2.0,
-    "seed": 1234,
-    "measure_bandwidth": True,
-}
+# Files of a local pretrained directory that decide the architecture and the generation defaults.
+PRETRAINED_CARD_FILES = ("config.json", "generation_config.json")
 
 
 class SpecError(ValueError):
-    """A cell, model or decoding spec is wrong; the message names the field."""
+    """A cell spec is wrong; the message names the field and why."""
 
 
-def _fail(field: str, why: str):
-    raise SpecError(f"{field}: {why}")
+class MeasurementSettings(Settings):
+    """Settings every cell uses. Changing one reruns every cell."""
+
+    device: Choice[Device] = Device.AUTO
+    """auto: cuda when torch sees a GPU, else cpu; or force cpu / cuda"""
+    warmup_runs: NonNegativeInt = 1
+    """full-shape generate runs discarded before measuring"""
+    n_runs: PositiveInt = 5
+    """measured runs per figure (TTFT samples and full generates)"""
+    min_energy_window_s: Seconds = 3.0
+    """the NVML energy window is extended with more runs until this long"""
+    idle_cooldown_s: Seconds = 2.0
+    """wait before reading idle power (GPU only)"""
+    idle_window_s: Seconds = 2.0
+    """idle power averaging window (GPU only)"""
+    seed: NonNegativeInt = 1234
+    """prompt and sampling seed; run i uses seed + i"""
+    measure_bandwidth: bool = True
+    """time a device-to-device copy per cell for the roofline (GPU only)"""
 
 
-def _is_int(value) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
+class ModelMetadata(Settings):
+    """For the report's governance table only: editing it reruns nothing."""
+
+    display_name: str = None
+    organization: str = None
+    architecture: str = None
+    license: str = None
+    license_class: str = None
+    usage_policy: str = None
+    model_card: str = None
+    safety_features: str = None
+    release_date: str = None
 
 
-def validate_model(name: str, model: dict, where: str = "models") -> dict:
-    """Check one model entry; returns it unchanged. Paths are checked to exist."""
-    field = f"{where}.{name}"
-    if not isinstance(model, dict):
-        _fail(field, "must be a mapping")
-    if not NAME_RE.match(str(name)):
-        _fail(field, "model name may only hold letters, digits, '.', '_' and '-'")
-    unknown = set(model) - MODEL_KEYS
-    if unknown:
-        _fail(
-            f"{field}.{sorted(unknown)[0]}",
-            f"unknown key (known: {sorted(MODEL_KEYS)})",
-        )
-    source = model.get("source")
-    if source not in SOURCES:
-        _fail(f"{field}.source", f"must be one of {SOURCES}, got {source!r}")
-    if source == "random":
-        arch = model.get("architecture")
-        if not arch:
-            _fail(f"{field}.architecture", "required for source: random")
-        if not Path(arch).is_file():
-            _fail(f"{field}.architecture", f"architecture card {arch!r} does not exist")
-        try:
-            card = json.loads(Path(arch).read_text())
-        except json.JSONDecodeError as exc:
-            _fail(f"{field}.architecture", f"card {arch!r} is not valid JSON: {exc}")
-        if not isinstance(card, dict) or "model_type" not in card:
-            _fail(f"{field}.architecture", f"card {arch!r} has no model_type")
+class ModelEntry(Settings):
+    """One model: an architecture card built with random weights, or a pretrained checkpoint."""
+
+    source: Choice[WeightsSource]
+    """random: build `architecture` with random weights; pretrained: from_pretrained(`id`)"""
+    architecture: str = None
+    """architecture card (HF config JSON), required for source: random"""
+    id: str = None
+    """hub id or local directory, required for source: pretrained"""
+    revision: str = None
+    trust_remote_code: bool = False
+    dtype: Choice[DType] | None = None
+    """pin the model to one dtype (overrides the studies' dtypes axis)"""
+    active_params: PositiveInt | None = None
+    """parameters active per token, where the counter cannot understand the model's experts"""
+    experts_implementation: Choice[ExpertsImplementation] | None = None
+    """the mixture-of-experts code path; unset: what transformers chooses"""
+    attn_implementation: str = None
+    """transformers attention implementation; unset: eager"""
+    max_position_embeddings: PositiveInt = None
+    """override the card's maximum positions"""
+    metadata: ModelMetadata = None
+
+    @model_validator(mode="after")
+    def _weights_exist(self) -> ModelEntry:
+        if self.source is WeightsSource.RANDOM:
+            if not self.architecture:
+                raise Invalid("architecture", "required for source: random")
+            _check_card(self.architecture)
+        else:
+            if not self.id:
+                raise Invalid("id", "required for source: pretrained (hub id or local directory)")
+            directory = local_directory(self.id)
+            if directory is not None and not directory.is_dir():
+                raise Invalid("id", f"local model directory {self.id!r} does not exist")
+            if directory is not None and not (directory / PRETRAINED_CARD_FILES[0]).is_file():
+                raise Invalid("id", f"local model directory {self.id!r} has no {PRETRAINED_CARD_FILES[0]}")
+        return self
+
+    @property
+    def ref(self) -> str:
+        """The card or checkpoint the weights come from."""
+        return self.architecture if self.source is WeightsSource.RANDOM else self.id
+
+    def without_metadata(self) -> ModelEntry:
+        """This entry as a cell spec holds it: the keys the user wrote, less what no measurement reads."""
+        return ModelEntry.model_validate(self.model_dump(exclude_unset=True, exclude={"metadata"}))
+
+
+def _check_card(path: str) -> None:
+    if not Path(path).is_file():
+        raise Invalid("architecture", f"architecture card {path!r} does not exist")
+    try:
+        card = json.loads(Path(path).read_text())
+    except json.JSONDecodeError as exc:
+        raise Invalid("architecture", f"card {path!r} is not valid JSON: {exc}") from None
+    if not isinstance(card, dict) or "model_type" not in card:
+        raise Invalid("architecture", f"card {path!r} has no model_type")
+
+
+def local_directory(ref: str) -> Path | None:
+    """The directory a pretrained `id` names, or None for a hub id."""
+    if ref.startswith((".", "/", "~")) or Path(ref).exists():
+        return Path(ref).expanduser()
+    return None
+
+
+def card_digests(model: ModelEntry) -> dict[str, str] | None:
+    """sha256 of the files that define the model's architecture, by file name; None for a hub id.
+
+    A card edit changes the cell spec, so exactly the cells built from that card rerun.
+    """
+    if model.source is WeightsSource.RANDOM:
+        files = [Path(model.architecture)]
     else:
-        ref = model.get("id")
-        if not ref or not isinstance(ref, str):
-            _fail(
-                f"{field}.id",
-                "required for source: pretrained (hub id or local directory)",
-            )
-        looks_local = ref.startswith((".", "/", "~")) or Path(ref).exists()
-        if looks_local and not Path(ref).expanduser().is_dir():
-            _fail(f"{field}.id", f"local model directory {ref!r} does not exist")
-    if model.get("dtype") is not None and model["dtype"] not in DTYPES:
-        _fail(f"{field}.dtype", f"must be one of {DTYPES}, got {model['dtype']!r}")
-    active = model.get("active_params")
-    if active is not None and (not _is_int(active) or active < 1):
-        _fail(
-            f"{field}.active_params",
-            "must be a positive integer (parameters, not billions)",
+        directory = local_directory(model.id)
+        files = [] if directory is None else [directory / name for name in PRETRAINED_CARD_FILES]
+    digests = {f.name: hashlib.sha256(f.read_bytes()).hexdigest() for f in files if f.is_file()}
+    return digests or None
+
+
+class DecodingMode(Settings):
+    """How the next token is chosen. Unset sampling parameters are off."""
+
+    do_sample: bool = False
+    temperature: Annotated[float, Field(gt=0)] = None
+    top_p: Annotated[float, Field(gt=0, le=1)] = None
+    top_k: PositiveInt = None
+
+    @model_validator(mode="after")
+    def _sampling_needs_do_sample(self) -> DecodingMode:
+        if not self.do_sample and any(v is not None for v in (self.temperature, self.top_p, self.top_k)):
+            raise Invalid("do_sample", "sampling parameters given but do_sample is false")
+        return self
+
+    @property
+    def filters(self) -> tuple[float, int, float]:
+        """(temperature, top_k, top_p) with every unset filter off: 1.0, 0 and 1.0."""
+        temperature = 1.0 if self.temperature is None else float(self.temperature)
+        top_p = 1.0 if self.top_p is None else float(self.top_p)
+        return temperature, self.top_k or 0, top_p
+
+
+def standard_decoding(name: str) -> DecodingMode:
+    return DecodingMode.model_validate(STANDARD_DECODING[name])
+
+
+class CellSpec(Settings):
+    """Everything that determines one cell's measurement, and nothing else."""
+
+    model_name: ModelName
+    model: ModelEntry
+    decoding_name: DecodingName
+    decoding: DecodingMode
+    measurement: MeasurementSettings
+    context: PositiveInt
+    gen: PositiveInt
+    dtype: Choice[DType]
+    backend: Choice[Backend]
+    card_sha256: dict[str, str] | None = Field(None, exclude_if=lambda digests: digests is None)
+    """sha256 of the model's architecture card (config.json of a local directory); none for a hub id"""
+
+    @field_serializer("model", "decoding")
+    def _as_written(self, settings: Settings) -> dict:
+        return settings.model_dump(mode="json", exclude_unset=True)
+
+    @model_validator(mode="after")
+    def _card_unchanged(self) -> CellSpec:
+        if self.card_sha256 is not None and self.card_sha256 != card_digests(self.model):
+            raise Invalid("card_sha256", f"the files of {self.model.ref!r} changed since this cell was planned")
+        return self
+
+    @property
+    def cell_id(self) -> str:
+        return naming.cell_id(self.model_name, self.backend, self.dtype, self.context, self.gen, self.decoding_name)
+
+    @property
+    def cache_implementation(self) -> CacheImplementation:
+        return CacheImplementation.STATIC if self.backend.static_cache else CacheImplementation.DYNAMIC
+
+    def spec_json(self) -> str:
+        return canonical_json(self.model_dump(mode="json"))
+
+
+class MeasureJob(Settings):
+    """A measure job's params: the cell spec and the harness version that must measure it."""
+
+    cell: CellSpec
+    harness_version: str
+
+    def params_json(self) -> str:
+        return canonical_json(self.model_dump(mode="json"))
+
+
+def parse_cell(spec: dict | str) -> CellSpec:
+    """A cell spec from its JSON text or dict, checked in full; SpecError names the first bad field."""
+    return _parse(CellSpec, spec)
+
+
+def parse_job(params: str, harness_version: str) -> CellSpec:
+    """The cell of a measure job's params text; refuses params written for another harness version."""
+    job = _parse(MeasureJob, params)
+    if job.harness_version != harness_version:
+        raise SpecError(
+            f"harness_version: the workflow asked for {job.harness_version!r}, this library is {harness_version!r}"
         )
-    experts = model.get("experts_implementation")
-    if experts is not None and experts not in EXPERTS_IMPLEMENTATIONS:
-        _fail(
-            f"{field}.experts_implementation",
-            f"must be one of {EXPERTS_IMPLEMENTATIONS}",
-        )
-    if "trust_remote_code" in model and not isinstance(model["trust_remote_code"], bool):
-        _fail(f"{field}.trust_remote_code", "must be true or false")
-    return model
+    return job.cell
 
 
-def validate_decoding(name: str, decoding: dict, where: str = "decoding") -> dict:
-    field = f"{where}.{name}"
-    if not isinstance(decoding, dict):
-        _fail(field, "must be a mapping")
-    unknown = set(decoding) - DECODING_KEYS
-    if unknown:
-        _fail(
-            f"{field}.{sorted(unknown)[0]}",
-            f"unknown decoding parameter (known: {sorted(DECODING_KEYS)})",
-        )
-    do_sample = decoding.get("do_sample", False)
-    if not isinstance(do_sample, bool):
-        _fail(f"{field}.do_sample", "must be true or false")
-    temp = decoding.get("temperature")
-    if temp is not None and (not isinstance(temp, (int, float)) or isinstance(temp, bool) or temp <= 0):
-        _fail(f"{field}.temperature", "must be a number > 0")
-    top_p = decoding.get("top_p")
-    if top_p is not None and (not isinstance(top_p, (int, float)) or not 0 < top_p <= 1):
-        _fail(f"{field}.top_p", "must be in (0, 1]")
-    top_k = decoding.get("top_k")
-    if top_k is not None and (not _is_int(top_k) or top_k < 1):
-        _fail(f"{field}.top_k", "must be an integer >= 1")
-    if not do_sample and any(decoding.get(k) is not None for k in ("temperature", "top_p", "top_k")):
-        _fail(f"{field}.do_sample", "sampling parameters given but do_sample is false")
-    return decoding
-
-
-def validate_measurement(measurement: dict) -> dict:
-    """Fill defaults and check the measurement settings."""
-    unknown = set(measurement) - set(MEASUREMENT_DEFAULTS)
-    if unknown:
-        _fail(
-            f"measurement.{sorted(unknown)[0]}",
-            f"unknown key (known: {sorted(MEASUREMENT_DEFAULTS)})",
-        )
-    merged = {**MEASUREMENT_DEFAULTS, **measurement}
-    if merged["device"] not in ("auto", "cpu", "cuda"):
-        _fail("measurement.device", "must be auto, cpu or cuda")
-    for key in ("warmup_runs", "n_runs", "seed"):
-        minimum = 1 if key == "n_runs" else 0
-        if not _is_int(merged[key]) or merged[key] < minimum:
-            _fail(f"measurement.{key}", f"must be an integer >= {minimum}")
-    for key in ("min_energy_window_s", "idle_cooldown_s", "idle_window_s"):
-        value = merged[key]
-        if not isinstance(value, (int, float)) or isinstance(value, bool) or value < 0:
-            _fail(f"measurement.{key}", "must be a number >= 0")
-    return merged
-
-
-def validate_cell(cell: dict) -> dict:
-    """Validate a full cell spec (model, decoding, measurement, axes)."""
-    for key in (
-        "model_name",
-        "model",
-        "decoding_name",
-        "decoding",
-        "measurement",
-        "context",
-        "gen",
-        "dtype",
-        "backend",
-    ):
-        if key not in cell:
-            _fail(key, "missing from the cell spec")
-    validate_model(cell["model_name"], cell["model"])
-    validate_decoding(cell["decoding_name"], cell["decoding"])
-    validate_measurement(cell["measurement"])
-    for key in ("context", "gen"):
-        if not _is_int(cell[key]) or cell[key] < 1:
-            _fail(key, f"must be an integer >= 1, got {cell[key]!r}")
-    if cell["dtype"] not in DTYPES:
-        _fail("dtype", f"must be one of {DTYPES}, got {cell['dtype']!r}")
-    if cell["backend"] not in BACKENDS:
-        _fail("backend", f"must be one of {BACKENDS}, got {cell['backend']!r}")
-    return cell
+def _parse(model: type[Settings], data: dict | str):
+    try:
+        return model.model_validate_json(data) if isinstance(data, str) else model.model_validate(data)
+    except ValidationError as exc:
+        raise SpecError(describe(exc, "", model)) from None
 
 
 def canonical_json(obj) -> str:
@@ -212,8 +265,3 @@ def _normalise(obj):
     if isinstance(obj, float) and obj.is_integer():
         return int(obj)
     return obj
-
-
-def cell_id(cell: dict) -> str:
-    axes = f"c{cell['context']}-g{cell['gen']}-{cell['decoding_name']}"
-    return f"{cell['model_name']}/{cell['backend']}-{cell['dtype']}/{axes}"

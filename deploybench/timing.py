@@ -12,6 +12,9 @@ from dataclasses import dataclass, field
 
 import torch
 
+from .enums import CacheImplementation
+from .spec import DecodingMode
+
 
 class GenerationCountError(RuntimeError):
     """A generate call returned a number of new tokens other than requested."""
@@ -60,10 +63,10 @@ class RunTiming:
 
 
 def generation_config(
-    decoding: dict,
+    decoding: DecodingMode,
     new_tokens: int,
     pad_token_id: int,
-    cache_implementation: str | None = None,
+    cache_implementation: CacheImplementation | None = None,
 ):
     """A generation config that produces exactly `new_tokens` tokens.
 
@@ -73,22 +76,18 @@ def generation_config(
     """
     from transformers import GenerationConfig
 
-    do_sample = bool(decoding.get("do_sample", False))
     kwargs = dict(
         max_new_tokens=new_tokens,
-        do_sample=do_sample,
+        do_sample=decoding.do_sample,
         eos_token_id=[],  # empty, not None: None falls back to the model's own EOS
         pad_token_id=pad_token_id,
         return_dict_in_generate=True,
     )
-    if do_sample:
-        kwargs.update(
-            temperature=float(decoding.get("temperature", 1.0)),
-            top_p=float(decoding.get("top_p", 1.0)),
-            top_k=int(decoding.get("top_k") or 0),
-        )
+    if decoding.do_sample:
+        temperature, top_k, top_p = decoding.filters
+        kwargs.update(temperature=temperature, top_p=top_p, top_k=top_k)
     if cache_implementation:
-        kwargs["cache_implementation"] = cache_implementation
+        kwargs["cache_implementation"] = CacheImplementation(cache_implementation).value
     return GenerationConfig(**kwargs)
 
 

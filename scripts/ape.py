@@ -2,12 +2,9 @@
 
 import argparse
 import json
-import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repo root, for deploybench
-from deploybench.ape import compute_ape  # noqa: E402
-from deploybench.consolidate import read_table, write_table  # noqa: E402
+from deploybench.ape import compute_ape
+from deploybench.consolidate import read_table, write_table
 
 
 def main(table, baseline_model, output):

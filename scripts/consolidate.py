@@ -2,11 +2,8 @@
 
 import argparse
 import json
-import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repo root, for deploybench
-from deploybench.consolidate import consolidate, write_table  # noqa: E402
+from deploybench.consolidate import consolidate, write_table
 
 
 def main(cells, external_tables, root, output):

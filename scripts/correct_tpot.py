@@ -1,12 +1,9 @@
 """Rule adapter: consolidated.parquet -> corrected.parquet (+ .csv): the TPOT-artifact check."""
 
 import argparse
-import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repo root, for deploybench
-from deploybench.consolidate import read_table, write_table  # noqa: E402
-from deploybench.tpot import correct_tpot  # noqa: E402
+from deploybench.consolidate import read_table, write_table
+from deploybench.tpot import correct_tpot
 
 
 def main(table, output):

@@ -8,9 +8,6 @@ Also runnable by hand with every option of `python -m deploybench measure --help
 
 import os
 import sys
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 if __name__ == "__main__":
     if os.environ.get("DEPLOYBENCH_WARM") == "1":

@@ -1,4 +1,4 @@
-"""deploybench.energy on a real NVIDIA GPU (run on the H200 with ``pytest -m gpu -s``).
+"""deploybench's NVML device, energy meter and record on a real NVIDIA GPU (run on the H200 with ``pytest -m gpu -s``).
 
 Measured figures are printed and attached with ``record_property`` so a passing run still
 shows them.
@@ -10,17 +10,10 @@ import pynvml
 import pytest
 import torch
 
-from deploybench import energy
-from deploybench.energy import (
-    EnergyMeter,
-    NvmlDevice,
-    measure_idle_power_w,
-    normalize_uuid,
-    open_device,
-    parse_pci_bus_id,
-    pci_key,
-    summarize,
-)
+from deploybench import nvml
+from deploybench.energy import summarize
+from deploybench.energy_meter import EnergyMeter, measure_idle_power_w
+from deploybench.nvml import NvmlDevice, normalize_uuid, open_device, parse_pci_bus_id, pci_key
 
 pytestmark = [
     pytest.mark.gpu,
@@ -32,7 +25,7 @@ LOAD_S = 6.0  # the counter ticks every ~100 ms: a few seconds keeps its error ~
 
 @pytest.fixture(scope="module")
 def dev():
-    energy.set_pci_bus_order()  # no effect if CUDA is already up; harmless
+    nvml.set_pci_bus_order()  # no effect if CUDA is already up; harmless
     d = open_device(torch.device("cuda", 0))
     assert isinstance(d, NvmlDevice), d
     return d

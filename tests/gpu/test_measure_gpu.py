@@ -10,6 +10,7 @@ import torch
 
 from deploybench import measure
 from deploybench.schema import write_row
+from deploybench.spec import ModelEntry
 from tests.unit.test_measure import CARDS, make_cell, random_model
 
 pytestmark = [
@@ -38,8 +39,7 @@ def test_memory_and_kv_on_gpu(family, dtype):
 
 
 def test_compiled_backend_static_cache_kv():
-    cell = make_cell(random_model("qwen3"), context=128, gen=16, **GPU)
-    cell["backend"] = "compiled"
+    cell = make_cell(random_model("qwen3"), context=128, gen=16, backend="compiled", **GPU)
     row = measure.measure_cell(cell)
     assert row["status"] == "ok", row["error"]
     assert row["cache_implementation"] == "static"
@@ -50,8 +50,7 @@ def test_compiled_backend_static_cache_kv():
 @pytest.mark.parametrize(("family", "decoding"), [("gpt_oss", "top_p"), ("qwen3", "greedy")])
 def test_compiled_loop_on_gpu(family, decoding):
     """CUDA graphs, on-device sampling, device-clock inter-token times, static KV as predicted."""
-    cell = make_cell(random_model(family), context=128, gen=16, decoding=decoding, **GPU)
-    cell["backend"] = "compiled_loop"
+    cell = make_cell(random_model(family), context=128, gen=16, decoding=decoding, backend="compiled_loop", **GPU)
     row = measure.measure_cell(cell)
     assert row["status"] == "ok" and row["valid"], (row["error"], row["invalid_reasons"])
     assert row["compiled"] is True and row["cache_implementation"] == "static"
@@ -62,7 +61,7 @@ def test_compiled_loop_on_gpu(family, decoding):
 
 def test_full_size_gpt_oss_cell_at_2048(tmp_path):
     """One full-size random-weight gpt-oss-20b cell at the reference shape, kept as evidence."""
-    model = {"source": "random", "architecture": "workflow/architectures/gpt-oss-20b.json"}
+    model = ModelEntry(source="random", architecture="workflow/architectures/gpt-oss-20b.json")
     cell = make_cell(model, context=2048, gen=64, name="gpt-oss-20b", device="cuda", n_runs=5)
     row = measure.measure_cell(cell)
     out = Path(os.environ.get("OUT", tmp_path))

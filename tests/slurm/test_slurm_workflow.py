@@ -92,6 +92,8 @@ class Snakemake:
             if not k.startswith("SLURM_") and k not in ("CUDA_VISIBLE_DEVICES", "DEPLOYBENCH_GPU_COUNT")
         }
         env["DEPLOYBENCH_LOCK_DIR"] = str(workdir / ".gpu-locks")
+        # This copy's deploybench/ for Snakemake and every job (sbatch passes the environment on).
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (str(workdir), os.environ.get("PYTHONPATH")) if p)
         with open(self.log_path, "w") as log:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "snakemake", *args],

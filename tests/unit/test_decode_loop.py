@@ -6,9 +6,10 @@ import pytest
 import torch
 
 from deploybench import attention, measure, models
-from deploybench.cli import STANDARD_DECODING
 from deploybench.decode_loop import CompiledDecodeLoop
+from deploybench.enums import CacheImplementation
 from deploybench.kvcache import analytic_kv_bytes, measured_kv_bytes
+from deploybench.spec import standard_decoding
 from deploybench.timing import generation_config, timed_generate
 from tests.unit.test_measure import make_cell, random_model
 
@@ -21,20 +22,22 @@ def llama():
 
 def test_greedy_tokens_equal_generate_with_a_static_cache(llama):
     ids = torch.randint(3, 1000, (1, 30), generator=torch.Generator().manual_seed(1))
-    loop = CompiledDecodeLoop(llama, STANDARD_DECODING["greedy"], context=30, gen=12, device="cpu")
+    loop = CompiledDecodeLoop(llama, standard_decoding("greedy"), context=30, gen=12, device="cpu")
     timing, output = loop.run(ids, 12, seed=0, clock=True)
-    config = generation_config(STANDARD_DECODING["greedy"], 12, 0, "static")
+    config = generation_config(standard_decoding("greedy"), 12, 0, CacheImplementation.STATIC)
     _, reference = timed_generate(llama, ids, torch.ones_like(ids), config, "cpu", seed=0, clock=False)
     assert torch.equal(output.sequences, reference.sequences)
     assert timing.new_tokens == 12 and len(timing.token_times) == 12
     assert timing.token_times == sorted(timing.token_times) and timing.decode_tps > 0
     # The cache holds context + gen - 1 tokens, as the analytic formula says for a static cache.
-    assert measured_kv_bytes(output.past_key_values) == analytic_kv_bytes(llama.config, 30, 12, torch.float32, "static")
+    assert measured_kv_bytes(output.past_key_values) == analytic_kv_bytes(
+        llama.config, 30, 12, torch.float32, CacheImplementation.STATIC
+    )
 
 
 def test_rerun_resets_the_cache_and_sampling_is_seeded(llama):
     ids = torch.randint(3, 1000, (1, 20), generator=torch.Generator().manual_seed(2))
-    loop = CompiledDecodeLoop(llama, STANDARD_DECODING["top_k"], context=20, gen=10, device="cpu")
+    loop = CompiledDecodeLoop(llama, standard_decoding("top_k"), context=20, gen=10, device="cpu")
     first = [loop.run(ids, 10, seed=7, clock=False)[1].sequences.clone() for _ in range(2)]
     other = loop.run(ids, 10, seed=8, clock=False)[1].sequences
     assert torch.equal(first[0], first[1])
@@ -44,8 +47,7 @@ def test_rerun_resets_the_cache_and_sampling_is_seeded(llama):
 
 
 def test_compiled_loop_row_is_complete_and_valid():
-    cell = make_cell(random_model("llama"), context=32, gen=8, dtype="float32")
-    cell["backend"] = "compiled_loop"
+    cell = make_cell(random_model("llama"), context=32, gen=8, dtype="float32", backend="compiled_loop")
     row = measure.measure_cell(cell)
     assert row["status"] == "ok" and row["valid"], row["invalid_reasons"]
     assert row["cache_implementation"] == "static" and row["compiled"] is True
@@ -65,7 +67,7 @@ def test_gqa_attention_equals_eager_attention(family):
         model.set_attn_implementation(implementation)
         with torch.no_grad():
             logits = model(ids).logits
-        config = generation_config(STANDARD_DECODING["greedy"], 12, 0, "static")
+        config = generation_config(standard_decoding("greedy"), 12, 0, CacheImplementation.STATIC)
         _, generated = timed_generate(model, ids, torch.ones_like(ids), config, "cpu", seed=0, clock=False)
         outputs.append((logits, generated.sequences))
     assert model.config._attn_implementation == attention.GQA_EAGER
@@ -80,14 +82,14 @@ def test_sliding_layers_compile_once_when_full_and_match_generate(context):
     ids = torch.randint(3, 1000, (1, context), generator=torch.Generator().manual_seed(4))
     gen = 16
     graphs_before = torch._dynamo.utils.counters["stats"]["unique_graphs"]
-    loop = CompiledDecodeLoop(model, STANDARD_DECODING["greedy"], context=context, gen=gen, device="cpu")
+    loop = CompiledDecodeLoop(model, standard_decoding("greedy"), context=context, gen=gen, device="cpu")
     runs = [loop.run(ids, gen, seed=0, clock=False)[1] for _ in range(2)]
     graphs = torch._dynamo.utils.counters["stats"]["unique_graphs"] - graphs_before
-    config = generation_config(STANDARD_DECODING["greedy"], gen, 0, "static")
+    config = generation_config(standard_decoding("greedy"), gen, 0, CacheImplementation.STATIC)
     _, reference = timed_generate(model, ids, torch.ones_like(ids), config, "cpu", seed=0, clock=False)
     assert all(torch.equal(run.sequences, reference.sequences) for run in runs)
     assert measured_kv_bytes(runs[-1].past_key_values) == analytic_kv_bytes(
-        model.config, context, gen, torch.float32, "static"
+        model.config, context, gen, torch.float32, CacheImplementation.STATIC
     )
     if context > model.config.sliding_window:
         assert graphs == 1  # one decode graph for every position (transformers' own layer recompiles)

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from deploybench import gpu_lease
+from deploybench import gpu_lease, nvml
 from deploybench.gpu_lease import GpuLeaseTimeout, lease_gpu
 
 REPO = Path(__file__).resolve().parents[2]
@@ -191,7 +191,7 @@ def test_zero_devices_means_no_lease(clean_env, monkeypatch):
 
 
 def test_device_count_sources(clean_env, monkeypatch):
-    monkeypatch.setitem(sys.modules, "pynvml", None)  # import fails: no NVML
+    monkeypatch.setattr(nvml, "pynvml", None)  # nvidia-ml-py not installed: no NVML
     assert gpu_lease.gpu_count() == 0
     monkeypatch.setenv(gpu_lease.COUNT_ENV, "3")
     assert gpu_lease.gpu_count() == 3
@@ -207,7 +207,7 @@ def test_device_count_sources(clean_env, monkeypatch):
         nvmlShutdown=lambda: None,
         nvmlDeviceGetCount=lambda: 2,
     )
-    monkeypatch.setitem(sys.modules, "pynvml", fake)
+    monkeypatch.setattr(nvml, "pynvml", fake)  # the lease counts through the one NVML session helper
     assert gpu_lease.gpu_count() == 2
 
     def no_driver():

@@ -3,18 +3,28 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 
 import pyarrow.parquet as pq
+import pynvml
 import pytest
 import torch
 
-from deploybench import measure, models
-from deploybench.cli import STANDARD_DECODING
+from deploybench import failures, measure, models, nvml
+from deploybench.enums import FailureKind, ThrottleReason
 from deploybench.kvcache import analytic_kv_bytes, measured_kv_bytes
 from deploybench.schema import read_rows, write_row
-from deploybench.spec import MEASUREMENT_DEFAULTS, SpecError
+from deploybench.spec import (
+    STANDARD_DECODING,
+    CellSpec,
+    DecodingMode,
+    ModelEntry,
+    SpecError,
+    parse_cell,
+    standard_decoding,
+)
 from deploybench.timing import generation_config, timed_generate
 from tests.fixtures.tokenizers import save_tokenizer
 
@@ -23,25 +33,41 @@ CARDS = {
     "qwen3": "workflow/architectures/tiny-qwen3.json",
     "llama": "workflow/architectures/tiny-llama.json",
 }
-FAST = {**MEASUREMENT_DEFAULTS, "warmup_runs": 1, "n_runs": 2}
+FAST = {"warmup_runs": 1, "n_runs": 2}
 
 
-def make_cell(model: dict, context=24, gen=6, dtype="bfloat16", decoding="greedy", name="m", **measurement):
+def cell_dict(
+    model: dict | ModelEntry,
+    context=24,
+    gen=6,
+    dtype="bfloat16",
+    decoding="greedy",
+    name="m",
+    backend="eager",
+    **measurement,
+):
+    """A cell spec as it travels in JSON (model given as a dict or an entry)."""
+    if isinstance(model, ModelEntry):
+        model = model.model_dump(mode="json", exclude_unset=True)
     return {
         "model_name": name,
         "model": model,
         "decoding_name": decoding,
-        "decoding": STANDARD_DECODING[decoding],
+        "decoding": dict(STANDARD_DECODING[decoding]),
         "measurement": {**FAST, **measurement},
         "context": context,
         "gen": gen,
         "dtype": dtype,
-        "backend": "eager",
+        "backend": backend,
     }
 
 
-def random_model(family: str) -> dict:
-    return {"source": "random", "architecture": CARDS[family]}
+def make_cell(model, **kwargs) -> CellSpec:
+    return parse_cell(cell_dict(model, **kwargs))
+
+
+def random_model(family: str) -> ModelEntry:
+    return ModelEntry(source="random", architecture=CARDS[family])
 
 
 @pytest.mark.parametrize("family", sorted(CARDS))
@@ -50,7 +76,7 @@ def test_kv_cache_measured_equals_analytic(family, context):
     loaded = models.load_model(random_model(family), "bfloat16", "cpu")
     config = loaded.model.config
     ids = torch.randint(3, 1000, (1, context))
-    gen_config = generation_config({"do_sample": False}, 7, pad_token_id=0)
+    gen_config = generation_config(DecodingMode(do_sample=False), 7, pad_token_id=0)
     timing, output = timed_generate(loaded.model, ids, torch.ones_like(ids), gen_config, "cpu", seed=0, clock=True)
     assert timing.new_tokens == 7 and len(timing.token_times) == 7
     measured = measured_kv_bytes(output.past_key_values)
@@ -85,7 +111,9 @@ def test_exactly_gen_tokens_even_when_first_choice_is_eos():
     # Plain generate stops at once: the model really prefers EOS.
     stock = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=12, do_sample=False, pad_token_id=0)
     assert stock.shape[1] - 16 < 12
-    timing, output = timed_generate(model, ids, mask, generation_config({}, 12, 0), "cpu", seed=0, clock=True)
+    timing, output = timed_generate(
+        model, ids, mask, generation_config(DecodingMode(), 12, 0), "cpu", seed=0, clock=True
+    )
     assert timing.new_tokens == 12
     assert output.sequences[0, 16:].tolist() == [eos] * 12
 
@@ -123,7 +151,7 @@ def test_every_dtype_runs_for_every_family(family, dtype):
 def test_decoding_modes_are_seeded(decoding):
     model, _ = models.load_model(random_model("qwen3"), "float32", "cpu").model, None
     ids = torch.randint(3, 1000, (1, 12))
-    config = generation_config(STANDARD_DECODING[decoding], 8, 0)
+    config = generation_config(standard_decoding(decoding), 8, 0)
     runs = [timed_generate(model, ids, torch.ones_like(ids), config, "cpu", seed=5, clock=False)[1] for _ in range(2)]
     assert torch.equal(runs[0].sequences, runs[1].sequences)
 
@@ -145,6 +173,20 @@ def test_out_of_memory_is_a_failed_row(monkeypatch):
     assert "253.00 GiB" in row["error"]
 
 
+@pytest.mark.parametrize(
+    ("error", "kind"),
+    [
+        (torch.OutOfMemoryError("CUDA out of memory"), FailureKind.OOM),
+        (RuntimeError("CUDA error: out of memory"), FailureKind.OOM),
+        (failures.ContextTooLongError("context 510 + gen 16 exceeds 512"), FailureKind.CONTEXT_TOO_LONG),
+        (RuntimeError("\"addmm_impl_cpu_\" not implemented for 'Half'"), FailureKind.UNSUPPORTED),
+        (KeyError("a harness bug"), None),
+    ],
+)
+def test_failures_are_classified_as_failure_kinds(error, kind):
+    assert failures.classify(error) is kind
+
+
 def test_unexpected_errors_propagate(monkeypatch):
     def bug(*args, **kwargs):
         raise KeyError("a harness bug")
@@ -154,34 +196,63 @@ def test_unexpected_errors_propagate(monkeypatch):
         measure.measure_cell(make_cell(random_model("qwen3")))
 
 
+# What validity_reasons reads of an energy-metered row, every other check passing.
+_METERED = {"context_tokens_measured": 8, "gen_tokens_measured": 4, "kv_cache_bytes": 1, "kv_cache_bytes_analytic": 1}
+_METERED |= {"energy_j": 10.0, "energy_window_s": 5.0, "energy_counter_sampler_rel_diff": 0.01}
+
+
+def test_a_window_that_saw_the_power_brake_is_invalid():
+    cell = make_cell(random_model("qwen3"), context=8, gen=4)
+    # The names the meter writes into the row, decoded from NVML's own bit.
+    seen = nvml.decode_throttle_reasons(pynvml.nvmlClocksEventReasonHwPowerBrakeSlowdown)
+    assert measure.validity_reasons(cell, {**_METERED, "throttle_reasons": seen}) == [
+        "GPU throttled: hw_power_brake_slowdown"
+    ]
+
+
+@pytest.mark.parametrize("reason", list(ThrottleReason))
+def test_throttling_invalidates_a_row_unless_it_is_the_power_cap(reason):
+    cell = make_cell(random_model("qwen3"), context=8, gen=4)
+    reasons = measure.validity_reasons(
+        cell, {**_METERED, "throttle_reasons": nvml.decode_throttle_reasons(reason.nvml_bit)}
+    )
+    assert reasons == ([f"GPU throttled: {reason}"] if reason is not ThrottleReason.SW_POWER_CAP else [])
+
+
 BAD_SPECS = {
     "context": lambda c: c.update(context=0),
     "gen": lambda c: c.update(gen=-1),
     "dtype": lambda c: c.update(dtype="float8"),
     "backend": lambda c: c.update(backend="vllm"),
-    "decoding.greedy.num_beams": lambda c: c["decoding"].update(num_beams=4),
-    "models.m.source": lambda c: c["model"].update(source="s3"),
-    "models.m.architecture": lambda c: c["model"].update(architecture="nope.json"),
+    "decoding.num_beams": lambda c: c["decoding"].update(num_beams=4),
+    "model.source": lambda c: c["model"].update(source="s3"),
+    "model.architecture": lambda c: c["model"].update(architecture="nope.json"),
     "measurement.n_runs": lambda c: c["measurement"].update(n_runs=0),
     "model_name": lambda c: c.pop("model_name"),
+    "card_sha256": lambda c: c.update(card_sha256={"tiny-qwen3.json": "0" * 64}),
 }
 
 
 @pytest.mark.parametrize("field", sorted(BAD_SPECS))
 def test_bad_spec_names_the_field_before_loading(field, monkeypatch):
     monkeypatch.setattr(models, "load_model", lambda *a, **k: pytest.fail("must not load"))
-    cell = make_cell(random_model("qwen3"))
-    cell["decoding"] = dict(cell["decoding"])
+    cell = cell_dict(random_model("qwen3"))
     BAD_SPECS[field](cell)
-    with pytest.raises(SpecError, match=field.replace(".", r"\.")):
-        measure.measure_cell(cell)
+    with pytest.raises(SpecError, match=rf"^{re.escape(field)}: "):
+        parse_cell(json.dumps(cell))  # as the measure job parses its params
 
 
 def test_card_that_does_not_parse(tmp_path):
     card = tmp_path / "broken.json"
     card.write_text("{ not json")
     with pytest.raises(SpecError, match="architecture.*not valid JSON"):
-        measure.measure_cell(make_cell({"source": "random", "architecture": str(card)}))
+        make_cell({"source": "random", "architecture": str(card)})
+
+
+def test_spec_json_round_trips_to_the_same_text():
+    cell = make_cell(random_model("gpt_oss"), decoding="top_p").model_copy(update={"card_sha256": None})
+    assert parse_cell(cell.spec_json()).spec_json() == cell.spec_json()
+    assert json.loads(cell.spec_json())["model"] == {"source": "random", "architecture": CARDS["gpt_oss"]}
 
 
 FAMILY_TOKENIZER = {"gpt_oss": "system_chat", "qwen3": "plain_chat", "llama": "no_template"}
@@ -194,7 +265,7 @@ def test_pretrained_from_a_local_directory(family, tmp_path):
     model = models.load_model(random_model(family), "float32", "cpu").model
     model.save_pretrained(directory)
     save_tokenizer(FAMILY_TOKENIZER[family], directory)
-    row = measure.measure_cell(make_cell({"source": "pretrained", "id": str(directory)}, context=60, gen=5))
+    row = measure.measure_cell(make_cell(ModelEntry(source="pretrained", id=str(directory)), context=60, gen=5))
     assert row["status"] == "ok" and row["valid"], row["invalid_reasons"]
     assert row["weights_source"] == "pretrained"
     assert row["prompt_mode"] == ("raw_text" if family == "llama" else "chat_template")

@@ -8,8 +8,8 @@ from transformers import GenerationConfig
 from transformers.generation.logits_process import TemperatureLogitsWarper, TopKLogitsWarper, TopPLogitsWarper
 
 from deploybench import models
-from deploybench.cli import STANDARD_DECODING
 from deploybench.sampling import filter_logits, make_sampler
+from deploybench.spec import DecodingMode, ModelEntry, standard_decoding
 
 TINY_LLAMA = "workflow/architectures/tiny-llama.json"
 
@@ -38,7 +38,7 @@ def test_filter_equals_transformers_warpers(temperature, top_k, top_p):
 
 def test_generate_applies_temperature_then_top_k_then_top_p():
     """The order filter_logits follows is the order generate() builds its warpers in."""
-    model = models.load_model({"source": "random", "architecture": TINY_LLAMA}, "float32", "cpu").model
+    model = models.load_model(ModelEntry(source="random", architecture=TINY_LLAMA), "float32", "cpu").model
     config = GenerationConfig(do_sample=True, temperature=0.7, top_k=50, top_p=0.9)
     processors = model._get_logits_processor(config, input_ids_seq_length=4, encoder_input_ids=None)
     kinds = [type(p) for p in processors if type(p) in (TemperatureLogitsWarper, TopKLogitsWarper, TopPLogitsWarper)]
@@ -47,12 +47,12 @@ def test_generate_applies_temperature_then_top_k_then_top_p():
 
 def test_greedy_is_argmax():
     logits = torch.randn(2, 50)
-    assert torch.equal(make_sampler(STANDARD_DECODING["greedy"])(logits), logits.argmax(-1))
+    assert torch.equal(make_sampler(standard_decoding("greedy"))(logits), logits.argmax(-1))
 
 
 def test_draws_follow_the_filtered_distribution():
     logits = torch.log(torch.tensor([[0.5, 0.3, 0.15, 0.05]]))
-    sample = make_sampler({"do_sample": True, "temperature": 1.0, "top_p": 0.9})  # drops the 0.05 token
+    sample = make_sampler(DecodingMode(do_sample=True, temperature=1.0, top_p=0.9))  # drops the 0.05 token
     torch.manual_seed(0)
     draws = torch.stack([sample(logits) for _ in range(20000)]).flatten()
     freq = torch.bincount(draws, minlength=4).float() / draws.numel()

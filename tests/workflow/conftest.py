@@ -11,22 +11,10 @@ from pathlib import Path
 import pytest
 import yaml
 
+from tests.fixtures.small_config import SMALL_CONFIG  # noqa: F401  (the workflow tests' config)
+
 REPO = Path(__file__).resolve().parents[2]
 COPIED = ("Snakefile", "config.yaml", "workflow", "scripts", "deploybench", "profiles", "reference", "config")
-
-# Two tiny models x two contexts, few runs: enough to see which cells rerun, fast on 2 cores.
-SMALL_CONFIG = {
-    "measurement": {"warmup_runs": 1, "n_runs": 2, "seed": 7},
-    "models": {
-        "m-qwen3": {"source": "random", "architecture": "workflow/architectures/tiny-qwen3.json"},
-        "m-llama": {"source": "random", "architecture": "workflow/architectures/tiny-llama.json"},
-    },
-    "decoding": {"greedy": {"do_sample": False}},
-    "studies": {
-        "main": {"kind": "main_comparison", "models": ["m-qwen3", "m-llama"], "contexts": [16, 32], "gen": [4]}
-    },
-    "analysis": {"baseline_model": "m-qwen3", "reference_cell": {"context": 32, "gen": 4}},
-}
 
 
 class Workflow:
@@ -43,9 +31,16 @@ class Workflow:
     def read_config(self) -> dict:
         return yaml.safe_load(self.config_path.read_text())
 
+    @property
+    def env(self) -> dict:
+        """The environment Snakemake runs in: this copy's deploybench/ ahead of the installed one,
+        so Snakemake, its jobs and the warm server all import the library under test."""
+        python_path = os.pathsep.join(p for p in (str(self.root), os.environ.get("PYTHONPATH")) if p)
+        return {**os.environ, "DEPLOYBENCH_WARM": "1", "PYTHONPATH": python_path}
+
     def snakemake(self, *args: str, timeout: float = 600, check: bool = True, env: dict | None = None):
         cmd = [sys.executable, "-m", "snakemake", *args, "--cores", "1", "--resources", "gpu=1"]
-        full_env = {**os.environ, "DEPLOYBENCH_WARM": "1", **(env or {})}
+        full_env = {**self.env, **(env or {})}
         proc = subprocess.run(cmd, cwd=self.root, capture_output=True, text=True, timeout=timeout, env=full_env)
         if check and proc.returncode != 0:
             raise AssertionError(f"snakemake {' '.join(args)} failed ({proc.returncode}):\n{proc.stderr[-4000:]}")

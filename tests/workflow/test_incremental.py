@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -66,6 +67,18 @@ def test_adding_a_context_adds_only_its_cells(small_workflow):
     }
 
 
+def test_editing_an_architecture_card_reruns_only_the_cells_built_from_it(small_workflow):
+    wf = small_workflow
+    before = _complete_run(wf)
+    card = wf.root / "workflow/architectures/tiny-qwen3.json"
+    settings = json.loads(card.read_text())
+    settings["rms_norm_eps"] = settings["rms_norm_eps"] * 10
+    card.write_text(json.dumps(settings, indent=2))
+    after = _complete_run(wf)
+    uses_card = {p for p in before if "/m-qwen3/" in p}  # only m-qwen3 is built from tiny-qwen3.json
+    assert uses_card and _changed(before, after) == uses_card
+
+
 def test_reordering_yaml_keys_reruns_nothing(small_workflow):
     wf = small_workflow
     before = _complete_run(wf)
@@ -97,9 +110,8 @@ def test_sigkill_mid_run_reruns_only_the_killed_cell(small_workflow):
     config["measurement"]["n_runs"] = 40  # long enough to be caught mid-run
     wf.write_config(config)
     cmd = [sys.executable, "-m", "snakemake", "--cores", "1", "--resources", "gpu=1"]
-    env = {**os.environ, "DEPLOYBENCH_WARM": "1"}
     proc = subprocess.Popen(
-        cmd, cwd=wf.root, env=env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        cmd, cwd=wf.root, env=wf.env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
     logs = wf.root / "logs/measure"
     deadline = time.monotonic() + 300

@@ -4,11 +4,11 @@
 
 rule measure:
     output:
-        CELL_PATTERN,
+        CELL_PATH,
     log:
-        "logs/measure/{model}/{backend}-{dtype}/c{context}-g{gen}-{decoding}.log",
+        CELL_LOG,
     benchmark:
-        "logs/benchmarks/measure/{model}/{backend}-{dtype}/c{context}-g{gen}-{decoding}.tsv"
+        CELL_BENCHMARK
     resources:
         gpu=1,
     params:

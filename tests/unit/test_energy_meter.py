@@ -1,0 +1,99 @@
+"""CPU tests of deploybench.energy_meter: the counter window against a fake device, fallbacks."""
+
+import time
+
+import pynvml
+import pytest
+
+from deploybench.energy import EnergyReading, summarize, unavailable
+from deploybench.energy_meter import EnergyMeter, measure_idle_power_w
+from deploybench.nvml import open_device
+
+# ------------------------------------------------------------------ meter
+
+
+class FakeDevice:
+    """Stands in for NvmlDevice: a 250 W load whose counter ticks every 100 ms.
+
+    The power-cap bit shows once, at the first poll inside the window, then clears.
+    """
+
+    POWER_W = 250.0
+    available = True
+
+    def __init__(self, throttle_masks=(0x1, 0x1 | 0x4, 0x1)):
+        self.t0 = time.monotonic()
+        self.masks = list(throttle_masks)
+        self.temps = [40, 52]
+        self.clocks = [1980, 1830]
+
+    def energy_mj(self):
+        elapsed = time.monotonic() - self.t0
+        ticks = int(elapsed / 0.1) * 0.1  # counter granularity
+        return 7_000_000 + int(self.POWER_W * ticks * 1000)
+
+    def power_w(self):
+        return self.POWER_W
+
+    def temp_c(self):
+        return self.temps.pop(0)
+
+    def sm_clock_mhz(self):
+        return self.clocks.pop(0)
+
+    def throttle_mask(self):
+        return self.masks.pop(0) if len(self.masks) > 1 else self.masks[0]
+
+    def other_processes(self):
+        raise pynvml.NVMLError(pynvml.NVML_ERROR_NO_PERMISSION)
+
+
+def test_meter_with_fake_device_real_time():
+    dev = FakeDevice()
+    with EnergyMeter(dev) as m:
+        while m.elapsed_s < 1.0:
+            time.sleep(0.05)
+    r = m.reading
+    assert r.source == "nvml_total_energy_counter"
+    assert 1.0 <= r.window_s < 1.3
+    # The counter moves in 100 ms steps: within one tick (25 J) of 250 W * window.
+    assert abs(r.energy_j - 250.0 * r.window_s) <= 25.0 + 1e-9
+    assert r.sampler_energy_j == pytest.approx(250.0 * r.sampler_window_s)
+    assert r.sampler_n_samples >= 30
+    assert (r.gpu_temp_c_start, r.gpu_temp_c_end) == (40, 52)
+    assert (r.sm_clock_mhz_start, r.sm_clock_mhz_end) == (1980, 1830)
+    assert r.throttle_reasons == ["sw_power_cap"]  # seen mid-window, idle bit dropped
+    assert r.other_gpu_processes is None  # not permitted -> unknown, not 0
+    s = summarize(r, idle_power_w=50.0, tokens=1000)
+    assert s["avg_power_w"] == pytest.approx(250.0, abs=25.0 / r.window_s)
+    assert s["energy_counter_sampler_rel_diff"] < 0.15
+
+
+def test_meter_counter_going_backwards_is_unavailable():
+    class Backwards(FakeDevice):
+        def __init__(self):
+            super().__init__()
+            self.values = [5_000, 1_000]
+
+        def energy_mj(self):
+            return self.values.pop(0)
+
+    with EnergyMeter(Backwards()) as m:
+        pass
+    assert m.reading.source == "unavailable: energy counter went backwards"
+    assert m.reading.energy_j is None
+    assert summarize(m.reading, 50.0, 10)["energy_j"] is None
+
+
+# ------------------------------------------------------------------ unavailable device
+
+
+def test_meter_and_idle_on_unavailable_device():
+    dev = open_device("cpu")
+    with EnergyMeter(dev) as m:
+        time.sleep(0.01)
+    assert m.reading == EnergyReading(source=dev.energy_source)
+    assert summarize(m.reading, None, 64) == unavailable(dev.reason)
+    t = time.monotonic()
+    assert measure_idle_power_w(dev, cooldown_s=30.0, window_s=30.0) is None
+    assert time.monotonic() - t < 1.0  # no pointless cool-down
