@@ -1,7 +1,8 @@
 """Every closed set of names the project uses, declared once.
 
-The config schema, the Snakemake wildcard constraints, the result schema's descriptions and the
-report all derive their lists from these; `tests/unit/test_enums.py` proves the derived copies agree.
+The config schema (generated from the typed config, which uses these), the Snakemake wildcard
+constraints (common.smk), the metric catalogue's definitions and the report derive their lists from
+these; tests/unit/test_config.py checks the committed schema is the generated one.
 StrEnum members compare equal to their text, so rows and configs keep plain strings.
 """
 

@@ -15,16 +15,13 @@ part of the workflow).
 import argparse
 import contextlib
 import shutil
-import sys
 from pathlib import Path
 
+import pandas as pd
+
+from deploybench.report import render_report
+
 ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
-
-import pandas as pd  # noqa: E402
-
-from deploybench.report import render_report  # noqa: E402
 
 CONFIG_KEYS = ("models", "decoding", "studies", "analysis", "report", "measurement")
 
