@@ -60,6 +60,7 @@ class StudyKind(StrEnum):
     PRECISION_SWEEP = "precision_sweep"
     BACKEND_COMPARISON = "backend_comparison"
     EXPERTS_COMPARISON = "experts_comparison"
+    ATTENTION_COMPARISON = "attention_comparison"  # model entries that differ in attn_implementation
 
 
 class Status(StrEnum):
