@@ -25,7 +25,8 @@ from pathlib import Path
 import torch
 from _cell import benchmark_cell, graphed, random_model_and_prompt, timed
 
-from deploybench import models, params, roofline
+from deploybench import calibration, models, params
+from deploybench.boundness import device_kernels
 from deploybench.decode_loop import CompiledDecodeLoop
 from deploybench.enums import Backend, DType, values
 from deploybench.environment import capture
@@ -40,16 +41,6 @@ KINDS = (
 
 def kind_of(name: str) -> str:
     return next((kind for kind, pattern in KINDS if pattern.search(name)), "other")
-
-
-def device_kernels(profile) -> list[tuple[str, float]]:
-    """(name, device microseconds) of every kernel the profiler saw on the device."""
-    out = []
-    for event in profile.events():
-        # Kernels are events on the device; their time range is the kernel's own start and end.
-        if str(event.device_type).endswith("CUDA"):
-            out.append((event.name, float(event.time_range.elapsed_us())))
-    return out
 
 
 def main() -> None:
@@ -92,7 +83,7 @@ def main() -> None:
         }
     step_us = sum(v["us"] for v in per_step.values())
     itl_ms = [x * 1000 for x in timing.itl_s]
-    copy_bandwidth = roofline.measure_copy_bandwidth(device)
+    copy_bandwidth = calibration.copy_bandwidth(device)
     gemvs = linear_gemv_bandwidth(model, device)
     report = {
         "architecture": args.architecture,

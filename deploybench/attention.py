@@ -7,8 +7,12 @@ softmax(QK^T * scale + mask) V by folding each KV head's group of query heads in
 dimension, so K and V are read once, in place. gpt-oss's attention sinks are handled as in its
 own eager path (an extra logit per head, dropped after the softmax, softmax in the logits' dtype).
 
-Registered in transformers' attention and mask interfaces as GQA_EAGER; the compiled_loop
-backend uses it for every model (rows record it in attn_implementation).
+Registered in transformers' attention and mask interfaces as GQA_EAGER. The compiled_loop backend
+uses GQA_SDPA_PREFILL where the model supports SDPA: its prefill (several query positions) goes
+through transformers' own SDPA path, as the eager-sdpa backend's does (flash attention on an empty
+static cache), and only its decode steps (one query position, the compiled graph) through the
+function above. Models without SDPA (gpt-oss: attention sinks) keep GQA_EAGER for both. Rows record
+which in attn_implementation.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ import torch
 from torch.nn import functional
 
 GQA_EAGER = "deploybench_gqa_eager"
+GQA_SDPA_PREFILL = "deploybench_gqa_sdpa_prefill"
 
 
 def gqa_eager_attention(module, query, key, value, attention_mask, scaling, dropout=0.0, **kwargs):
@@ -43,11 +48,32 @@ def gqa_eager_attention(module, query, key, value, attention_mask, scaling, drop
     return out, probs
 
 
-def register() -> str:
-    """Make GQA_EAGER a valid attn_implementation (idempotent); returns its name."""
+def sdpa_prefill_attention(module, query, key, value, attention_mask, scaling, dropout=0.0, **kwargs):
+    """Several query positions (prefill): transformers' SDPA; one (a decode step): gqa_eager_attention."""
+    if query.shape[2] > 1:
+        from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+        return sdpa_attention_forward(
+            module, query, key, value, attention_mask, dropout=dropout, scaling=scaling, **kwargs
+        )
+    return gqa_eager_attention(module, query, key, value, attention_mask, scaling, dropout, **kwargs)
+
+
+def _mask_by_phase(*, q_length: int, **kwargs):
+    """SDPA's mask (None where is_causal does, so flash attention runs) for a prefill, eager's for a step."""
+    from transformers.masking_utils import eager_mask, sdpa_mask
+
+    return (sdpa_mask if q_length > 1 else eager_mask)(q_length=q_length, **kwargs)
+
+
+def register(model=None) -> str:
+    """Register both implementations (idempotent); returns the one for `model`: GQA_SDPA_PREFILL where
+    its class supports SDPA, else (or without a model) GQA_EAGER."""
     from transformers import AttentionInterface
     from transformers.masking_utils import AttentionMaskInterface, eager_mask
 
     AttentionInterface.register(GQA_EAGER, gqa_eager_attention)
     AttentionMaskInterface.register(GQA_EAGER, eager_mask)
-    return GQA_EAGER
+    AttentionInterface.register(GQA_SDPA_PREFILL, sdpa_prefill_attention)
+    AttentionMaskInterface.register(GQA_SDPA_PREFILL, _mask_by_phase)
+    return GQA_SDPA_PREFILL if model is not None and getattr(model, "_supports_sdpa", False) else GQA_EAGER

@@ -1,7 +1,7 @@
 """What bounds a cell's decode: the host that launches kernels, memory bandwidth, or compute.
 
 A profiled pass outside every timed and energy window (torch.profiler; CUPTI sees kernels inside CUDA
-graphs too) runs a prefill-only generate and a `profile_tokens` generate: their difference over the
+graphs too) runs a prefill-only generate and a full-length generate: their difference over the
 decode steps is each step's kernel count and kernel time. Against the measured (unprofiled) time per
 output token this gives the GPU-busy fraction; with the step's arithmetic intensity against the
 machine's ridge point (measured GEMM rate / GEMV bandwidth) it gives the verdict `bound_by`.
@@ -20,11 +20,20 @@ from .enums import BoundBy
 HOST_BELOW = 0.5
 # At or above GPU_AT_LEAST the GPU sets the pace; between the two, host and GPU share it (mixed).
 GPU_AT_LEAST = 0.8
+# Decode steps profiled: a step's kernels barely change over a few dozen positions, and an eager step's
+# thousands of kernels make every profiled token costly to collect.
 PROFILE_TOKENS = 16
+
+
+def profile_tokens(gen: int, cache_sized_by_length: bool) -> int:
+    """PROFILE_TOKENS, or the cell's gen where the cache is sized by the generate's length (generate() with
+    a static cache): another length would compile the step again."""
+    return gen if cache_sized_by_length else min(gen, PROFILE_TOKENS)
 
 
 @dataclass(frozen=True)
 class StepProfile:
+    profile_tokens: int
     kernels_per_token: float
     gpu_kernel_ms_per_token: float
 
@@ -39,26 +48,22 @@ def device_kernels(profile) -> list[tuple[str, float]]:
     return out
 
 
-def profile_decode_steps(run, gen: int, device: str, profile_tokens: int = PROFILE_TOKENS) -> StepProfile | None:
-    """Kernels and kernel time per decode step; `run(new_tokens, i, clock)` as measure.backend_runner gives.
-
-    None on a CPU device. The profiled generates are shorter than the cell's (`profile_tokens`, at most gen):
-    a step's cost barely changes over a few dozen positions.
-    """
-    if not str(device).startswith("cuda"):
+def profile_decode_steps(run, tokens: int, device: str) -> StepProfile | None:
+    """Kernels and kernel time per decode step over a `tokens`-token generate and a one-token one;
+    `run(new_tokens, i, clock)` as measure.backend_runner gives. None on a CPU device or below 2 tokens."""
+    if not str(device).startswith("cuda") or tokens < 2:
         return None
-    tokens = max(2, min(gen, profile_tokens))
     totals = {}
     for new_tokens in (1, tokens):
-        with torch.profiler.profile(
-            activities=[torch.profiler.ProfilerActivity.CPU, torch.profiler.ProfilerActivity.CUDA]
-        ) as profile:
+        # Device activity only: the kernels are all we read, and host-op events would cost seconds to collect.
+        with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as profile:
             _, output = run(new_tokens, 0, False)
             del output
         kernels = device_kernels(profile)
         totals[new_tokens] = (len(kernels), sum(us for _, us in kernels))
     steps = tokens - 1
     return StepProfile(
+        profile_tokens=tokens,
         kernels_per_token=(totals[tokens][0] - totals[1][0]) / steps,
         gpu_kernel_ms_per_token=(totals[tokens][1] - totals[1][1]) / steps / 1000,
     )

@@ -1,5 +1,6 @@
 """What this GPU can do, measured in the cell's own process: the ceilings its figures are judged by.
 
+- Copy bandwidth: a 1 GiB device-to-device copy (bytes read + written), as the classic roofline uses.
 - GEMV bandwidth: the model's dominant weight shape multiplied by one vector, over enough distinct
   copies that the L2 cache cannot serve a repeat, for at least a second. Batch-1 decode is a chain of
   such products, so this is the bandwidth decode can reach (below what a plain copy sustains).
@@ -40,6 +41,33 @@ def dominant_weight_shape(model: torch.nn.Module) -> tuple[int, int] | None:
             shape = tuple(param.shape[1:])
             totals[shape] = totals.get(shape, 0) + param.numel()
     return max(totals, key=totals.get) if totals else None
+
+
+def copy_bandwidth(device: str, size_bytes: int = 1 << 30, repeats: int = 10) -> float | None:
+    """Device-to-device copy bandwidth in bytes/s, counting bytes read plus bytes written.
+
+    Median of `repeats` timed copies after one warm-up, timed with CUDA events. None on CPU.
+    """
+    if not is_cuda(device):
+        return None
+    src = torch.empty(size_bytes, dtype=torch.uint8, device=device)
+    dst = torch.empty_like(src)
+    dst.copy_(src)
+    times = []
+    for _ in range(repeats):
+        start, end = (
+            torch.cuda.Event(enable_timing=True),
+            torch.cuda.Event(enable_timing=True),
+        )
+        start.record()
+        dst.copy_(src)
+        end.record()
+        end.synchronize()
+        times.append(start.elapsed_time(end) / 1000)
+    del src, dst
+    torch.cuda.empty_cache()
+    times.sort()
+    return 2 * size_bytes / times[len(times) // 2]
 
 
 def _graph_of(fn) -> torch.cuda.CUDAGraph:

@@ -10,7 +10,8 @@ device with CUDA events and placed on the host clock relative to the first one, 
 latency is the time between tokens being produced on the GPU. On CPU every op is synchronous and
 each token is stamped with the host clock.
 
-Attention runs through attention.GQA_EAGER: the eager math without repeat_kv's copies.
+Attention: decode steps run attention.gqa_eager_attention (the eager math without repeat_kv's copies);
+the prefill runs transformers' SDPA where the model supports it (attention.GQA_SDPA_PREFILL).
 """
 
 from __future__ import annotations
@@ -38,8 +39,8 @@ class CompiledDecodeLoop:
     def __init__(self, model, decoding: DecodingMode, context: int, gen: int, device: str):
         from transformers import StaticCache
 
-        # K and V read in place rather than copied once per query head (see attention.py).
-        model.set_attn_implementation(attention.register())
+        # K and V read in place rather than copied once per query head; prefill through SDPA (attention.py).
+        model.set_attn_implementation(attention.register(model))
         self.model = model
         self.device = device
         # The last generated token is never fed back: the cache holds context + gen - 1 tokens.

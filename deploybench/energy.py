@@ -31,6 +31,11 @@ ENERGY_FIELDS = (
     "gpu_temp_c_end",
     "sm_clock_mhz_start",
     "sm_clock_mhz_end",
+    "sm_clock_mhz_mean",
+    "sm_clock_mhz_min",
+    "mem_clock_mhz_mean",
+    "power_violation_s",
+    "thermal_violation_s",
     "throttle_reasons",
     "other_gpu_processes",
 )
@@ -56,6 +61,11 @@ class EnergyReading:
     gpu_temp_c_end: int | None = None
     sm_clock_mhz_start: int | None = None
     sm_clock_mhz_end: int | None = None
+    sm_clock_mhz_mean: float | None = None  # the clocks polled through the window (10 Hz)
+    sm_clock_mhz_min: float | None = None
+    mem_clock_mhz_mean: float | None = None
+    power_violation_s: float | None = None  # NVML violation counters, end minus start of the window
+    thermal_violation_s: float | None = None
     throttle_reasons: list[str] | None = None
     other_gpu_processes: int | None = None
 
@@ -106,6 +116,26 @@ def summarize(reading: EnergyReading, idle_power_w: float | None, tokens: int | 
         "gpu_temp_c_end": reading.gpu_temp_c_end,
         "sm_clock_mhz_start": reading.sm_clock_mhz_start,
         "sm_clock_mhz_end": reading.sm_clock_mhz_end,
+        "sm_clock_mhz_mean": reading.sm_clock_mhz_mean,
+        "sm_clock_mhz_min": reading.sm_clock_mhz_min,
+        "mem_clock_mhz_mean": reading.mem_clock_mhz_mean,
+        "power_violation_s": reading.power_violation_s,
+        "thermal_violation_s": reading.thermal_violation_s,
         "throttle_reasons": reading.throttle_reasons,
         "other_gpu_processes": reading.other_gpu_processes,
+    }
+
+
+def by_phase(
+    prefill: EnergyReading, prefill_runs: int, decode: EnergyReading, decode_runs: int, context: int, gen: int
+) -> dict:
+    """Energy per prompt token (the prefill window of one-token generates) and per decode token
+    (a full generate's energy less a one-token generate's, over its gen - 1 decode steps); gross."""
+    per_prefill = ratio(prefill.energy_j, prefill_runs)
+    per_generate = ratio(decode.energy_j, decode_runs)
+    decode_only = None if per_prefill is None or per_generate is None else per_generate - per_prefill
+    return {
+        "prefill_energy_window_s": prefill.window_s,
+        "j_per_prompt_token": ratio(per_prefill, context),
+        "j_per_decode_token": ratio(decode_only, gen - 1),
     }

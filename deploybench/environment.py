@@ -1,4 +1,4 @@
-"""What machine and software a row was measured with."""
+"""What machine and software a row was measured with (the host and code record: deploybench.host)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 
 import torch
 
-from . import nvml
+from . import host, nvml
 from .enums import Device
 
 
@@ -23,17 +23,6 @@ def resolve_device(requested: Device) -> str:
     if requested == Device.CUDA and not torch.cuda.is_available():
         raise RuntimeError("measurement.device is cuda but torch sees no CUDA device")
     return Device(requested).value
-
-
-def _cpu_name() -> str:
-    try:
-        with open("/proc/cpuinfo") as fh:
-            for line in fh:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def capture(device: str) -> dict:
@@ -56,8 +45,8 @@ def capture(device: str) -> dict:
         env["device_uuid"] = _gpu_uuid(props)
         env["driver_version"] = nvml.driver_version()
     else:
-        env["device_name"] = _cpu_name()
-    return env
+        env["device_name"] = host.cpu_model()
+    return env | host.record()
 
 
 def _gpu_uuid(props) -> str | None:

@@ -63,16 +63,25 @@ def analytic_kv_bytes(
     )
 
 
-def kv_bytes_read_per_token(config, context: int, gen: int, dtype: torch.dtype) -> float:
-    """Mean KV bytes a decode step reads over the generation (attention reads the whole cache)."""
-    per_token_per_layer = 2 * config.num_key_value_heads * _head_dim(config) * dtype.itemsize
+def positions_attended_per_token(config, context: int, gen: int) -> float:
+    """KV positions a decode step attends to, summed over layers, mean over the gen - 1 decode steps."""
     window = getattr(config, "sliding_window", None)
     total = 0.0
     for kind in _layer_types(config):
         # Step i (0-based) attends over context + i tokens; average over the gen - 1 decode steps.
-        steps = range(1, gen)
-        attended = [context + i for i in steps] or [context]
+        attended = [context + i for i in range(1, gen)] or [context]
         if kind == "sliding_attention" and window:
             attended = [min(a, window) for a in attended]
-        total += per_token_per_layer * sum(attended) / len(attended)
+        total += sum(attended) / len(attended)
     return total
+
+
+def kv_bytes_read_per_token(config, context: int, gen: int, dtype: torch.dtype) -> float:
+    """Mean KV bytes a decode step reads over the generation (attention reads the whole cache)."""
+    per_position = 2 * config.num_key_value_heads * _head_dim(config) * dtype.itemsize
+    return per_position * positions_attended_per_token(config, context, gen)
+
+
+def attention_flops_per_token(config, context: int, gen: int) -> float:
+    """Multiply-adds of a decode step's attention, x2: q.k and p.v per query head and attended position."""
+    return 4 * config.num_attention_heads * _head_dim(config) * positions_attended_per_token(config, context, gen)

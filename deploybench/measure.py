@@ -5,8 +5,10 @@ Expected failures (out of memory, an unsupported dtype, a context over the model
 row with status=failed; anything else raises, so a harness bug fails the job loudly.
 
 The phases, in the order they run (each timed region synchronised, on a monotonic clock):
-load (copy bandwidth, NVML device, model, prompt, backend runner, idle power) -> warm up ->
-TTFT runs -> decode runs (inside the energy window) -> figures -> verdict.
+calibrate (copy and GEMV bandwidth, GEMM rate, launch cost) -> load (NVML device, model, prompt,
+backend runner, idle power after a cool-down) -> warm up -> TTFT runs (inside the prefill energy
+window) -> decode runs (the full shape warmed again, then inside the decode energy window) ->
+profile (kernels per decode step, outside every window) -> figures -> verdict.
 """
 
 from __future__ import annotations
@@ -20,6 +22,8 @@ import torch
 
 from . import (
     HARNESS_VERSION,
+    boundness,
+    calibration,
     energy,
     environment,
     failures,
@@ -32,12 +36,19 @@ from . import (
     roofline,
 )
 from .decode_loop import CompiledDecodeLoop
-from .energy_meter import EnergyMeter, measure_idle_power_w
+from .energy_meter import EnergyMeter, IdleReading, measure_idle
 from .enums import Backend, CacheImplementation, Status, ThrottleReason
 from .schema import SCHEMA_VERSION
-from .spec import CellSpec, ModelEntry
+from .spec import CellSpec, ModelEntry, canonical_json
 from .stats import PERCENTILE_METHOD, coefficient_of_variation, median, percentile
-from .timing import RunTiming, generation_config, synchronize, timed_generate
+from .timing import (
+    RunTiming,
+    effective_settings,
+    generation_config,
+    isolate_generation_config,
+    synchronize,
+    timed_generate,
+)
 
 ENERGY_DISAGREEMENT_LIMIT = 0.10  # counter vs sampler, relative
 # Derived from the names the meter writes (enums.ThrottleReason), so the two cannot drift apart.
@@ -99,10 +110,11 @@ def measure_cell(cell: CellSpec) -> dict:
 
     config = models.model_config(cell.model)
     row["model_type"] = config.model_type
-    row.update(_param_counts(cell.model, config))
+    meta = params.build_meta_model(config)  # shapes without memory: counts and the GEMV shape
+    row.update(_param_counts(cell.model, meta))
     try:
         _check_context_fits(cell, config)
-        row.update(_measure_loaded(cell, device, config, row["active_params"]))
+        row.update(_measure_loaded(cell, device, config, row, calibration.dominant_weight_shape(meta)))
     except Exception as exc:  # expected failures become rows; the rest propagates
         kind = failures.classify(exc)
         if kind is None:
@@ -116,8 +128,8 @@ def measure_cell(cell: CellSpec) -> dict:
     return row
 
 
-def _param_counts(model: ModelEntry, config) -> dict:
-    counts = params.count_from_config(config)
+def _param_counts(model: ModelEntry, meta_model) -> dict:
+    counts = params.count_params(meta_model)
     if model.active_params:
         counts["active_params"] = int(model.active_params)
         counts["active_params_source"] = "config override"
@@ -134,19 +146,41 @@ def _check_context_fits(cell: CellSpec, config) -> None:
         )
 
 
-def _measure_loaded(cell: CellSpec, device: str, config, active_params: int) -> dict:
-    bandwidth = roofline.measure_copy_bandwidth(device) if cell.measurement.measure_bandwidth else None
-    with nvml.open_device(device) as meter_device:  # NVML stays up until the energy window closed
+def _measure_loaded(cell: CellSpec, device: str, config, counts: dict, weight_shape) -> dict:
+    ceilings = _calibrate(cell, device, weight_shape)  # before the model takes the memory
+    with nvml.open_device(device) as meter_device:  # NVML stays up until the energy windows closed
+        power_limit_w = nvml.try_read(meter_device.power_limit_w) if meter_device.available else None
         ready = _load(cell, device, config, meter_device)
         warmup_s = _warm_up(ready.run, cell)
-        ttft_ms = _ttft_runs(ready.run, cell)
+        prefill = _prefill_runs(ready.run, cell, meter_device)
         decode = _decode_runs(ready.run, cell, device, meter_device)
-    out = {"mem_bandwidth_bytes_per_s": bandwidth, **ready.figures}
-    out.update(_figures(cell, config, ready, warmup_s, ttft_ms, decode))
-    out.update(_roofline_figures(cell, config, ready.prompt, out["decode_tps"], bandwidth, active_params))
+    tokens = boundness.profile_tokens(cell.gen, cache_sized_by_length=cell.backend is Backend.COMPILED)
+    step = boundness.profile_decode_steps(ready.run, tokens, device)
+    out = {**ceilings, "power_limit_w": power_limit_w, **ready.figures}
+    out.update(_figures(cell, config, ready, warmup_s, prefill, decode))
+    out.update(_roofline_figures(cell, config, ready.prompt, out, counts))
+    out.update(_boundness_figures(step, out))
     out["status"] = Status.OK
     out.update(_verdict(cell, out))
     return out
+
+
+# ---------------------------------------------------------------- phase: calibrate
+
+
+def _calibrate(cell: CellSpec, device: str, weight_shape) -> dict:
+    """The ceilings this GPU reaches in this process: copy and GEMV bandwidth, GEMM rate, launch cost."""
+    figures = {"gemv_shape": "x".join(map(str, weight_shape)) if weight_shape else None}
+    if not cell.measurement.measure_bandwidth:
+        return figures
+    dtype = models.TORCH_DTYPES[cell.dtype]
+    figures["mem_bandwidth_bytes_per_s"] = calibration.copy_bandwidth(device)
+    figures["gemv_bandwidth_bytes_per_s"] = calibration.gemv_bandwidth(weight_shape, dtype, device)
+    figures["gemm_flops_per_s"] = calibration.gemm_flops(dtype, device)
+    figures["launch_us"] = calibration.launch_us(device)
+    if calibration.is_cuda(device):
+        torch.cuda.empty_cache()  # give the calibration buffers back before the model loads
+    return figures
 
 
 # ---------------------------------------------------------------- phase: load
@@ -159,8 +193,8 @@ class Ready:
     loaded: models.LoadedModel
     prompt: prompts.Prompt
     run: Runner
-    idle_power_w: float | None
-    figures: dict  # load_s, weights_bytes, prompt facts, implementations
+    idle: IdleReading
+    figures: dict  # load_s, weights_bytes, prompt facts, implementations, generation settings
 
 
 def _load(cell: CellSpec, device: str, config, meter_device: nvml.NvmlDevice | nvml.UnavailableDevice) -> Ready:
@@ -176,25 +210,38 @@ def _load(cell: CellSpec, device: str, config, meter_device: nvml.NvmlDevice | n
     figures["prompt_mode"] = prompt.prompt_mode
     figures["context_tokens_measured"] = prompt.context_tokens_measured
     input_ids = torch.tensor([prompt.input_ids], device=device)
-    run = backend_runner(cell, loaded, config, input_ids, device)
+    run, settings = backend_runner(cell, loaded, config, input_ids, device, with_settings=True)
+    figures["generation_settings_json"] = canonical_json(settings)
     figures.update(models.implementations(loaded.model))  # after the runner: compiled_loop sets its attention
 
     # Idle power with the weights resident, after a cool-down, before any generate of this cell.
     measurement = cell.measurement
-    idle_w = measure_idle_power_w(meter_device, measurement.idle_cooldown_s, measurement.idle_window_s)
-    return Ready(loaded, prompt, run, idle_w, figures)
+    idle = measure_idle(
+        meter_device, measurement.idle_cooldown_s, measurement.idle_cooldown_max_s, measurement.idle_window_s
+    )
+    figures.update(
+        idle_cooldown_s_measured=idle.cooldown_s, idle_temp_c_start=idle.temp_c_start, idle_temp_c_end=idle.temp_c_end
+    )
+    return Ready(loaded, prompt, run, idle, figures)
 
 
-def backend_runner(cell: CellSpec, loaded, config, input_ids, device: str) -> Runner:
+def backend_runner(cell: CellSpec, loaded, config, input_ids, device: str, with_settings: bool = False):
     """run(new_tokens, i, clock) -> (RunTiming, output): one timed generation for this backend.
 
     Uses the cell's backend, decoding, context, gen and measurement seed (the benchmarks call it too).
+    With `with_settings`, also the generation settings a full-length run applies.
     """
     seed = cell.measurement.seed
     if cell.backend is Backend.COMPILED_LOOP:
         loop = CompiledDecodeLoop(loaded.model, cell.decoding, cell.context, cell.gen, device)
-        return lambda new_tokens, i, clock: loop.run(input_ids, new_tokens, seed + i, clock)
+        temperature, top_k, top_p = cell.decoding.filters  # what its own sampler applies
+        settings = {"do_sample": cell.decoding.do_sample, "max_new_tokens": cell.gen, "min_new_tokens": cell.gen}
+        if cell.decoding.do_sample:
+            settings |= {"temperature": temperature, "top_k": top_k, "top_p": top_p}
+        run = lambda new_tokens, i, clock: loop.run(input_ids, new_tokens, seed + i, clock)  # noqa: E731
+        return (run, settings) if with_settings else run
 
+    isolate_generation_config(loaded.model)
     pad_id = _pad_id(loaded, config)
     cache_impl = CacheImplementation.STATIC if cell.backend is Backend.COMPILED else None
     attention_mask = torch.ones_like(input_ids)
@@ -203,7 +250,9 @@ def backend_runner(cell: CellSpec, loaded, config, input_ids, device: str) -> Ru
         gen_config = generation_config(cell.decoding, new_tokens, pad_id, cache_impl)
         return timed_generate(loaded.model, input_ids, attention_mask, gen_config, device, seed + i, clock)
 
-    return run
+    if not with_settings:
+        return run
+    return run, effective_settings(loaded.model, generation_config(cell.decoding, cell.gen, pad_id, cache_impl))
 
 
 def _prompt(loaded, config, cell: CellSpec) -> prompts.Prompt:
@@ -248,9 +297,25 @@ def _warm_up(run: Runner, cell: CellSpec) -> list[float]:
     return full_shape_s
 
 
-def _ttft_runs(run: Runner, cell: CellSpec) -> list[float]:
-    """Milliseconds of `n_runs` one-token generates, prefill included."""
-    return [run(1, i, clock=False)[0].e2e_s * 1000 for i in range(cell.measurement.n_runs)]
+@dataclass
+class PrefillRuns:
+    """One-token generates (TTFT samples) and the energy window over them."""
+
+    ttft_ms: list[float]
+    reading: energy.EnergyReading
+
+
+def _prefill_runs(run: Runner, cell: CellSpec, meter_device) -> PrefillRuns:
+    """`n_runs` one-token generates, prefill included; on a GPU more, until the prefill energy window
+    is `min_energy_window_s` long. Every one is a TTFT sample."""
+    measurement = cell.measurement
+    ttft_ms = []
+    with EnergyMeter(meter_device) as meter:
+        while len(ttft_ms) < measurement.n_runs or (
+            meter_device.available and meter.elapsed_s < measurement.min_energy_window_s
+        ):
+            ttft_ms.append(run(1, len(ttft_ms), clock=False)[0].e2e_s * 1000)
+    return PrefillRuns(ttft_ms, meter.reading)
 
 
 @dataclass
@@ -269,6 +334,9 @@ def _decode_runs(run: Runner, cell: CellSpec, device: str, meter_device) -> Deco
     """`n_runs` full generates with per-step stamps, peak memory reset before; the energy window
     around them is extended with more runs until it is `min_energy_window_s` long."""
     measurement = cell.measurement
+    # The TTFT runs ran another shape since the warm-up: the compiled backend's first full run after
+    # them re-warmed inside the measurement (86 against 27 ms for its first decode step), so warm again.
+    run(cell.gen, 0, clock=False)
     memory.reset_peak(device)
     timings, output = [], None
     with EnergyMeter(meter_device) as meter:
@@ -293,7 +361,7 @@ def _decode_runs(run: Runner, cell: CellSpec, device: str, meter_device) -> Deco
 
 
 def _figures(
-    cell: CellSpec, config, ready: Ready, warmup_s: list[float], ttft_ms: list[float], decode: DecodeRuns
+    cell: CellSpec, config, ready: Ready, warmup_s: list[float], prefill: PrefillRuns, decode: DecodeRuns
 ) -> dict:
     """Memory, KV, latency and energy figures from what the runs recorded (arithmetic only)."""
     dtype = models.TORCH_DTYPES[cell.dtype]
@@ -303,27 +371,61 @@ def _figures(
         config, ready.prompt.context_tokens_measured, cell.gen, dtype, cell.cache_implementation
     )
     out["gen_tokens_measured"] = min(t.new_tokens for t in decode.timings)
-    out.update(_latency_figures(decode.timings, ttft_ms, cell.gen))
+    out.update(_latency_figures(decode.timings, prefill.ttft_ms, cell.gen))
     # transformers compiles generate()'s decode step itself when the cache is static on a GPU.
     out["compiled"] = cell.backend is Backend.COMPILED_LOOP or hasattr(ready.loaded.model, "_compiled_call")
     if cell.backend.static_cache:
         out["compile_s"] = max(0.0, warmup_s[0] - out["e2e_ms_p50"] / 1000)
-    out.update(_energy_figures(decode, ready.idle_power_w, cell.gen))
+    out.update(_energy_figures(decode, prefill, ready, cell.gen))
     return out
 
 
-def _energy_figures(decode: DecodeRuns, idle_power_w: float | None, gen: int) -> dict:
+def _energy_figures(decode: DecodeRuns, prefill: PrefillRuns, ready: Ready, gen: int) -> dict:
     if not decode.metered:
         return energy.unavailable(decode.reading.source)
-    record = energy.summarize(decode.reading, idle_power_w, decode.energy_runs * gen)
-    return {**record, "energy_runs": decode.energy_runs}
+    record = energy.summarize(decode.reading, ready.idle.power_w, decode.energy_runs * gen)
+    prefill_runs = len(prefill.ttft_ms)
+    by_phase = energy.by_phase(
+        prefill.reading, prefill_runs, decode.reading, decode.energy_runs, ready.prompt.context_tokens_measured, gen
+    )
+    return {**record, **by_phase, "energy_runs": decode.energy_runs, "prefill_energy_runs": prefill_runs}
 
 
-def _roofline_figures(cell: CellSpec, config, prompt, decode_tps, bandwidth, active_params: int) -> dict:
+def _roofline_figures(cell: CellSpec, config, prompt, out: dict, counts: dict) -> dict:
+    """Bytes and FLOPs a decode step reads and does, and decode speed against both bandwidth ceilings."""
     dtype = models.TORCH_DTYPES[cell.dtype]
-    kv_read = kvcache.kv_bytes_read_per_token(config, prompt.context_tokens_measured, cell.gen, dtype)
-    bytes_per_token = roofline.decode_bytes_per_token(active_params, dtype, kv_read)
-    return {"decode_bytes_per_token": bytes_per_token, **roofline.roofline(decode_tps, bandwidth, bytes_per_token)}
+    context = prompt.context_tokens_measured
+    params_read = roofline.params_read_per_token(
+        counts["active_params"], counts["all_experts_params"], out["experts_read_per_token"]
+    )
+    kv_read = kvcache.kv_bytes_read_per_token(config, context, cell.gen, dtype)
+    bytes_per_token = roofline.decode_bytes_per_token(params_read, dtype, kv_read)
+    flops = roofline.decode_flops_per_token(params_read, kvcache.attention_flops_per_token(config, context, cell.gen))
+    decode_tps = out["decode_tps"]
+    return {
+        "params_read_per_token": params_read,
+        "decode_bytes_per_token": bytes_per_token,
+        "decode_flops_per_token": flops,
+        **roofline.roofline(decode_tps, out.get("mem_bandwidth_bytes_per_s"), bytes_per_token),
+        **roofline.roofline(decode_tps, out.get("gemv_bandwidth_bytes_per_s"), bytes_per_token, suffix="_gemv"),
+    }
+
+
+def _boundness_figures(step: boundness.StepProfile | None, out: dict) -> dict:
+    """Kernel figures of a decode step, the GPU-busy fraction and what bounds the step."""
+    if step is None:
+        return {"boundness_null_reason": "no CUDA device: the kernel profile and the calibrations need CUDA"}
+    busy = boundness.busy_fraction(step.gpu_kernel_ms_per_token, out.get("tpot_ms"))
+    bandwidth = out.get("gemv_bandwidth_bytes_per_s") or out.get("mem_bandwidth_bytes_per_s")
+    ridge = out["gemm_flops_per_s"] / bandwidth if out.get("gemm_flops_per_s") and bandwidth else None
+    intensity = out["decode_flops_per_token"] / out["decode_bytes_per_token"]
+    return {
+        "profile_tokens": step.profile_tokens,
+        "kernels_per_token": step.kernels_per_token,
+        "gpu_kernel_ms_per_token": step.gpu_kernel_ms_per_token,
+        "gpu_busy_fraction": busy,
+        "bound_by": boundness.bound_by(busy, intensity, ridge),
+    }
 
 
 def _latency_figures(timings, ttft_ms: list[float], gen: int) -> dict:

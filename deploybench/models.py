@@ -12,7 +12,8 @@ from pathlib import Path
 
 import torch
 
-from .enums import DType, WeightsSource
+from . import experts
+from .enums import DType, ExpertsImplementation, WeightsSource
 from .spec import ModelEntry
 
 TORCH_DTYPES = {
@@ -57,8 +58,13 @@ def _checkpoint_kwargs(model: ModelEntry) -> dict:
 
 
 def _impl_kwargs(model: ModelEntry) -> dict:
-    kwargs = {"attn_implementation": model.attn_implementation or "eager"}
+    """Only what the entry sets: otherwise transformers chooses (sdpa for Qwen3 and Llama, eager for gpt-oss)."""
+    kwargs = {}
+    if model.attn_implementation:
+        kwargs["attn_implementation"] = model.attn_implementation
     if model.experts_implementation:
+        if model.experts_implementation is ExpertsImplementation.ALL_EXPERTS:
+            experts.register()
         kwargs["experts_implementation"] = model.experts_implementation.value  # plain text for transformers
     return kwargs
 
@@ -95,13 +101,12 @@ def load_model(model: ModelEntry, dtype: DType, device: str) -> LoadedModel:
 def implementations(model) -> dict:
     """Attention and experts implementations actually in use (recorded in every row)."""
     config = model.config
-    experts = getattr(config, "_experts_implementation", None) if is_moe(config) else None
+    moe = is_moe(config)
+    implementation = getattr(config, "_experts_implementation", None) if moe else None
     return {
         "attn_implementation": getattr(config, "_attn_implementation", None) or "unknown",
-        "experts_implementation": experts or "n/a",
-        # At batch 1 every transformers experts path (eager loop, grouped_mm, batched_mm) only
-        # touches the experts the router picked, so a decode step reads the routed experts only.
-        "experts_read_per_token": "routed" if is_moe(config) else "n/a",
+        "experts_implementation": implementation or "n/a",
+        "experts_read_per_token": experts.experts_read_per_token(moe, implementation),
     }
 
 

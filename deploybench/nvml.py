@@ -202,6 +202,17 @@ class NvmlDevice(_Closing):
     def sm_clock_mhz(self) -> int:
         return pynvml.nvmlDeviceGetClockInfo(self.handle, pynvml.NVML_CLOCK_SM)
 
+    def mem_clock_mhz(self) -> int:
+        return pynvml.nvmlDeviceGetClockInfo(self.handle, pynvml.NVML_CLOCK_MEM)
+
+    def power_limit_w(self) -> float:
+        return pynvml.nvmlDeviceGetEnforcedPowerLimit(self.handle) / 1000.0
+
+    def violation_s(self, policy: str) -> float:
+        """Seconds the GPU was held below its clocks by `policy` ("power" or "thermal"), cumulative."""
+        code = {"power": pynvml.NVML_PERF_POLICY_POWER, "thermal": pynvml.NVML_PERF_POLICY_THERMAL}[policy]
+        return pynvml.nvmlDeviceGetViolationStatus(self.handle, code).violationTime / 1e9
+
     def throttle_mask(self) -> int:
         fn = getattr(pynvml, "nvmlDeviceGetCurrentClocksEventReasons", None)
         if fn is not None:

@@ -33,7 +33,7 @@ def _expert_modules(model) -> list[tuple[str, torch.nn.Module, int]]:
 
 
 def count_params(model) -> dict:
-    """{'total_params', 'active_params'} from a (meta or real) model."""
+    """{'total_params', 'active_params', 'all_experts_params'} from a (meta or real) model."""
     config = model.config
     seen: set[int] = set()
     total = 0
@@ -58,7 +58,7 @@ def count_params(model) -> dict:
         for param in module.parameters():
             expert_params[id(param)] = top_k / n_experts
 
-    active = 0.0
+    active = every_expert = 0.0
     seen.clear()
     for param in model.parameters():
         if id(param) in seen:
@@ -67,7 +67,12 @@ def count_params(model) -> dict:
         if param is embedding and not tied:
             continue  # a lookup, not a multiplication
         active += param.numel() * expert_params.get(id(param), 1.0)
-    return {"total_params": int(total), "active_params": int(round(active))}
+        every_expert += param.numel()
+    return {
+        "total_params": int(total),
+        "active_params": int(round(active)),
+        "all_experts_params": int(every_expert),  # what a token multiplies when every expert is computed
+    }
 
 
 def count_from_config(config) -> dict:

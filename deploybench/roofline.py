@@ -1,47 +1,36 @@
-"""Batch-1 decode roofline: a decode step must read its weights and KV cache from memory once."""
+"""Batch-1 decode roofline: a decode step must read its weights and KV cache from memory once.
+
+The ceilings it is measured against (copy and GEMV bandwidth) come from deploybench.calibration.
+"""
 
 from __future__ import annotations
 
 import torch
 
-
-def measure_copy_bandwidth(device: str, size_bytes: int = 1 << 30, repeats: int = 10) -> float | None:
-    """Device-to-device copy bandwidth in bytes/s, counting bytes read plus bytes written.
-
-    Median of `repeats` timed copies after one warm-up, timed with CUDA events. None on CPU.
-    """
-    if not device.startswith("cuda"):
-        return None
-    src = torch.empty(size_bytes, dtype=torch.uint8, device=device)
-    dst = torch.empty_like(src)
-    dst.copy_(src)
-    times = []
-    for _ in range(repeats):
-        start, end = (
-            torch.cuda.Event(enable_timing=True),
-            torch.cuda.Event(enable_timing=True),
-        )
-        start.record()
-        dst.copy_(src)
-        end.record()
-        end.synchronize()
-        times.append(start.elapsed_time(end) / 1000)
-    del src, dst
-    torch.cuda.empty_cache()
-    times.sort()
-    return 2 * size_bytes / times[len(times) // 2]
+from .experts import READS_ALL
 
 
-def decode_bytes_per_token(active_params: int, dtype: torch.dtype, kv_read_bytes: float) -> float:
-    """Weights a decode step multiplies (routed experts only for MoE) plus the KV it attends over."""
-    return active_params * dtype.itemsize + kv_read_bytes
+def params_read_per_token(active_params: int, all_experts_params: int, experts_read: str) -> int:
+    """The weights a decode step reads: the routed experts' (active), or every expert's."""
+    return all_experts_params if experts_read == READS_ALL else active_params
 
 
-def roofline(decode_tps: float | None, bandwidth: float | None, bytes_per_token: float) -> dict:
+def decode_bytes_per_token(params_read: int, dtype: torch.dtype, kv_read_bytes: float) -> float:
+    """Weights a decode step multiplies plus the KV it attends over."""
+    return params_read * dtype.itemsize + kv_read_bytes
+
+
+def decode_flops_per_token(params_read: int, attention_flops: float) -> float:
+    """2 FLOPs (multiply, add) per weight multiplied, plus attention's."""
+    return 2 * params_read + attention_flops
+
+
+def roofline(decode_tps: float | None, bandwidth: float | None, bytes_per_token: float, suffix: str = "") -> dict:
+    """roofline_tps<suffix> (the bound) and roofline_fraction<suffix> (decode_tps against it)."""
     if not bandwidth or not bytes_per_token:
-        return {"roofline_tps": None, "roofline_fraction": None}
+        return {f"roofline_tps{suffix}": None, f"roofline_fraction{suffix}": None}
     bound = bandwidth / bytes_per_token
     return {
-        "roofline_tps": bound,
-        "roofline_fraction": decode_tps / bound if decode_tps else None,
+        f"roofline_tps{suffix}": bound,
+        f"roofline_fraction{suffix}": decode_tps / bound if decode_tps else None,
     }

@@ -46,14 +46,16 @@ class MeasurementSettings(Settings):
 
     device: Choice[Device] = Device.AUTO
     """auto: cuda when torch sees a GPU, else cpu; or force cpu / cuda"""
-    warmup_runs: NonNegativeInt = 1
-    """full-shape generate runs discarded before measuring"""
+    warmup_runs: PositiveInt = 1
+    """full-shape generate runs discarded before measuring (at least one: the first run of a shape is never measured)"""
     n_runs: PositiveInt = 5
     """measured runs per figure (TTFT samples and full generates)"""
-    min_energy_window_s: Seconds = 3.0
-    """the NVML energy window is extended with more runs until this long"""
+    min_energy_window_s: Seconds = 5.0
+    """each NVML energy window (prefill, decode) is extended with more runs until this long"""
     idle_cooldown_s: Seconds = 2.0
-    """wait before reading idle power (GPU only)"""
+    """shortest wait before reading idle power (GPU only)"""
+    idle_cooldown_max_s: Seconds = 30.0
+    """longest wait: the cool-down ends earlier once the GPU temperature stops falling (GPU only)"""
     idle_window_s: Seconds = 2.0
     """idle power averaging window (GPU only)"""
     seed: NonNegativeInt = 1234
@@ -94,7 +96,7 @@ class ModelEntry(Settings):
     experts_implementation: Choice[ExpertsImplementation] | None = None
     """the mixture-of-experts code path; unset: what transformers chooses"""
     attn_implementation: str = None
-    """transformers attention implementation; unset: eager"""
+    """transformers attention implementation; unset: transformers' choice (sdpa: Qwen3, Llama; eager: gpt-oss)"""
     max_position_embeddings: PositiveInt = None
     """override the card's maximum positions"""
     metadata: ModelMetadata = None

@@ -23,6 +23,11 @@ def percentile(samples: list[float], q: float) -> float | None:
     return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
 
 
+def mean(samples: list[float]) -> float | None:
+    """Arithmetic mean; None for no samples."""
+    return statistics.fmean(samples) if samples else None
+
+
 def median(samples: list[float]) -> float | None:
     return percentile(samples, 50)
 

@@ -91,6 +91,40 @@ def generation_config(
     return GenerationConfig(**kwargs)
 
 
+# The settings a row records as what generate() applied (generation_settings_json).
+RECORDED_SETTINGS = (
+    "do_sample",
+    "temperature",
+    "top_k",
+    "top_p",
+    "min_p",
+    "typical_p",
+    "repetition_penalty",
+    "no_repeat_ngram_size",
+    "max_new_tokens",
+    "min_new_tokens",
+)
+
+
+def isolate_generation_config(model) -> None:
+    """Let only the cell's settings apply: generate() fills every setting a config leaves unset from
+    model.generation_config, which from_pretrained reads from the checkpoint's generation_config.json
+    (a repetition penalty or min_p there would apply silently). Replace it with transformers' plain
+    defaults, keeping the special token ids."""
+    from transformers import GenerationConfig
+
+    loaded = model.generation_config
+    model.generation_config = GenerationConfig(
+        bos_token_id=loaded.bos_token_id, eos_token_id=loaded.eos_token_id, pad_token_id=loaded.pad_token_id
+    )
+
+
+def effective_settings(model, gen_config) -> dict:
+    """The RECORDED_SETTINGS generate() will use for `gen_config` on `model`, after its merging."""
+    prepared, _ = model._prepare_generation_config(gen_config)
+    return {key: getattr(prepared, key, None) for key in RECORDED_SETTINGS}
+
+
 def timed_generate(model, input_ids, attention_mask, gen_config, device: str, seed: int, clock: bool):
     """One synchronised, timed generate. Returns (RunTiming, output)."""
     torch.manual_seed(seed)

@@ -25,9 +25,7 @@ def test_ceilings_are_physical():
 
 
 def _copy_bandwidth() -> float:
-    from deploybench import roofline
-
-    return roofline.measure_copy_bandwidth("cuda")
+    return calibration.copy_bandwidth("cuda")
 
 
 def test_profile_counts_the_kernels_of_a_decode_step():
@@ -44,7 +42,7 @@ def test_profile_counts_the_kernels_of_a_decode_step():
         torch.cuda.synchronize()
         return None, out
 
-    profile = boundness.profile_decode_steps(run, gen=16, device="cuda")
+    profile = boundness.profile_decode_steps(run, tokens=16, device="cuda")
     # Each decode step runs at least one kernel per layer; a tiny model's kernels take microseconds.
     assert profile.kernels_per_token >= config.num_hidden_layers
     assert 0 < profile.gpu_kernel_ms_per_token < 50

@@ -12,7 +12,7 @@ import torch
 
 from deploybench import nvml
 from deploybench.energy import summarize
-from deploybench.energy_meter import EnergyMeter, measure_idle_power_w
+from deploybench.energy_meter import EnergyMeter, measure_idle
 from deploybench.nvml import NvmlDevice, normalize_uuid, open_device, parse_pci_bus_id, pci_key
 
 pytestmark = [
@@ -34,7 +34,7 @@ def dev():
 @pytest.fixture(scope="module")
 def idle_w(dev):
     torch.cuda.synchronize()
-    return measure_idle_power_w(dev, cooldown_s=5.0, window_s=5.0)
+    return measure_idle(dev, min_cooldown_s=5.0, max_cooldown_s=30.0, window_s=5.0).power_w
 
 
 def _matmul_until(stop) -> int:

@@ -33,6 +33,12 @@ def test_busy_fraction_is_kernel_time_over_wall_time_per_step():
     assert boundness.busy_fraction(None, 50.7) is None and boundness.busy_fraction(23.5, None) is None
 
 
+def test_profile_length_follows_the_cache():
+    assert boundness.profile_tokens(64, cache_sized_by_length=False) == boundness.PROFILE_TOKENS
+    assert boundness.profile_tokens(64, cache_sized_by_length=True) == 64  # no recompile for a new length
+    assert boundness.profile_tokens(8, cache_sized_by_length=False) == 8
+
+
 def test_no_profile_and_no_ceilings_on_cpu():
     calls = []
     assert boundness.profile_decode_steps(lambda *a: calls.append(a), 16, "cpu") is None

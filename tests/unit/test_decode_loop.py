@@ -51,7 +51,7 @@ def test_compiled_loop_row_is_complete_and_valid():
     row = measure.measure_cell(cell)
     assert row["status"] == "ok" and row["valid"], row["invalid_reasons"]
     assert row["cache_implementation"] == "static" and row["compiled"] is True
-    assert row["attn_implementation"] == attention.GQA_EAGER
+    assert row["attn_implementation"] == attention.GQA_SDPA_PREFILL  # llama supports SDPA
     assert row["compile_s"] is not None and row["compile_s"] >= 0
     assert row["kv_cache_bytes"] == row["kv_cache_bytes_analytic"] > 0
     assert row["gen_tokens_measured"] == 8 and len(row["itl_ms_samples"]) == 2 * 7
@@ -93,3 +93,27 @@ def test_sliding_layers_compile_once_when_full_and_match_generate(context):
     )
     if context > model.config.sliding_window:
         assert graphs == 1  # one decode graph for every position (transformers' own layer recompiles)
+
+
+@pytest.mark.parametrize("family, prefill_sdpa", [("llama", True), ("qwen3", True), ("gpt_oss", False)])
+def test_prefill_runs_sdpa_where_the_model_has_it_and_decode_steps_never(family, prefill_sdpa, monkeypatch):
+    torch.manual_seed(0)
+    model = models.load_model(random_model(family), "float32", "cpu").model
+    ids = torch.randint(3, 1000, (1, 24), generator=torch.Generator().manual_seed(5))
+    loop = CompiledDecodeLoop(model, standard_decoding("greedy"), context=24, gen=6, device="cpu")
+    loop.run(ids, 6, seed=0, clock=False)  # compile first: the spy below must not enter the graph
+    query_lengths = []
+    real = torch.nn.functional.scaled_dot_product_attention
+
+    def spy(query, *args, **kwargs):
+        query_lengths.append(query.shape[2])
+        return real(query, *args, **kwargs)
+
+    monkeypatch.setattr(torch.nn.functional, "scaled_dot_product_attention", spy)
+    _, output = loop.run(ids, 6, seed=0, clock=False)
+    layers = model.config.num_hidden_layers
+    assert query_lengths == ([24] * layers if prefill_sdpa else [])
+    reference_config = generation_config(standard_decoding("greedy"), 6, 0, CacheImplementation.STATIC)
+    model.set_attn_implementation("eager")
+    _, reference = timed_generate(model, ids, torch.ones_like(ids), reference_config, "cpu", seed=0, clock=False)
+    assert torch.equal(output.sequences, reference.sequences)

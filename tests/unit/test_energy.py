@@ -4,7 +4,7 @@ import dataclasses
 
 import pytest
 
-from deploybench import energy
+from deploybench import energy, metrics
 from deploybench.energy import ENERGY_FIELDS, EnergyReading, summarize, unavailable
 
 # ------------------------------------------------------------------ summary
@@ -83,7 +83,8 @@ def test_unavailable_record():
 
 def test_energy_fields_list():
     assert energy.energy_fields() == list(ENERGY_FIELDS)
-    assert len(set(ENERGY_FIELDS)) == len(ENERGY_FIELDS) == 20
+    assert len(set(ENERGY_FIELDS)) == len(ENERGY_FIELDS) == 25
+    assert set(ENERGY_FIELDS) <= set(metrics.by_name()), "every energy field is a catalogued column"
     # The design doc's schema subset must be present.
     for key in (
         "energy_source",

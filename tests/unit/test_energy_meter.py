@@ -6,7 +6,7 @@ import pynvml
 import pytest
 
 from deploybench.energy import EnergyReading, summarize, unavailable
-from deploybench.energy_meter import EnergyMeter, measure_idle_power_w
+from deploybench.energy_meter import COOLDOWN_STEADY_S, EnergyMeter, IdleReading, cool_down, measure_idle
 from deploybench.nvml import open_device
 
 # ------------------------------------------------------------------ meter
@@ -25,7 +25,7 @@ class FakeDevice:
         self.t0 = time.monotonic()
         self.masks = list(throttle_masks)
         self.temps = [40, 52]
-        self.clocks = [1980, 1830]
+        self.violations = {"power": [10.0, 10.75], "thermal": [3.0, 3.0]}
 
     def energy_mj(self):
         elapsed = time.monotonic() - self.t0
@@ -39,7 +39,15 @@ class FakeDevice:
         return self.temps.pop(0)
 
     def sm_clock_mhz(self):
-        return self.clocks.pop(0)
+        # 1980 MHz with a dip to 1500 from 0.3 to 0.5 s; 1830 once the 1 s window is over
+        elapsed = time.monotonic() - self.t0
+        return 1830 if elapsed >= 1.0 else 1500 if 0.3 <= elapsed < 0.5 else 1980
+
+    def mem_clock_mhz(self):
+        return 3201
+
+    def violation_s(self, policy):
+        return self.violations[policy].pop(0)
 
     def throttle_mask(self):
         return self.masks.pop(0) if len(self.masks) > 1 else self.masks[0]
@@ -63,6 +71,9 @@ def test_meter_with_fake_device_real_time():
     assert (r.gpu_temp_c_start, r.gpu_temp_c_end) == (40, 52)
     assert (r.sm_clock_mhz_start, r.sm_clock_mhz_end) == (1980, 1830)
     assert r.throttle_reasons == ["sw_power_cap"]  # seen mid-window, idle bit dropped
+    assert r.sm_clock_mhz_min == 1500 and 1500 < r.sm_clock_mhz_mean < 1980  # the dip, sampled at 10 Hz
+    assert r.mem_clock_mhz_mean == 3201
+    assert r.power_violation_s == pytest.approx(0.75) and r.thermal_violation_s == 0.0
     assert r.other_gpu_processes is None  # not permitted -> unknown, not 0
     s = summarize(r, idle_power_w=50.0, tokens=1000)
     assert s["avg_power_w"] == pytest.approx(250.0, abs=25.0 / r.window_s)
@@ -95,5 +106,36 @@ def test_meter_and_idle_on_unavailable_device():
     assert m.reading == EnergyReading(source=dev.energy_source)
     assert summarize(m.reading, None, 64) == unavailable(dev.reason)
     t = time.monotonic()
-    assert measure_idle_power_w(dev, cooldown_s=30.0, window_s=30.0) is None
+    assert measure_idle(dev, min_cooldown_s=30.0, max_cooldown_s=60.0, window_s=30.0) == IdleReading()
     assert time.monotonic() - t < 1.0  # no pointless cool-down
+
+
+class CoolingGpu:
+    """Temperature falls 2 °C per simulated second until it settles at `floor`."""
+
+    def __init__(self, start=70.0, floor=50.0):
+        self.now, self.start, self.floor = 0.0, start, floor
+
+    def clock(self):
+        return self.now
+
+    def sleep(self, seconds):
+        self.now += seconds
+
+    def temp_c(self):
+        return max(self.floor, self.start - 2.0 * self.now)
+
+
+def test_cool_down_ends_when_the_temperature_stops_falling():
+    gpu = CoolingGpu(start=70.0, floor=50.0)  # reaches 50 °C after 10 s
+    rested, t0, t1 = cool_down(gpu, min_s=2.0, max_s=60.0, clock=gpu.clock, sleep=gpu.sleep)
+    assert (t0, t1) == (70.0, 50.0)
+    assert 10.0 + COOLDOWN_STEADY_S <= rested <= 10.0 + COOLDOWN_STEADY_S + 1.0
+
+
+def test_cool_down_is_at_least_the_minimum_and_at_most_the_maximum():
+    cold = CoolingGpu(start=40.0, floor=40.0)  # steady from the start
+    assert cool_down(cold, min_s=5.0, max_s=60.0, clock=cold.clock, sleep=cold.sleep)[0] == pytest.approx(5.0)
+    hot = CoolingGpu(start=500.0, floor=0.0)  # still falling when the maximum is reached
+    rested, _, end = cool_down(hot, min_s=2.0, max_s=20.0, clock=hot.clock, sleep=hot.sleep)
+    assert 20.0 <= rested < 20.6 and end > 0

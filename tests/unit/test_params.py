@@ -35,3 +35,15 @@ def test_moe_config_without_experts_module_asks_for_override():
     config.num_experts_per_tok = 2  # claims MoE, but the structure is dense
     with pytest.raises(ParamCountError, match="active_params"):
         count_from_config(config)
+
+
+@pytest.mark.parametrize("card", sorted(CHECKS))
+def test_all_experts_params_is_everything_but_the_input_lookup(card):
+    config = load_card(f"workflow/architectures/{card}.json")
+    counts = count_from_config(config)
+    embedding = config.vocab_size * config.hidden_size
+    assert counts["all_experts_params"] == counts["total_params"] - embedding
+    if card != "gpt-oss-20b":  # dense: every weight a token multiplies is active
+        assert counts["all_experts_params"] == counts["active_params"]
+    else:  # gpt-oss-20b: the study's path reads 20.3 B per token against 3.6 B routed
+        assert counts["all_experts_params"] / 1e9 == pytest.approx(20.336, abs=0.001)
