@@ -74,14 +74,21 @@ def spec_without(text: str | None, keys: list[str]) -> object:
 
 
 def compare(old: dict[str, dict], new: dict[str, dict], ignore_spec_keys: list[str]) -> tuple[list, dict]:
-    """(problems, column -> (differing cells, reason allowed)) over the cells both runs hold."""
+    """(problems, column -> (differing cells, reason allowed)) over the cells both runs hold.
+
+    Adding columns is free (schema.py): a column only the new rows have is fine while it is null.
+    """
     problems = []
     for cell in sorted(set(old) ^ set(new)):
         problems.append(f"cell {cell} is only in the {'old' if cell in old else 'new'} run")
     differing: dict[str, list[str]] = {}
+    added_empty: set[str] = set()
     for cell in sorted(set(old) & set(new)):
         a, b = old[cell], new[cell]
         for col in sorted(set(a) | set(b)):
+            if col not in a and b[col] is None:
+                added_empty.add(col)  # a column the newer schema declares and this run leaves null
+                continue
             if col not in a or col not in b:
                 problems.append(f"column {col} is only in the {'old' if col in a else 'new'} row of {cell}")
                 continue
@@ -97,7 +104,9 @@ def compare(old: dict[str, dict], new: dict[str, dict], ignore_spec_keys: list[s
                 f"column {col} differs in {len(cells)} cell(s), e.g. {example}: "
                 f"{old[example][col]!r} -> {new[example][col]!r}"
             )
-    return problems, {col: (len(cells), varies(col)) for col, cells in differing.items()}
+    summary = {col: (len(cells), varies(col)) for col, cells in differing.items()}
+    summary |= {col: (0, "added by the newer schema, null in this run") for col in added_empty}
+    return problems, summary
 
 
 def main(argv=None) -> int:
@@ -109,7 +118,7 @@ def main(argv=None) -> int:
     old, new = read_cells(args.old), read_cells(args.new)
     problems, differing = compare(old, new, args.ignore_spec_key)
     print(f"{len(old)} old cells, {len(new)} new cells, {len(set(old) & set(new))} compared")
-    print(f"{len(differing)} columns differ somewhere:")
+    print(f"{len(differing)} columns differ or were added:")
     for col, (n, why) in sorted(differing.items()):
         print(f"  {col:40s} {n:3d} cells  {'allowed: ' + why if why else 'NOT ALLOWED'}")
     for problem in problems:

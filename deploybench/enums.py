@@ -24,15 +24,20 @@ class Backend(StrEnum):
         return self in (Backend.COMPILED, Backend.COMPILED_LOOP)
 
 
-class DType(StrEnum):
-    BFLOAT16 = "bfloat16"
-    FLOAT16 = "float16"
-    FLOAT32 = "float32"
+def closed_set(name: str, *members: str, doc: str) -> type[StrEnum]:
+    """A StrEnum of plain values, each member named as its value in upper case (DType.BFLOAT16)."""
+    enum = StrEnum(name, {value.upper(): value for value in members}, module=__name__)
+    enum.__doc__ = doc
+    return enum
 
 
-class WeightsSource(StrEnum):
-    RANDOM = "random"  # an architecture card built with random weights
-    PRETRAINED = "pretrained"  # from_pretrained(hub id or local directory)
+DType = closed_set("DType", "bfloat16", "float16", "float32", doc="Weights and activations dtype.")
+WeightsSource = closed_set(
+    "WeightsSource",
+    "random",
+    "pretrained",
+    doc="random: an architecture card built with random weights; pretrained: from_pretrained(id).",
+)
 
 
 class ExpertsImplementation(StrEnum):
@@ -45,46 +50,28 @@ class ExpertsImplementation(StrEnum):
     ALL_EXPERTS = "all_experts"
 
 
-class Device(StrEnum):
-    AUTO = "auto"
-    CPU = "cpu"
-    CUDA = "cuda"
-
-
-class StudyKind(StrEnum):
-    """What a study's grid is for; the report renders each kind as its own table or figure."""
-
-    MAIN_COMPARISON = "main_comparison"
-    CONTEXT_SCALING = "context_scaling"
-    DECODING_ABLATION = "decoding_ablation"
-    PRECISION_SWEEP = "precision_sweep"
-    BACKEND_COMPARISON = "backend_comparison"
-    EXPERTS_COMPARISON = "experts_comparison"
-    ATTENTION_COMPARISON = "attention_comparison"  # model entries that differ in attn_implementation
-
-
-class Status(StrEnum):
-    OK = "ok"
-    FAILED = "failed"
-
-
-class FailureKind(StrEnum):
-    """Expected measurement failures: each becomes a failed row, never a crash."""
-
-    OOM = "oom"
-    CONTEXT_TOO_LONG = "context_too_long"
-    UNSUPPORTED = "unsupported"
-
-
-class PromptMode(StrEnum):
-    CHAT_TEMPLATE = "chat_template"
-    RAW_TEXT = "raw_text"
-    RANDOM_IDS = "random_ids"
-
-
-class CacheImplementation(StrEnum):
-    DYNAMIC = "dynamic"
-    STATIC = "static"
+Device = closed_set("Device", "auto", "cpu", "cuda", doc="auto: cuda when torch sees a GPU, else cpu.")
+StudyKind = closed_set(
+    "StudyKind",
+    "main_comparison",
+    "context_scaling",
+    "decoding_ablation",
+    "precision_sweep",
+    "backend_comparison",
+    "experts_comparison",
+    "attention_comparison",  # model entries that differ in attn_implementation
+    doc="What a study's grid is for; the report renders each kind as its own table or figure.",
+)
+Status = closed_set("Status", "ok", "failed", doc="A row's outcome.")
+FailureKind = closed_set(
+    "FailureKind",
+    "oom",
+    "context_too_long",
+    "unsupported",
+    doc="Expected measurement failures: each becomes a failed row, never a crash.",
+)
+PromptMode = closed_set("PromptMode", "chat_template", "raw_text", "random_ids", doc="How the prompt was built.")
+CacheImplementation = closed_set("CacheImplementation", "dynamic", "static", doc="The KV cache generate() uses.")
 
 
 class ThrottleReason(StrEnum):
@@ -119,20 +106,15 @@ _THROTTLE_BITS = {
 }
 
 
-class BoundBy(StrEnum):
-    """What sets the pace of a decode step (deploybench.boundness states the thresholds)."""
-
-    HOST = "host"
-    MEMORY_BANDWIDTH = "memory_bandwidth"
-    COMPUTE = "compute"
-    MIXED = "mixed"
-
-
-class Better(StrEnum):
-    """Which direction of a figure is an improvement."""
-
-    HIGHER = "higher"
-    LOWER = "lower"
+BoundBy = closed_set(
+    "BoundBy",
+    "host",
+    "memory_bandwidth",
+    "compute",
+    "mixed",
+    doc="What sets the pace of a decode step (deploybench.boundness states the thresholds).",
+)
+Better = closed_set("Better", "higher", "lower", doc="Which direction of a figure is an improvement.")
 
 
 def values(enum: type[StrEnum]) -> list[str]:

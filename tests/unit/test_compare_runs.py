@@ -29,3 +29,8 @@ def test_added_spec_keys_can_be_ignored_and_missing_cells_are_problems():
     assert compare_runs.compare({"c": ROW}, {"c": new}, ["card_sha256"])[0] == []
     assert compare_runs.compare({"c": ROW}, {"c": new}, [])[0]
     assert "only in the old run" in compare_runs.compare({"c": ROW, "d": ROW}, {"c": ROW}, [])[0][0]
+
+
+def test_a_column_the_new_schema_adds_is_fine_while_null():
+    assert compare_runs.compare({"c": ROW}, {"c": {**ROW, "launch_us": None}}, [])[0] == []
+    assert compare_runs.compare({"c": ROW}, {"c": {**ROW, "launch_us": 7.0}}, [])[0]
