@@ -20,6 +20,7 @@ from deploybench.report.model import (
     Table,
     metric_cell,
     reasons,
+    row_status,
     skipped_table,
     text_cell,
     text_column,
@@ -71,16 +72,13 @@ def governance(data: ReportData) -> list[Table]:
         link = key == "model_card" and isinstance(val, str) and val.startswith(("http://", "https://"))
         return text_cell(val, note="not given in the config's metadata", href=val if link else None)
 
-    def params(m, name):
-        mt = Q.get(name)
-        return metric_cell(first[m], mt) if first[m] else Cell(DASH, kind="missing", note="no measured row")
-
     weights = {m: text_cell((first[m] or {}).get("weights_source") or data.model_cfg(m).get("source")) for m in models}
     facts = [("weights_source", "Weights (random or pretrained)", weights)]
     facts += [(k, label, {m: meta(m, k) for m in models}) for k, label in GOVERNANCE_FIELDS.items()]
     for name in ("total_params", "active_params"):
         mt = Q.get(name)
-        facts.append((name, f"{mt.header_label.capitalize()} ({Q.unit(mt)})", {m: params(m, name) for m in models}))
+        label = f"{mt.header_label.capitalize()} ({Q.unit(mt)})"
+        facts.append((name, label, {m: metric_cell(first[m], mt) for m in models}))
     t = field_table(tid, title, {m: m for m in models}, facts, min(0.26, 0.78 / len(models)))
     if not any(data.metadata(m) for m in models):
         t.notes.append(captions.text("notes", "governance_empty"))
@@ -197,7 +195,11 @@ def methodology(data: ReportData) -> list[Table]:
         return [skipped_table(tid, title, "the data has no rows of ours")]
     ok = [r for r in data.ours if not is_failed(r)]
     cfg = data.config.get("measurement") or {}
-    counts = Counter("failed" if is_failed(r) else "invalid" if is_invalid(r) else "ok" for r in data.ours)
+
+    def runs(col: str) -> str | None:  # from the rows, else the config
+        return join(_distinct(ok, col), fmt_int) or join(as_list(cfg.get(col)))
+
+    counts = Counter(map(row_status, data.ours))
     wins = [num(r.get("energy_window_s")) for r in ok if num(r.get("energy_window_s")) is not None]
     idle = [num(r.get("idle_power_w")) for r in ok if num(r.get("idle_power_w")) is not None]
     mem_null = join(_distinct(ok, "memory_null_reason"))
@@ -207,10 +209,8 @@ def methodology(data: ReportData) -> list[Table]:
     # fmt: off
     items = [
         ("Cells", f"{cells}; {len(data.imported)} imported rows", None),
-        ("Measured runs per figure (N)", join(_distinct(ok, "n_runs"), fmt_int) or join(as_list(cfg.get("n_runs"))),
-         None),
-        ("Warm-up runs (discarded, full shape)",
-         join(_distinct(ok, "warmup_runs"), fmt_int) or join(as_list(cfg.get("warmup_runs"))), None),
+        ("Measured runs per figure (N)", runs("n_runs"), None),
+        ("Warm-up runs (discarded, full shape)", runs("warmup_runs"), None),
         ("Percentile method", join(_distinct(ok, "percentile_method")), None),
         ("TTFT", " ".join(text["ttft"].split()), None),
         ("Generated tokens", text["generated"], None),

@@ -30,25 +30,20 @@ class FigureSpec:
     missing: str = ""  # the figure family that explains an absence: energy | memory
 
 
+# fmt: off
 SPECS = (
     FigureSpec("fig-tps-context", "Throughput against context", "lines", ("e2e_tps", "decode_tps")),
     FigureSpec("fig-ttft-context", "TTFT against context", "lines", ("ttft_ms",)),
-    FigureSpec(
-        "fig-memory",
-        "Peak memory split into weights, KV cache and the rest",
-        "stacked",
-        ("weights_bytes", "kv_cache_bytes", REST.name),
-        missing="memory",
-    ),
-    FigureSpec(
-        "fig-energy-context", "Energy per 1000 tokens against context", "lines", ("j_per_1k_tokens",), missing="energy"
-    ),
+    FigureSpec("fig-memory", "Peak memory split into weights, KV cache and the rest", "stacked",
+               ("weights_bytes", "kv_cache_bytes", REST.name), missing="memory"),
+    FigureSpec("fig-energy-context", "Energy per 1000 tokens against context", "lines", ("j_per_1k_tokens",),
+               missing="energy"),
     FigureSpec("fig-ape", "Active Parameter Efficiency at the reference cell", "bars", APE),
     FigureSpec("fig-itl", "Inter-token latency distribution at the reference cell", "histograms", ("itl_ms_samples",)),
-    FigureSpec(
-        "fig-roofline", "Decode speed as a fraction of the memory-bandwidth bound", "lines", ("roofline_fraction",)
-    ),
+    FigureSpec("fig-roofline", "Decode speed as a fraction of the memory-bandwidth bound", "lines",
+               ("roofline_fraction",)),
 )
+# fmt: on
 
 
 @dataclass

@@ -126,27 +126,19 @@ def number_cell(v) -> Cell:
     return Cell(str(v), value=v, raw=v)
 
 
-def failure_text(r: dict) -> str:
-    err = r.get("error")
-    return f"failed: {r.get('failure_kind') or 'error'}" + (f" ({short(err, 70)})" if err else "")
-
-
 def status_cell(r: dict | None) -> Cell:
     if r is None:
         return Cell("not in the data", kind="missing", note="the cell has no row: not run yet?")
     if is_failed(r):
-        return Cell(failure_text(r), kind="failed", note=r.get("error"))
+        err = f" ({short(r['error'], 70)})" if r.get("error") else ""
+        return Cell(f"failed: {r.get('failure_kind') or 'error'}{err}", kind="failed", note=r.get("error"))
     if is_invalid(r):
         return Cell(f"invalid: {short(reasons(r), 70)}", kind="invalid", note=reasons(r))
     return Cell("ok", kind="text")
 
 
 def row_status(r: dict | None) -> str:
-    if r is None:
-        return "missing"
-    if is_failed(r):
-        return "failed"
-    return "invalid" if is_invalid(r) else "ok"
+    return "missing" if r is None else "failed" if is_failed(r) else "invalid" if is_invalid(r) else "ok"
 
 
 # finishing ----------------------------------------------------------------------------------

@@ -107,18 +107,6 @@ def build_report(df: pd.DataFrame | None, config: dict | None, templates_dir: Pa
     }
 
 
-def _jsonable(obj):
-    if dataclasses.is_dataclass(obj):
-        return {k: _jsonable(v) for k, v in dataclasses.asdict(obj).items()}
-    if isinstance(obj, dict):
-        return {str(k): _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_jsonable(v) for v in obj]
-    if isinstance(obj, (str, int, float, bool)) or obj is None:
-        return obj
-    return str(obj)
-
-
 def _items(ctx: dict, kind: str) -> list[dict]:
     return [it for s in ctx["sections"] for it in s["items"] if it["type"] == kind]
 
@@ -138,7 +126,7 @@ def manifest(ctx: dict, pdf_status: str) -> dict:
         "sections": [s["id"] for s in ctx["sections"]],
         "findings": [f.text for f in ctx["findings"]],
         "missing": ctx["summary"]["missing"],
-        "table_data": {it["id"]: _jsonable(it["obj"]) for it in _items(ctx, "table")},
+        "table_data": {it["id"]: dataclasses.asdict(it["obj"]) for it in _items(ctx, "table")},
     }
 
 
