@@ -45,7 +45,8 @@ SECTIONS = {
     "sec-energy": ["table-energy", "fig-energy-context", "table-energy-context"],
     "sec-ape": ["table-ape", "fig-ape"],
     "sec-decode": ["fig-itl", "fig-roofline"],
-    "sec-ablations": ["table-decoding", "table-context-scaling", "table-precision", "table-backend", "table-experts"],
+    "sec-ablations": ["table-decoding", "table-context-scaling", "table-precision", "table-backend", "table-experts",
+                      "table-attention"],
     "sec-governance": ["table-governance"],
     "sec-comparison": ["table-imported", "table-tpot-check"],
     "sec-methodology": ["table-methodology"],
@@ -94,7 +95,7 @@ def build_report(df: pd.DataFrame | None, config: dict | None, templates_dir: Pa
                 item["number"] = counts[item["type"]]
         notes = imported.imported_notes(data) if sid == "sec-comparison" else []
         text = captions.entries("sections")[sid]
-        intro = " ".join(text["intro"].split())
+        intro = " ".join(text["intro"].split()) + (findings.eager_bound(data) if sid == "sec-latency" else "")
         sections.append({"id": sid, "title": text["title"], "intro": intro, "items": items, "notes": notes})
     return {
         "title": str((config.get("report") or {}).get("title") or DEFAULT_TITLE),
