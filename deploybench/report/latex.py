@@ -14,7 +14,7 @@ import jinja2
 from deploybench.report.model import Cell, Column, Table
 
 # pdflatex (T1) text for the characters TeX reads as commands and for the report's Unicode.
-_MATH = r"- \times \div \approx \uparrow \downarrow \rightarrow \Delta \mu \leq \geq \pm".split()
+_MATH = r"- \times \div \approx \uparrow \downarrow \rightarrow ^\circ \Delta \mu \leq \geq \pm".split()
 _TEX_SPECIAL = {
     "\\": r"\textbackslash{}",
     **{ch: "\\" + ch for ch in "&%$#_{}"},
@@ -23,7 +23,7 @@ _TEX_SPECIAL = {
     "<": r"\textless{}",
     ">": r"\textgreater{}",
     "|": r"\textbar{}",
-    **{ch: rf"\ensuremath{{{cmd}}}" for ch, cmd in zip("−×÷≈↑↓→Δµ≤≥±", _MATH)},  # − is the minus sign
+    **{ch: rf"\ensuremath{{{cmd}}}" for ch, cmd in zip("−×÷≈↑↓→°Δµ≤≥±", _MATH)},  # − is the minus sign
     **{ch: rf"\textsuperscript{{{digit}}}" for ch, digit in zip("⁰¹²³⁹", "01239")},
     "—": "---",
     "–": "--",

@@ -40,18 +40,20 @@ class TableSpec:
 MAIN = StudyKind.MAIN_COMPARISON
 BY_CONTEXT = ("model", "gen?", "decoding?", "dtype?", "backend?", "metric?")
 APE = tuple(m.name for m in metrics.of_stage(metrics.Stage.APE))
-# Beside every decode figure: what bounds the step (DESIGN.md, "Boundness").
+# Beside every decode figure: what bounds the step (DESIGN.md, "Boundness"); the two bandwidth bounds.
 BOUND = ("gpu_busy_fraction", "bound_by")
+ROOFLINE = ("roofline_fraction", "roofline_fraction_gemv")
 LATENCY = ("ttft_ms", "e2e_ms_p50", "e2e_ms_p95", "e2e_tps", "decode_tps", "decode_tps_cv", "tpot_ms")
 SPEED = ("ttft_ms", "e2e_tps", "decode_tps")
-COMPARED = (*SPEED, "decode_tps_cv", "itl_ms_p50", *BOUND, "roofline_fraction", "peak_allocated_bytes", "compile_s")
+COMPARED = (*SPEED, "decode_tps_cv", "itl_ms_p50", *BOUND, *ROOFLINE, "peak_allocated_bytes", "compile_s")
 MEMORY = ("weights_bytes", "kv_cache_bytes", "kv_cache_bytes_analytic", REST.name, "peak_allocated_bytes")
-ENERGY = ("e2e_tps", "tokens_per_j", "j_per_1k_tokens", "j_per_1k_tokens_net", "avg_power_w", "energy_window_s")
+ENERGY = ("e2e_tps", "tokens_per_j", "j_per_1k_tokens", "j_per_1k_tokens_net", "j_per_prompt_token")
+ENERGY += ("j_per_decode_token", "avg_power_w", "energy_window_s")
 
 # fmt: off
 SPECS = (
     TableSpec("table-latency-ref", "Latency and throughput at the reference cell", MAIN,
-              (*LATENCY, *BOUND, "n_runs"), needs=LATENCY),
+              (*LATENCY, *BOUND, *ROOFLINE, "n_runs"), needs=LATENCY),
     TableSpec("table-tps-context", "Throughput against context", MAIN, ("e2e_tps", "decode_tps", *BOUND),
               rows=BY_CONTEXT, pivot="context"),
     TableSpec("table-ttft-context", "TTFT against context", MAIN, ("ttft_ms",), rows=BY_CONTEXT, pivot="context"),
@@ -82,7 +84,7 @@ SPECS = (
               rows=("model", "context?", "backend"), text=("cache_implementation",), change=("decode_tps",),
               anchor="backend", needs=SPEED),
     TableSpec("table-experts", "Experts-implementation comparison", StudyKind.EXPERTS_COMPARISON,
-              COMPARED, rows=("model", "context?"),
+              ("params_read_per_token", *COMPARED), rows=("model", "context?"),
               text=("experts_implementation", "experts_read_per_token"), needs=SPEED),
     TableSpec("table-attention", "Attention-implementation comparison", StudyKind.ATTENTION_COMPARISON,
               ("ttft_ms", "decode_tps", *BOUND), text=("attn_implementation",), pivot="context",
