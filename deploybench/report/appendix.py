@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections import Counter
 
-from deploybench import metrics
+from deploybench import boundness, calibration, metrics
 from deploybench.naming import cell_id
 from deploybench.report import captions
 from deploybench.report import quantities as Q
@@ -20,6 +20,7 @@ from deploybench.report.model import (
     Table,
     metric_cell,
     reasons,
+    row_status,
     skipped_table,
     text_cell,
     text_column,
@@ -46,6 +47,16 @@ ENV_FIELDS = {
     "hostname": "Host",
 }
 MACHINE_KEYS = (*ENV_FIELDS, "device_uuid")
+# What else a machine's rows say about it: column -> (label, unit and scale of its range, or how each value prints).
+HOST_FIELDS = {
+    "mem_bandwidth_bytes_per_s": ("Measured copy bandwidth", ("GB/s", 1e-9)),
+    "cpu_model": ("Host CPU", str),
+    "cpu_count": ("CPU cores the process could use", fmt_int),
+    "python_loop_ns": ("Python loop iteration (lower: a faster host)", ("ns", 1.0)),
+    "power_limit_w": ("GPU power limit", ("W", 1.0)),
+    "code_revision": ("Code revision", lambda rev: rev[:12] + ("+dirty" if rev.endswith("+dirty") else "")),
+    "source_sha256": ("Library source sha256", lambda digest: digest[:12]),
+}
 
 
 def field_table(tid: str, title: str, columns: dict[str, str], facts: list, width: float, **kw) -> Table:
@@ -71,16 +82,13 @@ def governance(data: ReportData) -> list[Table]:
         link = key == "model_card" and isinstance(val, str) and val.startswith(("http://", "https://"))
         return text_cell(val, note="not given in the config's metadata", href=val if link else None)
 
-    def params(m, name):
-        mt = Q.get(name)
-        return metric_cell(first[m], mt) if first[m] else Cell(DASH, kind="missing", note="no measured row")
-
     weights = {m: text_cell((first[m] or {}).get("weights_source") or data.model_cfg(m).get("source")) for m in models}
     facts = [("weights_source", "Weights (random or pretrained)", weights)]
     facts += [(k, label, {m: meta(m, k) for m in models}) for k, label in GOVERNANCE_FIELDS.items()]
     for name in ("total_params", "active_params"):
         mt = Q.get(name)
-        facts.append((name, f"{mt.header_label.capitalize()} ({Q.unit(mt)})", {m: params(m, name) for m in models}))
+        label = f"{mt.header_label.capitalize()} ({Q.unit(mt)})"
+        facts.append((name, label, {m: metric_cell(first[m], mt) for m in models}))
     t = field_table(tid, title, {m: m for m in models}, facts, min(0.26, 0.78 / len(models)))
     if not any(data.metadata(m) for m in models):
         t.notes.append(captions.text("notes", "governance_empty"))
@@ -146,13 +154,6 @@ def _date_range(values) -> str | None:
     return vals[0] if vals[0] == vals[-1] else f"{vals[0]} to {vals[-1]}"
 
 
-def _bandwidth(rows: list[dict]) -> Cell:
-    bw = [num(r.get("mem_bandwidth_bytes_per_s")) for r in rows if num(r.get("mem_bandwidth_bytes_per_s"))]
-    if not bw:
-        return Cell(DASH, kind="missing", note="not measured")
-    return Cell(fmt_num(sum(bw) / len(bw) / 1e9, 4), value=sum(bw) / len(bw) / 1e9)
-
-
 def environment(data: ReportData) -> list[Table]:
     tid, title = "table-environment", "Environment of every machine in the data"
     ms = machines(data)
@@ -164,8 +165,10 @@ def environment(data: ReportData) -> list[Table]:
         return {f"m{i}": fn(g) for i, g in enumerate(ms)}
 
     facts = [(k, label, per_machine(lambda g, k=k: text_cell(g["fields"].get(k)))) for k, label in ENV_FIELDS.items()]
-    bandwidth = per_machine(lambda g: _bandwidth(g["rows"]))
-    facts.append(("mem_bandwidth_bytes_per_s", "Measured memory bandwidth (GB/s)", bandwidth))
+    facts += [
+        (k, label, per_machine(lambda g, k=k, how=how: text_cell(_fact(g["rows"], k, how))))
+        for k, (label, how) in HOST_FIELDS.items()
+    ]
     extra = {
         "sources": ("Source of the rows", lambda g: ", ".join(sorted({r.get("source") or OURS for r in g["rows"]}))),
         "cells": ("Rows", lambda g: str(len(g["rows"]))),
@@ -176,6 +179,15 @@ def environment(data: ReportData) -> list[Table]:
     t = field_table(tid, title, cols, facts, min(0.5, 0.66 / len(ms)))
     t.notes.append(captions.text("notes", "environment_dash"))
     return [t]
+
+
+def _span(rows: list[dict], col: str, unit: str, scale: float = 1.0) -> str | None:
+    """'3.00 to 3.20 s': the range of a column over the rows."""
+    return span([v * scale for v in (num(r.get(col)) for r in rows) if v is not None], unit)
+
+
+def _fact(rows: list[dict], col: str, how) -> str | None:
+    return _span(rows, col, *how) if isinstance(how, tuple) else join(_distinct(rows, col), how)
 
 
 def _distinct(rows: list[dict], col: str) -> list:
@@ -191,26 +203,53 @@ def _per_model(data: ReportData, rows: list[dict], col: str) -> str | None:
     return join(f"{m}: {v}" for m in data.models for v in _distinct([r for r in rows if r.get("model") == m], col))
 
 
+def _how(ok: list[dict]) -> list[tuple[str, str, None]]:
+    """How the boundness verdict, the calibrations, the prefill energy window and the idle cool-down work, with
+    the figures the rows hold (thresholds and sizes from the library, not retyped) or why there are none."""
+
+    def measured(value: str | None, reason: str) -> str:
+        why = join(_distinct(ok, reason), lambda s: short(s, 100))
+        return value or "not measured" + (f" ({why})" if why else "")
+
+    gpu, energy, busy = "boundness_null_reason", "energy_source", Q.busy_words(ok)
+    temps = [_span(ok, f"idle_temp_c_{end}", "°C") for end in ("start", "end")]
+    facts = {
+        "host": f"{boundness.HOST_BELOW:.0%}",
+        "gpu": f"{boundness.GPU_AT_LEAST:.0%}",
+        "tokens": join(_distinct(ok, "profile_tokens"), fmt_int) or boundness.PROFILE_TOKENS,
+        "busy": measured(f"{busy}% of each decode step" if busy else None, gpu),
+        "shapes": join(_distinct(ok, "gemv_shape")) or "not recorded",
+        "l2": fmt_num(calibration.L2_MULTIPLE_BYTES / 2**30, 2),
+        "gemv": measured(_span(ok, "gemv_bandwidth_bytes_per_s", "TB/s", 1e-12), gpu),
+        "n": calibration.GEMM_SIZE,
+        "gemm": measured(_span(ok, "gemm_flops_per_s", "TFLOP/s", 1e-12), gpu),
+        "prefill": measured(_span(ok, "prefill_energy_window_s", "s"), energy),
+        "cooldown": measured(_span(ok, "idle_cooldown_s_measured", "s"), energy),
+        "temps": f", from {temps[0]} to {temps[1]}" if all(temps) else "",
+    }
+    return [(label, captions.text("how", label, **facts), None) for label in captions.entries("how")]
+
+
 def methodology(data: ReportData) -> list[Table]:
     tid, title = "table-methodology", "How the figures were measured"
     if not data.ours:
         return [skipped_table(tid, title, "the data has no rows of ours")]
     ok = [r for r in data.ours if not is_failed(r)]
     cfg = data.config.get("measurement") or {}
-    counts = Counter("failed" if is_failed(r) else "invalid" if is_invalid(r) else "ok" for r in data.ours)
-    wins = [num(r.get("energy_window_s")) for r in ok if num(r.get("energy_window_s")) is not None]
-    idle = [num(r.get("idle_power_w")) for r in ok if num(r.get("idle_power_w")) is not None]
-    mem_null = join(_distinct(ok, "memory_null_reason"))
+
+    def runs(col: str) -> str | None:  # from the rows, else the config
+        return join(_distinct(ok, col), fmt_int) or join(as_list(cfg.get(col)))
+
+    counts = Counter(map(row_status, data.ours))
+    wins, mem_null = _span(ok, "energy_window_s", "s"), join(_distinct(ok, "memory_null_reason"))
     ref = data.reference()
     text = captions.entries("methodology")
     cells = f"{len(data.ours)} of ours ({len(ok)} ran, {counts['failed']} failed, {counts['invalid']} invalid)"
     # fmt: off
     items = [
         ("Cells", f"{cells}; {len(data.imported)} imported rows", None),
-        ("Measured runs per figure (N)", join(_distinct(ok, "n_runs"), fmt_int) or join(as_list(cfg.get("n_runs"))),
-         None),
-        ("Warm-up runs (discarded, full shape)",
-         join(_distinct(ok, "warmup_runs"), fmt_int) or join(as_list(cfg.get("warmup_runs"))), None),
+        ("Measured runs per figure (N)", runs("n_runs"), None),
+        ("Warm-up runs (discarded, full shape)", runs("warmup_runs"), None),
         ("Percentile method", join(_distinct(ok, "percentile_method")), None),
         ("TTFT", " ".join(text["ttft"].split()), None),
         ("Generated tokens", text["generated"], None),
@@ -221,9 +260,10 @@ def methodology(data: ReportData) -> list[Table]:
         ("Experts implementation (MoE)", _per_model(data, ok, "experts_implementation"), None),
         ("KV cache", join(_distinct(ok, "cache_implementation")), None),
         ("Energy source", join(_distinct(ok, "energy_source"), lambda s: short(s, 120)), None),
-        ("Energy window", captions.text("methodology", "energy_window", span=span(wins, "s")) if wins else None,
+        ("Energy window", captions.text("methodology", "energy_window", span=wins) if wins else None,
          "no energy window: energy not measured"),
-        ("Idle power (after cool-down, before the cell)", span(idle, "W"), "not measured"),
+        *_how(ok),
+        ("Idle power (after cool-down, before the cell)", _span(ok, "idle_power_w", "W"), "not measured"),
         ("Memory", f"allocator figures not recorded: {mem_null}" if mem_null else " ".join(text["memory"].split()),
          None),
         ("Seed", join(_distinct(ok, "seed"), lambda v: str(to_int(v))), None),

@@ -39,6 +39,7 @@ LABELS = {
     "cache_implementation": "Cache",
     "experts_implementation": "Experts implementation",
     "experts_read_per_token": "Experts read per token",
+    "attn_implementation": "Attention implementation",
 }
 
 
@@ -78,18 +79,24 @@ class _Layout:
         if spec.pivot_ends and len(self.pivots) > 1:
             self.pivots = [self.pivots[0], self.pivots[-1]]
         self.fixed = {a: v for a, v in self.ref.items() if a not in self.shown and a != spec.pivot}
-        anchor_values = {"model": [baseline_of(data, st)], "pivot": self.pivots}
+        anchor_values = {"model": [baseline_of(data, st)], "entry": st.models[:1], "pivot": self.pivots}
         if "greedy" in st.axes["decoding"]:
             anchor_values["decoding"] = ["greedy"]
         self.anchor = spec.anchor
+        self.anchor_axis = {"pivot": spec.pivot, "entry": "model"}.get(spec.anchor, spec.anchor)
         self.anchor_value = next(iter(anchor_values.get(spec.anchor) or values.get(spec.anchor) or []), None)
         self.metric_rows = "metric" in self.iterated  # metrics as rows, the pivot's values as columns
+        self.one_unit = len({Q.unit(m) for m in self.metrics}) == 1  # else each metric row names its unit
 
     def key(self, m, v) -> str:
         """The column key of metric m at pivot value v (v None: no pivot)."""
         if self.metric_rows:
             return f"{self.pivot}={v}"
         return m.name if v is None else f"{m.name}@{v}"
+
+    def change_key(self, m, v) -> str:
+        """The key of metric m's change column: one per pivot value, unless the change runs along the pivot."""
+        return f"d_{m.name}" if v is None or self.anchor == "pivot" else f"d_{m.name}@{v}"
 
     def cells(self):
         """(cell, metric or None) for every row, in order; the axes not iterated sit at the reference."""
@@ -111,14 +118,17 @@ def _columns(spec: TableSpec, lay: _Layout) -> list[Column]:
     cols += [own.get(t) or text_column(t, label(t)) for t in spec.text]
     if lay.metric_rows:
         first = lay.metrics[0]
-        return cols + [Column(lay.key(first, v), f"{v} tok", Q.unit(first), first.better) for v in lay.pivots]
-    for m in lay.metrics:
-        if lay.pivots:
-            cols += [metric_column(m, lay.key(m, v), f"{m.header_label} at {v}") for v in lay.pivots]
-        else:
-            cols.append(metric_column(m))
-        if m.name in spec.change:
-            cols.append(Column(f"d_{m.name}", f"Δ {m.header_label}", f"% vs {lay.anchor_value}"))
+        unit, better = (Q.unit(first), first.better) if lay.one_unit else (None, None)
+        return cols + [Column(lay.key(first, v), f"{v} tok", unit, better) for v in lay.pivots]
+    # The change along the pivot follows a metric's pivot columns; else each pivot value's figures sit together.
+    along = lay.anchor == "pivot"
+    by_metric = [(m, v) for m in lay.metrics for v in lay.pivots]
+    for m, v in by_metric if along else [(m, v) for v in lay.pivots or [None] for m in lay.metrics]:
+        at = "" if v is None else f" at {v}"
+        cols.append(metric_column(m, lay.key(m, v), m.header_label + at))
+        if m.name in spec.change and (not along or v == lay.pivots[-1]):
+            at = "" if along else at
+            cols.append(Column(lay.change_key(m, v), f"Δ {m.header_label}{at}", f"% vs {lay.anchor_value}"))
     return cols
 
 
@@ -136,9 +146,9 @@ def _settings(data: ReportData, cell: dict, r: dict | None) -> Cell:
 
 def _change(lay: _Layout, data: ReportData, m, cell: dict, r: dict | None) -> Cell:
     """(figure / the anchor's figure − 1) × 100; the anchor's own row says so instead."""
-    axis = lay.pivot if lay.anchor == "pivot" else lay.anchor
+    axis = lay.anchor_axis
     if lay.anchor != "pivot" and cell[axis] == lay.anchor_value:
-        return Cell("baseline" if axis == "model" else "reference", kind="baseline")
+        return Cell("baseline" if lay.anchor == "model" else "reference", kind="baseline")
     compared = data.row({**cell, axis: lay.pivots[-1]}) if lay.anchor == "pivot" else r
     return pct_cell(pct_change(Q.figure(m, compared), Q.figure(m, data.row({**cell, axis: lay.anchor_value}))))
 
@@ -171,7 +181,8 @@ def _grid(spec: TableSpec, data: ReportData, st: Study, tid: str) -> Table:
         r = data.row(cell)
         cells = {a: number_cell(eff[a]) if a in ("context", "gen") else text_cell(eff.get(a)) for a in lay.shown}
         if "metric" in lay.shown:
-            cells["metric"] = text_cell(metric.header_label)
+            unit = "" if lay.one_unit or not Q.unit(metric) else f" ({Q.unit(metric)})"
+            cells["metric"] = text_cell(metric.header_label + unit)
         for name in spec.text:
             if name == "settings":
                 cells[name] = _settings(data, cell, r)
@@ -187,8 +198,9 @@ def _grid(spec: TableSpec, data: ReportData, st: Study, tid: str) -> Table:
                 if spec.ratios and m.baseline_ratio and rv is not None:
                     c = _with_ratio(c, m, rv, data.row({**cell, "model": base}), base)
                 cells[lay.key(m, v)] = c
-            if m.name in spec.change:
-                cells[f"d_{m.name}"] = _change(lay, data, m, cell, r)
+                if m.name in spec.change:
+                    at = {**cell, spec.pivot: v} if v is not None else cell
+                    cells[lay.change_key(m, v)] = _change(lay, data, m, at, rv)
         t.rows.append(Row(cells, key=key, status=row_status(r) if not lay.pivots else "ok"))
     needs = set(spec.needs or spec.metrics)
     keys = [lay.key(m, v) for m in lay.metrics for v in lay.pivots or [None] if lay.metric_rows or m.name in needs]

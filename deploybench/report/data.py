@@ -17,24 +17,9 @@ from deploybench.report.fmt import short, to_int
 
 OURS = "deploybench"
 AXES = ("model", "backend", "dtype", "context", "gen", "decoding")
-# The frame's column for each axis.
-AXIS_COLUMN = {
-    "model": "model",
-    "backend": "backend",
-    "dtype": "dtype",
-    "context": "context_tokens",
-    "gen": "gen_tokens",
-    "decoding": "decoding",
-}
-# The config's key for each axis of a study, and its default when the study leaves it out.
-STUDY_KEY = {
-    "model": "models",
-    "backend": "backends",
-    "dtype": "dtypes",
-    "context": "contexts",
-    "gen": "gen",
-    "decoding": "decoding",
-}
+# The frame's column for each axis, the config's key for it in a study, its default where a study has none.
+AXIS_COLUMN = {axis: axis for axis in AXES} | {"context": "context_tokens", "gen": "gen_tokens"}
+STUDY_KEY = {axis: f"{axis}s" if axis in ("model", "backend", "dtype", "context") else axis for axis in AXES}
 STUDY_DEFAULT = {"backend": "eager", "dtype": "bfloat16", "decoding": "greedy"}
 
 

@@ -30,25 +30,20 @@ class FigureSpec:
     missing: str = ""  # the figure family that explains an absence: energy | memory
 
 
+# fmt: off
 SPECS = (
     FigureSpec("fig-tps-context", "Throughput against context", "lines", ("e2e_tps", "decode_tps")),
     FigureSpec("fig-ttft-context", "TTFT against context", "lines", ("ttft_ms",)),
-    FigureSpec(
-        "fig-memory",
-        "Peak memory split into weights, KV cache and the rest",
-        "stacked",
-        ("weights_bytes", "kv_cache_bytes", REST.name),
-        missing="memory",
-    ),
-    FigureSpec(
-        "fig-energy-context", "Energy per 1000 tokens against context", "lines", ("j_per_1k_tokens",), missing="energy"
-    ),
+    FigureSpec("fig-memory", "Peak memory split into weights, KV cache and the rest", "stacked",
+               ("weights_bytes", "kv_cache_bytes", REST.name), missing="memory"),
+    FigureSpec("fig-energy-context", "Energy per 1000 tokens against context", "lines", ("j_per_1k_tokens",),
+               missing="energy"),
     FigureSpec("fig-ape", "Active Parameter Efficiency at the reference cell", "bars", APE),
     FigureSpec("fig-itl", "Inter-token latency distribution at the reference cell", "histograms", ("itl_ms_samples",)),
-    FigureSpec(
-        "fig-roofline", "Decode speed as a fraction of the memory-bandwidth bound", "lines", ("roofline_fraction",)
-    ),
+    FigureSpec("fig-roofline", "Decode speed as a fraction of the memory-bandwidth bound", "lines",
+               ("roofline_fraction", "roofline_fraction_gemv")),
 )
+# fmt: on
 
 
 @dataclass
@@ -192,7 +187,9 @@ def build(spec: FigureSpec, data: ReportData) -> Figure:
         why = data.reason_missing(used, spec.missing)
         return Figure(spec.id, spec.title, skipped=skips[spec.id].format(reason=why) if spec.id in skips else why)
     fixed = {k: v for k, v in ref.items() if spec.layout != "lines" or k != "context"}
-    caption = captions.text("figures", spec.id, study=st.name, fixed=cell_label(fixed))
+    reads = {r["model"]: r["experts_read_per_token"] for r in data.study_rows(st) if r.get("experts_read_per_token")}
+    experts = ", ".join(f"{m}: {v}" for m, v in reads.items()) or "not recorded"
+    caption = captions.text("figures", spec.id, study=st.name, fixed=cell_label(fixed), experts=experts)
     fig = Figure(spec.id, spec.title, caption, panels, columns=min(3 if len(panels) > 2 else 2, len(panels)))
     if spec.layout == "lines":
         drawn = {s.name for p in panels for s in p.series if s.y}

@@ -11,7 +11,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 from deploybench import tpot
-from deploybench.enums import StudyKind
+from deploybench.enums import Backend, StudyKind
 from deploybench.report import captions
 from deploybench.report import quantities as Q
 from deploybench.report.builder import baseline_of
@@ -177,6 +177,28 @@ def backends(data: ReportData) -> list[Finding]:
     return out
 
 
+def host_bound(data: ReportData) -> list[Finding]:
+    """Per study with host-bound cells: how many, how busy the GPU was, and the host they measure."""
+    out = []
+    for st in data.studies():
+        rows = [r for r in data.study_rows(st) if not is_failed(r)]
+        if host := [r for r in rows if Q.host_bound(r)]:
+            nums = {"host_bound": len(host), "cells": len(rows), "busy": [_val(r, "gpu_busy_fraction") for r in host]}
+            words = {**nums, "study": st.name, "busy": Q.busy_words(host), "host": Q.host_words(host)}
+            out.append(Finding(f"host-{st.name}", captions.text("findings", "host_bound", **words), "boundness", nums))
+    return out
+
+
+def eager_bound(data: ReportData) -> str:
+    """The latency section's sentence on what bounds eager decode on this host ('' without busy fractions)."""
+    eager = [r for r in data.ours if r.get("backend") == Backend.EAGER and _val(r, "gpu_busy_fraction") is not None]
+    host = [r for r in eager if Q.host_bound(r)]
+    if not eager:
+        return ""
+    words = {"n": len(host), "cells": len(eager), "busy": Q.busy_words(host or eager), "host": Q.host_words(eager)}
+    return " " + captions.text("findings", "eager_host" if host else "eager_gpu", **words)
+
+
 def _device(r: dict) -> str:
     uuid = r.get("device_uuid")
     return uuid[:12] if uuid else str(r.get("hostname") or "unknown")
@@ -239,7 +261,8 @@ def imported(data: ReportData) -> list[Finding]:
 
 def findings(data: ReportData) -> list[Finding]:
     out = []
-    makers = (cross_model, efficiency, context_trend, decoding_spread, precision, backends, imported, quality, devices)
+    makers = (cross_model, efficiency, context_trend, decoding_spread, precision, backends, host_bound, imported)
+    makers += (quality, devices)
     for fn in makers:
         try:
             out += fn(data)
@@ -269,12 +292,19 @@ def _model_facts(data: ReportData, m: str) -> dict:
     }
 
 
-def _not_measured(ok: list[dict], column: str, reason: str, what: str) -> list[str]:
+NOT_MEASURED = {  # a figure family no row of ours may have -> the column that says why (captions: missing.<family>)
+    "j_per_1k_tokens": "energy_source",
+    "peak_allocated_bytes": "memory_null_reason",
+    "gpu_busy_fraction": "boundness_null_reason",
+}
+
+
+def _not_measured(ok: list[dict], column: str, reason: str) -> list[str]:
     """'<what> was not measured (<why>): ...' when no row of ours has the column."""
     if any(num(r.get(column)) is not None for r in ok):
         return []
     why = sorted({short(str(r.get(reason)), 100) for r in ok if r.get(reason)})
-    return [what.format(why=f" ({'; '.join(why[:2])})" if why else "")]
+    return [captions.text("missing", column, why=f" ({'; '.join(why[:2])})" if why else "")]
 
 
 def missing(data: ReportData, ok: list[dict]) -> list[str]:
@@ -284,18 +314,8 @@ def missing(data: ReportData, ok: list[dict]) -> list[str]:
     elif not ok:
         out.append("Every measured cell failed: the tables show the failures and no figures.")
     else:
-        out += _not_measured(
-            ok,
-            "j_per_1k_tokens",
-            "energy_source",
-            "Energy was not measured{why}: the energy tables and figures are skipped.",
-        )
-        out += _not_measured(
-            ok,
-            "peak_allocated_bytes",
-            "memory_null_reason",
-            "Device memory was not measured{why}: the memory tables and figure are skipped.",
-        )
+        for column, reason in NOT_MEASURED.items():
+            out += _not_measured(ok, column, reason)
         if all(num(r.get("roofline_fraction")) is None for r in ok):
             out.append("The roofline fraction is unknown (no measured memory bandwidth): its figure is skipped.")
     if len(data.models) == 1:

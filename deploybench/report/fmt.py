@@ -72,10 +72,8 @@ def fmt_params(n) -> str:
 
 def pct_change(new, old) -> float | None:
     """(new / old - 1) x 100, None when either is missing or old is zero."""
-    n, o = num(new), num(old)
-    if n is None or o is None or o == 0:
-        return None
-    return (n / o - 1.0) * 100.0
+    r = ratio(new, old)
+    return None if r is None else (r - 1.0) * 100.0
 
 
 def ratio(a, b) -> float | None:

@@ -13,46 +13,28 @@ import jinja2
 
 from deploybench.report.model import Cell, Column, Table
 
+# pdflatex (T1) text for the characters TeX reads as commands and for the report's Unicode.
+_MATH = r"- \times \div \approx \uparrow \downarrow \rightarrow ^\circ \Delta \mu \leq \geq \pm".split()
 _TEX_SPECIAL = {
     "\\": r"\textbackslash{}",
-    "&": r"\&",
-    "%": r"\%",
-    "$": r"\$",
-    "#": r"\#",
-    "_": r"\_",
-    "{": r"\{",
-    "}": r"\}",
+    **{ch: "\\" + ch for ch in "&%$#_{}"},
     "~": r"\textasciitilde{}",
     "^": r"\textasciicircum{}",
     "<": r"\textless{}",
     ">": r"\textgreater{}",
     "|": r"\textbar{}",
-    "\u2212": r"\ensuremath{-}",  # minus sign
-    "\u2014": "---",
-    "\u2013": "--",
-    "\u00d7": r"\ensuremath{\times}",
-    "\u00f7": r"\ensuremath{\div}",
-    "\u2248": r"\ensuremath{\approx}",
-    "\u2191": r"\ensuremath{\uparrow}",
-    "\u2193": r"\ensuremath{\downarrow}",
-    "\u2192": r"\ensuremath{\rightarrow}",
-    "\u2020": r"\dag{}",
-    "\u0394": r"\ensuremath{\Delta}",
-    "\u00b5": r"\ensuremath{\mu}",
-    "\u2026": r"\dots{}",
-    "\u2070": r"\textsuperscript{0}",
-    "\u00b9": r"\textsuperscript{1}",
-    "\u00b2": r"\textsuperscript{2}",
-    "\u00b3": r"\textsuperscript{3}",
-    "\u2079": r"\textsuperscript{9}",
-    "\u201c": "``",
-    "\u201d": "''",
-    "\u2018": "`",
-    "\u2019": "'",
-    "\u2264": r"\ensuremath{\leq}",
-    "\u2265": r"\ensuremath{\geq}",
-    "\u00b1": r"\ensuremath{\pm}",
-    "\u00a0": "~",
+    **{ch: rf"\ensuremath{{{cmd}}}" for ch, cmd in zip("−×÷≈↑↓→°Δµ≤≥±", _MATH)},  # − is the minus sign
+    **{ch: rf"\textsuperscript{{{digit}}}" for ch, digit in zip("⁰¹²³⁹", "01239")},
+    "—": "---",
+    "–": "--",
+    "†": r"\dag{}",
+    "‡": r"\ddag{}",
+    "…": r"\dots{}",
+    "“": "``",
+    "”": "''",
+    "‘": "`",
+    "’": "'",
+    "\u00a0": "~",  # no-break space
 }
 
 
@@ -164,6 +146,4 @@ def compile_pdf(tex_path: Path, timeout_s: int = 240) -> tuple[Path | None, str]
             return None, "not built: pdflatex produced no PDF"
         shutil.copyfile(built, tex_path.with_suffix(".pdf"))
     found = re.search(r"REPORT-PAGES: (\d+)", log_copy.read_text(errors="replace")) if log_copy.exists() else None
-    return tex_path.with_suffix(
-        ".pdf"
-    ), f"built with pdflatex ({found.group(1)} pages)" if found else "built with pdflatex"
+    return tex_path.with_suffix(".pdf"), "built with pdflatex" + (f" ({found.group(1)} pages)" if found else "")

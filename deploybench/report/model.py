@@ -9,7 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from deploybench.metrics import Metric
+from deploybench import boundness
+from deploybench.metrics import Metric, ValueType
 from deploybench.report import captions
 from deploybench.report import quantities as Q
 from deploybench.report.data import as_list, is_failed, is_invalid
@@ -24,6 +25,7 @@ class Cell:
     kind: str = "num"  # num | text | failed | missing | invalid | baseline
     note: str | None = None  # why a figure is missing, the full error, ...
     href: str | None = None
+    host: str | None = None  # a host-bound decode figure: the host it measures (marked ‡, footnoted)
 
 
 @dataclass
@@ -51,7 +53,8 @@ def text_column(key: str, label: str, wrap: float | None = None) -> Column:
 
 
 def metric_column(m: Metric, key: str | None = None, label: str | None = None) -> Column:
-    return Column(key or m.name, label or m.header_label, Q.unit(m), m.better)
+    align = "l" if m.type is ValueType.STR else "r"
+    return Column(key or m.name, label or m.header_label, Q.unit(m), m.better, align)
 
 
 @dataclass
@@ -101,14 +104,20 @@ def metric_cell(r: dict | None, m: Metric, failed_text: bool = False) -> Cell:
         # a number's column stays narrow: the kind here, the full error in the tooltip and the Failures table
         text = f"failed: {r.get('failure_kind') or 'error'}" if failed_text else "failed"
         return Cell(text, kind="failed", note=r.get("error") or r.get("failure_kind"))
-    v = Q.value(m, r)
+    v, missing = Q.value(m, r), f"{m.header_label} not measured for this cell"
+    if m.type is ValueType.STR:
+        return text_cell(r.get(m.name), note=missing)
     if v is None:
-        return Cell(DASH, kind="missing", note=f"{m.header_label} not measured for this cell")
+        return Cell(DASH, kind="missing", note=missing)
     source = r.get(f"{m.name}_source")  # e.g. active_params_source: counted or a config override
-    note = f"source: {source}" if source else None
+    c = Cell(Q.text(m, v), value=v, raw=Q.raw(m, r), note=f"source: {source}" if source else None)
     if is_invalid(r):
-        return Cell(Q.text(m, v) + " †", value=v, raw=Q.raw(m, r), kind="invalid", note=reasons(r))
-    return Cell(Q.text(m, v), value=v, raw=Q.raw(m, r), note=note)
+        c.text, c.kind, c.note = c.text + " †", "invalid", reasons(r)
+    if m.name in Q.DECODE and Q.host_bound(r):
+        c.text, c.host = c.text + " ‡", Q.host_words([r])
+        host = captions.text("notes", "host_cell", busy=Q.busy_words([r]), host=c.host)
+        c.note = "; ".join(filter(None, [c.note, host]))
+    return c
 
 
 def pct_cell(p, note: str | None = None) -> Cell:
@@ -126,30 +135,28 @@ def number_cell(v) -> Cell:
     return Cell(str(v), value=v, raw=v)
 
 
-def failure_text(r: dict) -> str:
-    err = r.get("error")
-    return f"failed: {r.get('failure_kind') or 'error'}" + (f" ({short(err, 70)})" if err else "")
-
-
 def status_cell(r: dict | None) -> Cell:
     if r is None:
         return Cell("not in the data", kind="missing", note="the cell has no row: not run yet?")
     if is_failed(r):
-        return Cell(failure_text(r), kind="failed", note=r.get("error"))
+        err = f" ({short(r['error'], 70)})" if r.get("error") else ""
+        return Cell(f"failed: {r.get('failure_kind') or 'error'}{err}", kind="failed", note=r.get("error"))
     if is_invalid(r):
         return Cell(f"invalid: {short(reasons(r), 70)}", kind="invalid", note=reasons(r))
     return Cell("ok", kind="text")
 
 
 def row_status(r: dict | None) -> str:
-    if r is None:
-        return "missing"
-    if is_failed(r):
-        return "failed"
-    return "invalid" if is_invalid(r) else "ok"
+    return "missing" if r is None else "failed" if is_failed(r) else "invalid" if is_invalid(r) else "ok"
 
 
 # finishing ----------------------------------------------------------------------------------
+
+
+def _blank(cells: list[Cell]) -> bool:
+    """Nothing measured: every cell missing or failed, and at least one missing."""
+    kinds = {c.kind for c in cells}
+    return kinds <= {"missing", "failed"} and "missing" in kinds
 
 
 def finish(table: Table, value_keys: list[str], why_missing: str) -> Table:
@@ -161,18 +168,23 @@ def finish(table: Table, value_keys: list[str], why_missing: str) -> Table:
     if not any(c.value is not None for c in cells):
         table.skipped = why_missing
         return table
-    # A figure family nobody measured (device memory or energy on a CPU run) would be a column of
-    # dashes: leave it out and say so.
-    empty = [
-        c
-        for c in table.columns
-        if c.unit
-        and all(row.cells[c.key].kind in ("missing", "failed") for row in table.rows if c.key in row.cells)
-        and any(row.cells.get(c.key) is not None and row.cells[c.key].kind == "missing" for row in table.rows)
-    ]
-    if empty and len(empty) < len(table.columns):
-        table.columns = [c for c in table.columns if c not in empty]
-        table.notes.append(captions.text("notes", "left_out", columns=", ".join(c.header for c in empty)))
-    kinds = {row.cells[c.key].kind for row in table.rows for c in table.columns if c.key in row.cells}
+    # A figure family nobody measured (device memory, energy or boundness on a CPU run) would be a
+    # column of dashes, or rows of dashes where metrics are rows: leave it out and say so.
+    by_metric: dict[str, list[Cell]] = {}
+    for row in (row for row in table.rows if "metric" in row.key):
+        by_metric.setdefault(row.cells["metric"].text, []).extend(row.cells[k] for k in value_keys if k in row.cells)
+    gone = [label for label, cells in by_metric.items() if _blank(cells)]
+    table.rows = [row for row in table.rows if "metric" not in row.key or row.cells["metric"].text not in gone]
+    empty = [c for c in table.columns if _blank([row.cells[c.key] for row in table.rows if c.key in row.cells])]
+    empty = empty if len(empty) < len(table.columns) else []
+    table.columns = [c for c in table.columns if c not in empty]
+    if gone + empty:
+        left_out = ", ".join(gone + [c.header for c in empty])
+        table.notes.append(captions.text("notes", "left_out", columns=left_out))
+    shown = [row.cells[c.key] for row in table.rows for c in table.columns if c.key in row.cells]
+    kinds = {c.kind for c in shown}
     table.notes += [captions.text("notes", kind) for kind in ("invalid", "failed", "missing") if kind in kinds]
+    if hosts := sorted({c.host for c in shown if c.host}):
+        below = f"{boundness.HOST_BELOW:.0%}"
+        table.notes.append(captions.text("notes", "host", below=below, hosts="; ".join(hosts)))
     return table

@@ -1,15 +1,19 @@
 """How a metric of the catalogue (deploybench/metrics.yaml) is read from a row and printed.
 
-Headers, units and directions come from the catalogue. Two things are the report's own: a figure
-computed from other columns ("rest" of peak memory) and displays the catalogue does not give yet.
+Headers, units and directions come from the catalogue. Three things are the report's own: a figure
+computed from other columns ("rest" of peak memory), displays and labels the catalogue does not give
+yet, and the words for what a host-bound decode figure measures.
 """
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from deploybench import metrics
+from deploybench.enums import BoundBy
 from deploybench.metrics import Display, Metric, ValueType
 from deploybench.report.data import is_failed
-from deploybench.report.fmt import fmt_int, fmt_num, num
+from deploybench.report.fmt import fmt_int, fmt_num, join, num, span
 
 
 def _rest_bytes(row: dict) -> float | None:
@@ -31,11 +35,18 @@ REST = Metric(
 )
 _COMPUTED = {REST.name: _rest_bytes}
 # Parameter counts print in billions; the catalogue stores them as counts with no display yet.
-_DISPLAY = {"total_params": Display("B", 1e-9), "active_params": Display("B", 1e-9)}
+_BILLIONS = ("total_params", "active_params", "all_experts_params", "params_read_per_token")
+_DISPLAY = {name: Display("B", 1e-9) for name in _BILLIONS}
+_LABEL = {"params_read_per_token": "params read per token"}
+# Decode figures: where the step is host-bound, they measure the host CPU (DESIGN.md, "Boundness").
+DECODE = {"decode_tps", "tpot_ms", "itl_ms_p50", "itl_ms_p95", "itl_ms_p99", "ape_decode_tps_per_active_b"}
+DECODE |= {"roofline_fraction", "roofline_fraction_gemv"}  # decode speed against its bound
 
 
 def get(name: str) -> Metric:
-    return REST if name == REST.name else metrics.get(name)
+    if name == REST.name:
+        return REST
+    return replace(metrics.get(name), label=_LABEL[name]) if name in _LABEL else metrics.get(name)
 
 
 def display(m: Metric) -> Display:
@@ -73,3 +84,22 @@ def directions(names) -> str:
     """'TTFT: lower is better. ...' for the metrics that have a direction."""
     ms = [get(n) for n in names]
     return " ".join(f"{m.header_label}: {m.better} is better." for m in ms if m.better)
+
+
+def host_bound(r: dict | None) -> bool:
+    return r is not None and r.get("bound_by") == BoundBy.HOST
+
+
+def busy_words(rows) -> str | None:
+    """'17 to 46' (% of each decode step): the range of the rows' GPU-busy fractions."""
+    m = get("gpu_busy_fraction")
+    vals = [v for v in (value(m, r) for r in rows) if v is not None]
+    lo, hi = (text(m, f(vals)) for f in (min, max)) if vals else (None, None)
+    return lo if lo == hi else f"{lo} to {hi}"
+
+
+def host_words(rows) -> str:
+    """'AMD EPYC 9654, 7.10 µs per CUDA launch': the host that the rows' decode figures measure."""
+    cpus = join(sorted({str(r["cpu_model"]) for r in rows if r.get("cpu_model")})) or "CPU model not recorded"
+    launch = span([v for v in (num(r.get("launch_us")) for r in rows) if v is not None], "µs")
+    return cpus + (f", {launch} per CUDA launch" if launch else "")

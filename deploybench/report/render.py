@@ -45,7 +45,8 @@ SECTIONS = {
     "sec-energy": ["table-energy", "fig-energy-context", "table-energy-context"],
     "sec-ape": ["table-ape", "fig-ape"],
     "sec-decode": ["fig-itl", "fig-roofline"],
-    "sec-ablations": ["table-decoding", "table-context-scaling", "table-precision", "table-backend", "table-experts"],
+    "sec-ablations": ["table-decoding", "table-context-scaling", "table-precision", "table-backend", "table-experts",
+                      "table-attention"],
     "sec-governance": ["table-governance"],
     "sec-comparison": ["table-imported", "table-tpot-check"],
     "sec-methodology": ["table-methodology"],
@@ -94,7 +95,7 @@ def build_report(df: pd.DataFrame | None, config: dict | None, templates_dir: Pa
                 item["number"] = counts[item["type"]]
         notes = imported.imported_notes(data) if sid == "sec-comparison" else []
         text = captions.entries("sections")[sid]
-        intro = " ".join(text["intro"].split())
+        intro = " ".join(text["intro"].split()) + (findings.eager_bound(data) if sid == "sec-latency" else "")
         sections.append({"id": sid, "title": text["title"], "intro": intro, "items": items, "notes": notes})
     return {
         "title": str((config.get("report") or {}).get("title") or DEFAULT_TITLE),
@@ -105,18 +106,6 @@ def build_report(df: pd.DataFrame | None, config: dict | None, templates_dir: Pa
         "figures": figs,
         "data": data,
     }
-
-
-def _jsonable(obj):
-    if dataclasses.is_dataclass(obj):
-        return {k: _jsonable(v) for k, v in dataclasses.asdict(obj).items()}
-    if isinstance(obj, dict):
-        return {str(k): _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_jsonable(v) for v in obj]
-    if isinstance(obj, (str, int, float, bool)) or obj is None:
-        return obj
-    return str(obj)
 
 
 def _items(ctx: dict, kind: str) -> list[dict]:
@@ -138,7 +127,7 @@ def manifest(ctx: dict, pdf_status: str) -> dict:
         "sections": [s["id"] for s in ctx["sections"]],
         "findings": [f.text for f in ctx["findings"]],
         "missing": ctx["summary"]["missing"],
-        "table_data": {it["id"]: _jsonable(it["obj"]) for it in _items(ctx, "table")},
+        "table_data": {it["id"]: dataclasses.asdict(it["obj"]) for it in _items(ctx, "table")},
     }
 
 

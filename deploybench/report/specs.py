@@ -26,8 +26,9 @@ class TableSpec:
     pivot: str | None = None  # an axis whose values become columns
     pivot_ends: bool = False  # only the pivot's first and last value
     change: tuple[str, ...] = ()  # metrics followed by a change column: (value / anchor's − 1) × 100
-    # Where the anchor of the change lies: "model" (the baseline model), "decoding" (greedy),
-    # "context" / "backend" (the study's first value), "pivot" (the pivot's first value).
+    # Where the anchor of the change lies: "model" (the baseline model), "entry" (the study's first model
+    # entry), "decoding" (greedy), "context" / "backend" (the study's first value), "pivot" (the pivot's
+    # first value). With a pivot, every pivot value has its change column, unless the anchor is "pivot".
     anchor: str | None = None
     text: tuple[str, ...] = ()  # text columns after the row axes: "settings", "status", or a row field
     ratios: bool = False  # each figure followed by its ratio to the baseline model, in brackets
@@ -39,21 +40,25 @@ class TableSpec:
 MAIN = StudyKind.MAIN_COMPARISON
 BY_CONTEXT = ("model", "gen?", "decoding?", "dtype?", "backend?", "metric?")
 APE = tuple(m.name for m in metrics.of_stage(metrics.Stage.APE))
+# Beside every decode figure: what bounds the step (DESIGN.md, "Boundness"); the two bandwidth bounds.
+BOUND = ("gpu_busy_fraction", "bound_by")
+ROOFLINE = ("roofline_fraction", "roofline_fraction_gemv")
 LATENCY = ("ttft_ms", "e2e_ms_p50", "e2e_ms_p95", "e2e_tps", "decode_tps", "decode_tps_cv", "tpot_ms")
 SPEED = ("ttft_ms", "e2e_tps", "decode_tps")
-COMPARED = (*SPEED, "decode_tps_cv", "itl_ms_p50", "peak_allocated_bytes", "roofline_fraction", "compile_s")
+COMPARED = (*SPEED, "decode_tps_cv", "itl_ms_p50", *BOUND, *ROOFLINE, "peak_allocated_bytes", "compile_s")
 MEMORY = ("weights_bytes", "kv_cache_bytes", "kv_cache_bytes_analytic", REST.name, "peak_allocated_bytes")
-ENERGY = ("e2e_tps", "tokens_per_j", "j_per_1k_tokens", "j_per_1k_tokens_net", "avg_power_w", "energy_window_s")
+ENERGY = ("e2e_tps", "tokens_per_j", "j_per_1k_tokens", "j_per_1k_tokens_net", "j_per_prompt_token")
+ENERGY += ("j_per_decode_token", "avg_power_w", "energy_window_s")
 
 # fmt: off
 SPECS = (
-    TableSpec("table-latency-ref", "Latency and throughput at the reference cell", MAIN, (*LATENCY, "n_runs"),
-              needs=LATENCY),
-    TableSpec("table-tps-context", "Throughput against context", MAIN, ("e2e_tps", "decode_tps"),
+    TableSpec("table-latency-ref", "Latency and throughput at the reference cell", MAIN,
+              (*LATENCY, *BOUND, *ROOFLINE, "n_runs"), needs=LATENCY),
+    TableSpec("table-tps-context", "Throughput against context", MAIN, ("e2e_tps", "decode_tps", *BOUND),
               rows=BY_CONTEXT, pivot="context"),
     TableSpec("table-ttft-context", "TTFT against context", MAIN, ("ttft_ms",), rows=BY_CONTEXT, pivot="context"),
     TableSpec("table-tps-change", "Change in throughput from the shortest to the longest context", MAIN,
-              ("e2e_tps", "decode_tps"), pivot="context", pivot_ends=True, change=("e2e_tps", "decode_tps"),
+              ("e2e_tps", "decode_tps", *BOUND), pivot="context", pivot_ends=True, change=("e2e_tps", "decode_tps"),
               anchor="pivot", needs=("e2e_tps",)),
     TableSpec("table-memory", "Peak memory at the reference cell", MAIN, (*MEMORY, "peak_reserved_bytes"),
               needs=("peak_allocated_bytes",), missing="memory"),
@@ -64,22 +69,26 @@ SPECS = (
               needs=("j_per_1k_tokens", "tokens_per_j"), missing="energy"),
     TableSpec("table-energy-context", "Energy per 1000 tokens against context", MAIN, ("j_per_1k_tokens",),
               rows=BY_CONTEXT, pivot="context", missing="energy"),
-    TableSpec("table-ape", "Active Parameter Efficiency (APE) at the reference cell", MAIN, ("active_params", *APE),
-              ratios=True, needs=APE),
+    TableSpec("table-ape", "Active Parameter Efficiency (APE) at the reference cell", MAIN,
+              ("active_params", *APE, *BOUND), ratios=True, needs=APE),
     TableSpec("table-decoding", "Decoding-mode ablation", StudyKind.DECODING_ABLATION,
-              ("e2e_tps", "decode_tps", "ttft_ms", "itl_ms_p50"), rows=("model", "decoding"), text=("settings",),
-              change=("e2e_tps", "decode_tps"), anchor="decoding", needs=("e2e_tps", "decode_tps")),
+              ("e2e_tps", "decode_tps", "ttft_ms", "itl_ms_p50", *BOUND), rows=("model", "decoding"),
+              text=("settings",), change=("e2e_tps", "decode_tps"), anchor="decoding", needs=("e2e_tps", "decode_tps")),
     TableSpec("table-context-scaling", "Context scaling", StudyKind.CONTEXT_SCALING,
-              (*SPEED, "peak_allocated_bytes", "kv_cache_bytes", "j_per_1k_tokens"), rows=("model", "context"),
+              (*SPEED, *BOUND, "peak_allocated_bytes", "kv_cache_bytes", "j_per_1k_tokens"), rows=("model", "context"),
               change=SPEED, anchor="context", needs=SPEED),
     TableSpec("table-precision", "Precision sweep", StudyKind.PRECISION_SWEEP,
-              (*SPEED, "weights_bytes", "peak_allocated_bytes", "j_per_1k_tokens"), rows=("model", "dtype"),
+              (*SPEED, *BOUND, "weights_bytes", "peak_allocated_bytes", "j_per_1k_tokens"), rows=("model", "dtype"),
               text=("status",)),
     TableSpec("table-backend", "Backend comparison", StudyKind.BACKEND_COMPARISON, COMPARED,
               rows=("model", "context?", "backend"), text=("cache_implementation",), change=("decode_tps",),
               anchor="backend", needs=SPEED),
-    TableSpec("table-experts", "Experts-implementation comparison", StudyKind.EXPERTS_COMPARISON, COMPARED,
-              rows=("model", "context?"), text=("experts_implementation", "experts_read_per_token"), needs=SPEED),
+    TableSpec("table-experts", "Experts-implementation comparison", StudyKind.EXPERTS_COMPARISON,
+              ("params_read_per_token", *COMPARED), rows=("model", "context?"),
+              text=("experts_implementation", "experts_read_per_token"), needs=SPEED),
+    TableSpec("table-attention", "Attention-implementation comparison", StudyKind.ATTENTION_COMPARISON,
+              ("ttft_ms", "decode_tps", *BOUND), text=("attn_implementation",), pivot="context",
+              change=("ttft_ms", "decode_tps"), anchor="entry", needs=("ttft_ms", "decode_tps")),
 )
 # fmt: on
 BY_ID = {spec.id: spec for spec in SPECS}
