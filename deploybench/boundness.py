@@ -14,12 +14,14 @@ from dataclasses import dataclass
 
 import torch
 
+from . import metrics
 from .enums import BoundBy
 
-# gpu_busy_fraction below HOST_BELOW: the GPU idles most of each step waiting for the host.
-HOST_BELOW = 0.5
-# At or above GPU_AT_LEAST the GPU sets the pace; between the two, host and GPU share it (mixed).
-GPU_AT_LEAST = 0.8
+# The verdict's thresholds are stated once, with its definition, in the metric catalogue: below
+# HOST_BELOW the GPU idles most of each step waiting for the host; at or above GPU_AT_LEAST the GPU
+# sets the pace; between the two, host and GPU share it (mixed).
+HOST_BELOW = metrics.get("bound_by").parameter("host_below")
+GPU_AT_LEAST = metrics.get("bound_by").parameter("gpu_at_least")
 # Decode steps profiled: a step's kernels barely change over a few dozen positions, and an eager step's
 # thousands of kernels make every profiled token costly to collect.
 PROFILE_TOKENS = 16

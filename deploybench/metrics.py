@@ -78,6 +78,10 @@ class Metric:
     family: str | None = None  # the percentile entry this column came from, e.g. "e2e_ms_p50 / _p95 / _p99"
     family_definition: str | None = None  # that entry's definition, for the family's one row
     baseline_ratio: bool = False
+    parameters: tuple[tuple[str, float], ...] = ()  # named constants of the definition (thresholds)
+
+    def parameter(self, name: str) -> float:
+        return dict(self.parameters)[name]
 
     @property
     def header_label(self) -> str:
@@ -130,7 +134,10 @@ def _metric(group: str, name: str, entry: dict) -> Metric:
             "stage": Stage(entry.get("stage", "cell")),
             "display": Display(**entry["display"]) if entry.get("display") else None,
             "elsewhere": Elsewhere(**entry["elsewhere"]) if entry.get("elsewhere") else None,
-            "definition": _expand_enums(entry["definition"]),
+            "definition": _expand_enums(entry["definition"]).format(**entry.get("parameters", {}))
+            if entry.get("parameters")
+            else _expand_enums(entry["definition"]),
+            "parameters": tuple(sorted((entry.get("parameters") or {}).items())),
         }
     except (ValueError, TypeError) as exc:
         raise CatalogueError(f"{where}: {exc}") from None

@@ -48,12 +48,12 @@ ENV_FIELDS = {
 }
 MACHINE_KEYS = (*ENV_FIELDS, "device_uuid")
 # What else a machine's rows say about it: column -> (label, unit and scale of its range, or how each value prints).
+# Ranges print in the catalogue's display unit; text fields through their function.
+_RANGED = ("mem_bandwidth_bytes_per_s", "python_loop_ns", "power_limit_w")
 HOST_FIELDS = {
-    "mem_bandwidth_bytes_per_s": ("Measured copy bandwidth", ("GB/s", 1e-9)),
-    "cpu_model": ("Host CPU", str),
-    "cpu_count": ("CPU cores the process could use", fmt_int),
-    "python_loop_ns": ("Python loop iteration (lower: a faster host)", ("ns", 1.0)),
-    "power_limit_w": ("GPU power limit", ("W", 1.0)),
+    **{name: (Q.get(name).header_label, (Q.unit(Q.get(name)), Q.display(Q.get(name)).scale)) for name in _RANGED},
+    "cpu_model": (Q.get("cpu_model").header_label, str),
+    "cpu_count": (Q.get("cpu_count").header_label, fmt_int),
     "code_revision": ("Code revision", lambda rev: rev[:12] + ("+dirty" if rev.endswith("+dirty") else "")),
     "source_sha256": ("Library source sha256", lambda digest: digest[:12]),
 }
@@ -186,6 +186,12 @@ def _span(rows: list[dict], col: str, unit: str, scale: float = 1.0) -> str | No
     return span([v * scale for v in (num(r.get(col)) for r in rows) if v is not None], unit)
 
 
+def _ranged(rows: list[dict], col: str) -> str | None:
+    """The range of a catalogue column over the rows, in its display unit."""
+    m = Q.get(col)
+    return _span(rows, col, Q.unit(m), Q.display(m).scale)
+
+
 def _fact(rows: list[dict], col: str, how) -> str | None:
     return _span(rows, col, *how) if isinstance(how, tuple) else join(_distinct(rows, col), how)
 
@@ -220,9 +226,9 @@ def _how(ok: list[dict]) -> list[tuple[str, str, None]]:
         "busy": measured(f"{busy}% of each decode step" if busy else None, gpu),
         "shapes": join(_distinct(ok, "gemv_shape")) or "not recorded",
         "l2": fmt_num(calibration.L2_MULTIPLE_BYTES / 2**30, 2),
-        "gemv": measured(_span(ok, "gemv_bandwidth_bytes_per_s", "TB/s", 1e-12), gpu),
+        "gemv": measured(_ranged(ok, "gemv_bandwidth_bytes_per_s"), gpu),
         "n": calibration.GEMM_SIZE,
-        "gemm": measured(_span(ok, "gemm_flops_per_s", "TFLOP/s", 1e-12), gpu),
+        "gemm": measured(_ranged(ok, "gemm_flops_per_s"), gpu),
         "prefill": measured(_span(ok, "prefill_energy_window_s", "s"), energy),
         "cooldown": measured(_span(ok, "idle_cooldown_s_measured", "s"), energy),
         "temps": f", from {temps[0]} to {temps[1]}" if all(temps) else "",

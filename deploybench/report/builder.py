@@ -32,19 +32,10 @@ from deploybench.report.model import (
 )
 from deploybench.report.specs import TableSpec
 
-# Headers the catalogue has no label for (it names these columns only by their field name).
-LABELS = {
-    "context": "Context",
-    "gen": "Generated",
-    "cache_implementation": "Cache",
-    "experts_implementation": "Experts implementation",
-    "experts_read_per_token": "Experts read per token",
-    "attn_implementation": "Attention implementation",
-}
-
 
 def label(field: str) -> str:
-    return LABELS.get(field) or metrics.get(AXIS_COLUMN.get(field, field)).header_label
+    """A column's header: its catalogue label (axes by the column they are stored in)."""
+    return metrics.get(AXIS_COLUMN.get(field, field)).header_label
 
 
 def table_id(base: str, i: int) -> str:

@@ -159,6 +159,11 @@ def _blank(cells: list[Cell]) -> bool:
     return kinds <= {"missing", "failed"} and "missing" in kinds
 
 
+def _metric_label(row: Row) -> str:
+    """The metric a row shows: its metric cell, or (one metric, no metric column) its key."""
+    return row.cells["metric"].text if "metric" in row.cells else str(row.key["metric"])
+
+
 def finish(table: Table, value_keys: list[str], why_missing: str) -> Table:
     """Mark a table skipped when none of its figures exist, drop all-missing columns, add footnotes."""
     if not table.rows:
@@ -172,9 +177,9 @@ def finish(table: Table, value_keys: list[str], why_missing: str) -> Table:
     # column of dashes, or rows of dashes where metrics are rows: leave it out and say so.
     by_metric: dict[str, list[Cell]] = {}
     for row in (row for row in table.rows if "metric" in row.key):
-        by_metric.setdefault(row.cells["metric"].text, []).extend(row.cells[k] for k in value_keys if k in row.cells)
+        by_metric.setdefault(_metric_label(row), []).extend(row.cells[k] for k in value_keys if k in row.cells)
     gone = [label for label, cells in by_metric.items() if _blank(cells)]
-    table.rows = [row for row in table.rows if "metric" not in row.key or row.cells["metric"].text not in gone]
+    table.rows = [row for row in table.rows if "metric" not in row.key or _metric_label(row) not in gone]
     empty = [c for c in table.columns if _blank([row.cells[c.key] for row in table.rows if c.key in row.cells])]
     empty = empty if len(empty) < len(table.columns) else []
     table.columns = [c for c in table.columns if c not in empty]

@@ -1,13 +1,11 @@
 """How a metric of the catalogue (deploybench/metrics.yaml) is read from a row and printed.
 
-Headers, units and directions come from the catalogue. Three things are the report's own: a figure
-computed from other columns ("rest" of peak memory), displays and labels the catalogue does not give
-yet, and the words for what a host-bound decode figure measures.
+Headers, units, displays and directions come from the catalogue. Two things are the report's own: a
+figure computed from other columns ("rest" of peak memory), and the words for what a host-bound
+decode figure measures.
 """
 
 from __future__ import annotations
-
-from dataclasses import replace
 
 from deploybench import metrics
 from deploybench.enums import BoundBy
@@ -34,23 +32,17 @@ REST = Metric(
     display=Display("GB", 1e-9),
 )
 _COMPUTED = {REST.name: _rest_bytes}
-# Parameter counts print in billions; the catalogue stores them as counts with no display yet.
-_BILLIONS = ("total_params", "active_params", "all_experts_params", "params_read_per_token")
-_DISPLAY = {name: Display("B", 1e-9) for name in _BILLIONS}
-_LABEL = {"params_read_per_token": "params read per token"}
 # Decode figures: where the step is host-bound, they measure the host CPU (DESIGN.md, "Boundness").
 DECODE = {"decode_tps", "tpot_ms", "itl_ms_p50", "itl_ms_p95", "itl_ms_p99", "ape_decode_tps_per_active_b"}
 DECODE |= {"roofline_fraction", "roofline_fraction_gemv"}  # decode speed against its bound
 
 
 def get(name: str) -> Metric:
-    if name == REST.name:
-        return REST
-    return replace(metrics.get(name), label=_LABEL[name]) if name in _LABEL else metrics.get(name)
+    return REST if name == REST.name else metrics.get(name)
 
 
 def display(m: Metric) -> Display:
-    return _DISPLAY.get(m.name) or m.display or Display(m.unit or "")
+    return m.display or Display(m.unit or "")
 
 
 def unit(m: Metric) -> str:

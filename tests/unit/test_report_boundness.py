@@ -192,7 +192,7 @@ def test_experts_table_and_roofline_say_which_experts_the_bytes_count():
     for key in ("roofline_fraction", "roofline_fraction_gemv"):
         assert t.cell(key, model="gpt-oss-20b-all").value == pytest.approx(row[key] * 100)
     fig = build_figure(next(s for s in FIGURES if s.id == "fig-roofline"), data())
-    assert [p.title.split(" ↑")[0] for p in fig.panels] == ["roofline fraction", "GEMV roofline fraction"]
+    assert [p.title.split(" ↑")[0] for p in fig.panels] == ["copy roofline fraction", "GEMV roofline fraction"]
     assert "(gpt-oss-20b: routed, qwen3-32b: n/a, yi-34b: n/a)" in fig.caption
     (energy,) = tables("table-energy")
     ref = ours(df, model="yi-34b", context_tokens=2048, backend="eager", decoding="greedy", dtype="bfloat16").iloc[0]

@@ -45,3 +45,6 @@ def test_report_tables_equal_the_parquet(small_workflow):
     assert [r.key["cell_id"] for r in failures.rows if r.status == "failed"] == failed.cell_id.tolist()
     assert "m-llama/eager-bfloat16/c510-g4-greedy" in page and "context_too_long" in page
     assert not re.search(r"\b(nan|NaN|None)\b", page.split("<body")[1])
+    # Every table built: a table that raised is kept as skipped "could not be built", which must not happen.
+    manifest = (wf.root / "report/manifest.json").read_text()
+    assert "could not be built" not in manifest and "could not be built" not in page
