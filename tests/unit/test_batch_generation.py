@@ -94,8 +94,16 @@ def test_new_tokens_per_row_counts_up_to_the_first_eos():
     assert batching.new_tokens_per_row(sequences, 2, []) == [4, 4, 4]
 
 
+@pytest.fixture
+def own_compile_cache():
+    """Compiled variants of CompiledDecodeLoop._decode_step count against one recompile limit per process:
+    give back the ones compiled here, so the suite's later compiled_loop tests keep their budget."""
+    yield
+    torch._dynamo.reset()
+
+
 @pytest.mark.parametrize("family, context", [("llama", 30), ("gpt_oss", 40)])  # gpt-oss: sliding layers full
-def test_compiled_loop_runs_a_batch_unchanged(family, context):
+def test_compiled_loop_runs_a_batch_unchanged(family, context, own_compile_cache):
     """CompiledDecodeLoop as it is: a (B, context) batch gives generate()'s tokens at batch B, each row
     the tokens of that prompt alone, and a static cache of B x one sequence."""
     torch.manual_seed(0)
