@@ -85,3 +85,13 @@ def kv_bytes_read_per_token(config, context: int, gen: int, dtype: torch.dtype) 
 def attention_flops_per_token(config, context: int, gen: int) -> float:
     """Multiply-adds of a decode step's attention, x2: q.k and p.v per query head and attended position."""
     return 4 * config.num_attention_heads * _head_dim(config) * positions_attended_per_token(config, context, gen)
+
+
+def kv_bytes_read_per_step(config, context: int, gen: int, dtype: torch.dtype, batch: int = 1) -> float:
+    """Mean KV bytes a decode step of `batch` sequences reads: each sequence attends over its own cache."""
+    return batch * kv_bytes_read_per_token(config, context, gen, dtype)
+
+
+def attention_flops_per_step(config, context: int, gen: int, batch: int = 1) -> float:
+    """Attention FLOPs of a decode step of `batch` sequences (attention_flops_per_token each)."""
+    return batch * attention_flops_per_token(config, context, gen)

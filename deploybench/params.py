@@ -77,3 +77,36 @@ def count_params(model) -> dict:
 
 def count_from_config(config) -> dict:
     return count_params(build_meta_model(config))
+
+
+def expert_split(model) -> dict:
+    """How the weights a token multiplies split into dense and routed-expert parts (meta or real model).
+
+    {'dense_params': every weight a token multiplies outside the expert modules (attention, router,
+    norms, output head; the untied input-embedding lookup excluded, as in count_params),
+    'expert_params': all expert weights, 'params_per_expert': one expert of one layer (its biases
+    included), 'moe_layers', 'n_experts', 'top_k'}. A dense model has expert_params 0 and moe_layers 0.
+    Identities: active_params = dense_params + top_k x params_per_expert x moe_layers, and
+    all_experts_params = dense_params + expert_params.
+    """
+    counts = count_params(model)  # raises ParamCountError for a MoE config it cannot read
+    modules = _expert_modules(model)
+    per_expert = set()
+    expert_params = 0
+    for name, module, n_experts in modules:
+        size = sum(p.numel() for p in module.parameters())
+        if size % n_experts:
+            raise ParamCountError(f"{name}: {size} expert parameters do not split evenly over {n_experts} experts")
+        per_expert.add((size // n_experts, n_experts))
+        expert_params += size
+    if len(per_expert) > 1:
+        raise ParamCountError(f"expert modules differ in size or count: {sorted(per_expert)}")
+    params_per_expert, n_experts = per_expert.pop() if per_expert else (0, 0)
+    return {
+        "dense_params": counts["all_experts_params"] - expert_params,
+        "expert_params": expert_params,
+        "params_per_expert": params_per_expert,
+        "moe_layers": len(modules),
+        "n_experts": n_experts,
+        "top_k": (getattr(model.config, "num_experts_per_tok", None) or 0) if modules else 0,
+    }

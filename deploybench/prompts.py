@@ -231,3 +231,95 @@ def random_prompt(vocab_size: int, context_tokens: int, seed: int = 0, exclude_i
         if i not in excluded:
             ids.append(i)
     return Prompt(input_ids=ids, prompt_mode=PromptMode.RANDOM_IDS, context_tokens_measured=len(ids))
+
+
+# ---------------------------------------------------------------- batch B: B distinct prompts
+
+# How many further seeds a row may try before the batch is declared impossible (see _distinct_batch).
+_MAX_RESEEDS = 64
+
+
+@dataclass(frozen=True)
+class PromptBatch:
+    """The B prompts of a batch-B cell: each exactly the same length, pairwise different id sequences."""
+
+    prompts: tuple[Prompt, ...]
+    seeds: tuple[int, ...]  # the seed each row was built from (seed + b unless that row had to be re-seeded)
+
+    @property
+    def batch(self) -> int:
+        return len(self.prompts)
+
+    @property
+    def input_ids(self) -> list[list[int]]:
+        return [p.input_ids for p in self.prompts]
+
+    @property
+    def prompt_mode(self) -> PromptMode:
+        return self.prompts[0].prompt_mode
+
+    @property
+    def context_tokens_measured(self) -> int:
+        """The length every row has (builders check they agree; a cell compares it with its context)."""
+        (length,) = {p.context_tokens_measured for p in self.prompts}
+        return length
+
+
+def _distinct_batch(make, batch: int, seed: int, what: str) -> PromptBatch:
+    """Row b is make(seed + b); a row equal to an earlier one is rebuilt from seed + b + batch, then
+    seed + b + 2 x batch, ... (a seed no other row uses), up to _MAX_RESEEDS times. Row 0 is the
+    batch-1 prompt of `seed`."""
+    batch = _check_positive_int("batch", batch)
+    rows: list[Prompt] = []
+    seeds: list[int] = []
+    seen: set[tuple[int, ...]] = set()
+    for b in range(batch):
+        for attempt in range(_MAX_RESEEDS + 1):
+            row_seed = seed + b + attempt * batch
+            prompt = make(row_seed)
+            if tuple(prompt.input_ids) not in seen:
+                break
+        else:
+            raise PromptLengthError(
+                f"could not build {batch} distinct {what}: row {b} repeated an earlier row for "
+                f"{_MAX_RESEEDS + 1} seeds (too few distinct prompts of this length)"
+            )
+        seen.add(tuple(prompt.input_ids))
+        rows.append(prompt)
+        seeds.append(row_seed)
+    return PromptBatch(tuple(rows), tuple(seeds))
+
+
+def build_prompts(tokenizer, context_tokens: int, batch: int, seed: int = 0) -> PromptBatch:
+    """`batch` pairwise distinct prompts of exactly ``context_tokens`` tokens each, as build_prompt
+    renders them (chat template, or raw text), row b's filler seeded by seed + b."""
+    return _distinct_batch(
+        lambda s: build_prompt(tokenizer, context_tokens, seed=s), batch, seed, f"prompts of {context_tokens} tokens"
+    )
+
+
+def random_prompts(
+    vocab_size: int, context_tokens: int, batch: int, seed: int = 0, exclude_ids: Iterable[int] = ()
+) -> PromptBatch:
+    """`batch` pairwise distinct random_prompt rows, row b seeded by seed + b, none with an id in ``exclude_ids``."""
+    vocab_size = _check_positive_int("vocab_size", vocab_size)
+    context_tokens = _check_positive_int("context_tokens", context_tokens)
+    batch = _check_positive_int("batch", batch)
+    excluded = list(exclude_ids)
+    allowed = vocab_size - len({int(i) for i in excluded if 0 <= int(i) < vocab_size})
+    if allowed >= 1 and allowed ** min(context_tokens, 64) < batch:  # 2**64 rows: never asked for
+        raise PromptLengthError(
+            f"only {allowed}^{context_tokens} distinct prompts of {context_tokens} ids exist, fewer than batch {batch}"
+        )
+    return _distinct_batch(
+        lambda s: random_prompt(vocab_size, context_tokens, seed=s, exclude_ids=excluded),
+        batch,
+        seed,
+        f"random prompts of {context_tokens} ids",
+    )
+
+
+def special_token_ids(config) -> list[int]:
+    """eos, pad and bos ids of a model config (each an int or a list): what random prompts exclude."""
+    special = [getattr(config, k, None) for k in ("eos_token_id", "pad_token_id", "bos_token_id")]
+    return [i for s in special for i in (s if isinstance(s, list) else [s]) if isinstance(i, int)]
