@@ -1,0 +1,104 @@
+"""The same cells on several machines, side by side with what each machine's rows say about it.
+
+    python benchmarks/machine_spread.py RESULTS_DIR [RESULTS_DIR ...] [--cells 'compiled_loop'] [--out spread.csv]
+
+Reads `results/cells/**.parquet` of each run (one run per machine), keeps the cells present in more
+than one of them, and prints per cell and machine the decode speed beside the columns that can
+explain a spread: the GPU (device_uuid), the host (cpu_model, launch_us, python_loop_ns), the
+power limit, the clocks through the decode window, NVML's violation counters, throttling, the
+measured bandwidths and the GPU-busy fraction; then each cell's spread (max / min decode tok/s).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import pyarrow.parquet as pq
+
+from deploybench import metrics
+
+# What can explain a machine-to-machine spread, in the order a reader checks it.
+EXPLAINING = (
+    "device_uuid",
+    "cpu_model",
+    "launch_us",
+    "python_loop_ns",
+    "power_limit_w",
+    "sm_clock_mhz_mean",
+    "sm_clock_mhz_min",
+    "mem_clock_mhz_mean",
+    "power_violation_s",
+    "thermal_violation_s",
+    "throttle_reasons",
+    "mem_bandwidth_bytes_per_s",
+    "gemv_bandwidth_bytes_per_s",
+    "gpu_busy_fraction",
+    "code_revision",
+)
+
+
+def rows_of(results: Path) -> dict[str, dict]:
+    out = {}
+    for path in sorted((results / "cells").rglob("*.parquet")):
+        for row in pq.read_table(path).to_pylist():
+            if row.get("status") == "ok":
+                out[row["cell_id"]] = row
+    return out
+
+
+def spread_table(runs: dict[str, dict[str, dict]], cell_filter: str = "") -> list[dict]:
+    """One record per (cell, run) for cells that at least two runs hold, with each cell's spread."""
+    cells = sorted({c for rows in runs.values() for c in rows if cell_filter in c})
+    records = []
+    for cell in cells:
+        present = {name: rows[cell] for name, rows in runs.items() if cell in rows}
+        if len(present) < 2:
+            continue
+        speeds = [r["decode_tps"] for r in present.values() if r.get("decode_tps")]
+        spread = max(speeds) / min(speeds) if len(speeds) >= 2 else None
+        for name, row in present.items():
+            records.append(
+                {"cell_id": cell, "run": name, "decode_tps": row.get("decode_tps"), "spread": spread}
+                | {col: row.get(col) for col in EXPLAINING}
+            )
+    return records
+
+
+def _text(value) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    if isinstance(value, list):
+        return ",".join(map(str, value)) or "-"
+    return "-" if value is None else str(value)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("results", type=Path, nargs="+", help="results/ folders, one per machine")
+    ap.add_argument("--cells", default="", help="keep cell ids containing this text (e.g. compiled_loop)")
+    ap.add_argument("--out", type=Path, help="also write the table as CSV")
+    args = ap.parse_args(argv)
+    runs = {str(path): rows_of(path) for path in args.results}
+    records = spread_table(runs, args.cells)
+    if not records:
+        print("no cell is in more than one run")
+        return 1
+    columns = ["cell_id", "run", "decode_tps", "spread", *EXPLAINING]
+    units = {c: metrics.by_name()[c].unit for c in columns if c in metrics.by_name() and metrics.by_name()[c].unit}
+    print("\t".join(f"{c} ({units[c]})" if c in units else c for c in columns))
+    for record in records:
+        print("\t".join(_text(record[c]) for c in columns))
+    if args.out:
+        import csv
+
+        with args.out.open("w", newline="") as fh:
+            writer = csv.DictWriter(fh, columns)
+            writer.writeheader()
+            writer.writerows({c: _text(r[c]) for c in columns} for r in records)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

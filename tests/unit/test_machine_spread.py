@@ -1,0 +1,36 @@
+"""benchmarks/machine_spread.py: the cells two machines share, their spread and what explains it."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+from deploybench.schema import write_row
+
+spec = importlib.util.spec_from_file_location(
+    "machine_spread", Path(__file__).resolve().parents[2] / "benchmarks" / "machine_spread.py"
+)
+machine_spread = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(machine_spread)
+
+CELL = "qwen3-32b/compiled_loop-bfloat16/c2048-g64-greedy"
+
+
+def _run(tmp_path, name, **row):
+    write_row({"cell_id": CELL, "status": "ok", **row}, tmp_path / name / "cells" / f"{name}.parquet")
+    return tmp_path / name
+
+
+def test_spread_of_a_shared_cell_with_its_explaining_columns(tmp_path, capsys):
+    fast = _run(tmp_path, "a", decode_tps=48.3, device_uuid="GPU-a", power_violation_s=0.0)
+    slow = _run(tmp_path, "b", decode_tps=41.0, device_uuid="GPU-b", power_violation_s=2.5)
+    lone = _run(tmp_path, "c", decode_tps=10.0)
+    (tmp_path / "c" / "cells" / "c.parquet").unlink()
+    runs = {str(p): machine_spread.rows_of(p) for p in (fast, slow, lone)}
+    records = machine_spread.spread_table(runs)
+    assert [r["decode_tps"] for r in records] == [48.3, 41.0]
+    assert records[0]["spread"] == records[1]["spread"] == 48.3 / 41.0
+    assert [r["power_violation_s"] for r in records] == [0.0, 2.5]
+    assert machine_spread.main([str(fast), str(slow)]) == 0
+    assert "power_violation_s (s)" in capsys.readouterr().out
+    assert machine_spread.main([str(fast)]) == 1  # nothing shared
