@@ -1,0 +1,154 @@
+"""The interval of the median, proved on series whose median is known, and the stopping rule.
+
+Coverage is counted over seeded simulations, a withheld interval counting as a miss. The series are
+what runs of one cell look like: independent (normal, and right-skewed like latencies), AR(1)
+correlated, and a two-regime mixture whose slow spells span several consecutive runs.
+"""
+
+from __future__ import annotations
+
+import math
+from statistics import NormalDist
+
+import numpy as np
+import pytest
+
+from deploybench.uncertainty import Repetition, StopReason, average_ranks, median_interval, variance_inflation
+
+SIMULATIONS = 300
+RUNS = 60
+
+
+def ar1(rng: np.random.Generator, rho: float) -> np.ndarray:
+    """Stationary Gaussian AR(1) series (median 0)."""
+    noise = rng.standard_normal((SIMULATIONS, RUNS))
+    x = np.empty_like(noise)
+    x[:, 0] = noise[:, 0]
+    for t in range(1, RUNS):
+        x[:, t] = rho * x[:, t - 1] + math.sqrt(1 - rho * rho) * noise[:, t]
+    return x
+
+
+# Two regimes, as eager decode on a shared host: fast N(100, 2) tok/s, slow N(80, 2); a fast spell lasts
+# 20 runs on average (stay 0.95), a slow one 5 (stay 0.8), so 20% of runs are slow.
+FAST, SLOW, STAY_FAST, STAY_SLOW = (100.0, 2.0), (80.0, 2.0), 0.95, 0.8
+
+
+def two_regimes(rng: np.random.Generator) -> np.ndarray:
+    slow_share = (1 - STAY_FAST) / ((1 - STAY_FAST) + (1 - STAY_SLOW))
+    slow = np.empty((SIMULATIONS, RUNS), dtype=bool)
+    slow[:, 0] = rng.random(SIMULATIONS) < slow_share
+    stay = rng.random((SIMULATIONS, RUNS))
+    for t in range(1, RUNS):
+        slow[:, t] = np.where(
+            stay[:, t] < np.where(slow[:, t - 1], STAY_SLOW, STAY_FAST), slow[:, t - 1], ~slow[:, t - 1]
+        )
+    return np.where(slow, rng.normal(*SLOW, slow.shape), rng.normal(*FAST, slow.shape))
+
+
+def two_regime_median() -> float:
+    """The stationary mixture's median, by bisection on its CDF."""
+    slow_share = (1 - STAY_FAST) / ((1 - STAY_FAST) + (1 - STAY_SLOW))
+
+    def cdf(m):
+        return (1 - slow_share) * NormalDist(*FAST).cdf(m) + slow_share * NormalDist(*SLOW).cdf(m)
+
+    low, high = 50.0, 150.0
+    for _ in range(60):
+        mid = (low + high) / 2
+        low, high = (mid, high) if cdf(mid) < 0.5 else (low, mid)
+    return (low + high) / 2
+
+
+SERIES = {  # name -> (simulated series, their true median)
+    "independent normal": (lambda rng: rng.standard_normal((SIMULATIONS, RUNS)), 0.0),
+    "independent lognormal": (lambda rng: np.exp(rng.standard_normal((SIMULATIONS, RUNS))), 1.0),
+    "AR(1) rho 0.6": (lambda rng: ar1(rng, 0.6), 0.0),
+    "two regimes": (two_regimes, two_regime_median()),
+}
+
+
+def coverage(name: str, independent: bool = False) -> float:
+    make, truth = SERIES[name]
+    series = make(np.random.default_rng(2026))
+    hits = 0
+    for x in series:
+        interval = median_interval(list(x), independent=independent)
+        hits += interval.low is not None and interval.low <= truth <= interval.high
+    return hits / SIMULATIONS
+
+
+@pytest.mark.parametrize("name", sorted(SERIES))
+def test_the_interval_covers_the_true_median_about_95_percent(name):
+    assert 0.90 <= coverage(name) <= 0.99, coverage(name)
+
+
+@pytest.mark.parametrize("name", ["AR(1) rho 0.6", "two regimes"])
+def test_an_interval_that_assumes_independent_runs_undercovers_correlated_ones(name):
+    naive, honest = coverage(name, independent=True), coverage(name)
+    assert naive < 0.88 and honest - naive > 0.08, (naive, honest)
+
+
+def test_independent_runs_need_no_correction():
+    assert 0.90 <= coverage("independent normal", independent=True) <= 0.99
+
+
+def test_small_samples_get_the_exact_ranks_or_no_interval():
+    # Independent: min..max of 6 covers 1 - 2/64 = 96.9%; of 5 only 93.75%, so there is no 95% interval.
+    six = median_interval([3.0, 1.0, 4.0, 6.0, 2.0, 5.0], independent=True)
+    assert (six.low, six.high, six.median) == (1.0, 6.0, 3.5)
+    five = median_interval([3.0, 1.0, 4.0, 5.0, 2.0], independent=True)
+    assert five.low is None and five.high is None and five.median == 3.0
+    assert "admit no 95% interval" in five.withheld_reason("ttft_ms")
+    assert median_interval([]).withheld_reason("x") == "x: no samples"
+
+
+def test_a_trend_is_worth_few_independent_runs():
+    trend = [float(i) for i in range(40)]  # a slow drift across the runs: strongly autocorrelated
+    shuffled = list(np.random.default_rng(0).permutation(trend))
+    assert variance_inflation(trend) > 10 * variance_inflation(shuffled)
+    assert median_interval(trend).low is None
+    assert median_interval(shuffled).low is not None
+
+
+def test_equal_samples_tie_and_give_a_zero_width_interval():
+    assert list(average_ranks([2.0, 1.0, 2.0, 3.0])) == [2.5, 1.0, 2.5, 4.0]
+    interval = median_interval([5.0] * 12)
+    assert interval.low == interval.high == interval.median == 5.0
+    assert interval.relative_half_width == 0.0
+
+
+def test_the_interval_is_deterministic_and_brackets_the_median():
+    x = list(np.random.default_rng(7).lognormal(size=50))
+    first, again = median_interval(x), median_interval(x)
+    assert first == again
+    assert first.low <= first.median <= first.high
+
+
+# ---------------------------------------------------------------- the stopping rule
+
+
+class FakeClock:
+    def __init__(self):
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def rule(clock, min_runs=5, max_runs=200, max_s=60.0, target_rel=0.02) -> Repetition:
+    return Repetition(min_runs, max_runs, max_s, target_rel, clock)
+
+
+def test_never_fewer_than_the_minimum_even_past_the_time_cap():
+    clock = FakeClock()
+    repetition = rule(clock, min_runs=5, max_s=1.0)
+    clock.now = 100.0
+    assert repetition.stop_reason([1.0] * 4) is None
+    assert repetition.stop_reason([1.0, 2.0, 3.0, 4.0, 5.0]) is StopReason.TIME_CAP
+
+
+def test_max_runs_stops_a_phase_that_never_narrows():
+    repetition = rule(FakeClock(), min_runs=2, max_runs=4)
+    assert repetition.stop_reason([1.0, 9.0, 1.0]) is None
+    assert repetition.stop_reason([1.0, 9.0, 1.0, 9.0]) is StopReason.MAX_RUNS
