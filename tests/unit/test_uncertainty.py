@@ -13,7 +13,10 @@ from statistics import NormalDist
 import numpy as np
 import pytest
 
+from deploybench import measure, metrics, nvml
+from deploybench.timing import RunTiming
 from deploybench.uncertainty import Repetition, StopReason, average_ranks, median_interval, variance_inflation
+from tests.unit.test_measure import make_cell, random_model
 
 SIMULATIONS = 300
 RUNS = 60
@@ -125,6 +128,11 @@ def test_the_interval_is_deterministic_and_brackets_the_median():
     assert first.low <= first.median <= first.high
 
 
+def test_the_stop_reasons_in_the_catalogue_are_the_rule_s():
+    for column in ("ttft_stop_reason", "decode_stop_reason"):
+        assert " | ".join(StopReason) in metrics.get(column).definition
+
+
 # ---------------------------------------------------------------- the stopping rule
 
 
@@ -152,3 +160,78 @@ def test_max_runs_stops_a_phase_that_never_narrows():
     repetition = rule(FakeClock(), min_runs=2, max_runs=4)
     assert repetition.stop_reason([1.0, 9.0, 1.0]) is None
     assert repetition.stop_reason([1.0, 9.0, 1.0, 9.0]) is StopReason.MAX_RUNS
+
+
+# Per-run decode tok/s: ten noisy runs (80 and 100 alternating), then steady ones near 100.
+NOISY = [80.0 if i % 2 else 100.0 for i in range(10)]
+STEADY = [100.0 + 0.01 * ((i * 7) % 5 - 2) for i in range(190)]
+
+
+class FakeRunner:
+    """A backend runner whose measured runs have the decode tok/s of `speeds`, in order, and each take
+    `run_s` of the fake clock; warm-up runs (clock=False) take no time and consume nothing."""
+
+    def __init__(self, speeds, clock: FakeClock, run_s=1.0, gen=5):
+        self.speeds, self.clock, self.run_s, self.gen, self.measured = list(speeds), clock, run_s, gen, 0
+
+    def __call__(self, new_tokens, i, clock):
+        cache = type("Out", (), {"past_key_values": type("Cache", (), {"layers": []})()})()
+        if not clock:
+            return RunTiming(e2e_s=self.speeds[0] / 1000, new_tokens=new_tokens), cache
+        speed = self.speeds[self.measured]
+        self.measured += 1
+        self.clock.now += self.run_s
+        times = [k / speed for k in range(new_tokens)]  # (gen - 1) / (t_last - t_first) = speed
+        return RunTiming(e2e_s=self.run_s, token_times=times, new_tokens=new_tokens), cache
+
+
+def first_within(speeds, target_rel, min_runs) -> int:
+    """The first run count from min_runs at which the interval of the speeds so far is within target."""
+    for k in range(min_runs, len(speeds) + 1):
+        width = median_interval(speeds[:k]).relative_half_width
+        if width is not None and width <= target_rel:
+            return k
+    raise AssertionError("never within target")
+
+
+def decode_phase(speeds, **measurement):
+    cell = make_cell(random_model("qwen3"), context=8, gen=5, **measurement)
+    clock = FakeClock()
+    runner = FakeRunner(speeds, clock, gen=cell.gen)
+    return measure._decode_runs(runner, cell, "cpu", nvml.open_device("cpu"), clock=clock)
+
+
+def test_the_decode_phase_stops_exactly_when_the_interval_narrows_below_the_target():
+    speeds = NOISY + STEADY
+    expected = first_within(speeds, 0.02, min_runs=5)
+    assert expected > len(NOISY)  # the noisy start alone never reaches 2%
+    width_before = median_interval(speeds[: expected - 1]).relative_half_width
+    assert width_before is None or width_before > 0.02
+    decode = decode_phase(speeds, n_runs=5, ci_target_rel=0.02, max_measure_s=1000.0, max_runs=200)
+    assert len(decode.timings) == expected and decode.stop_reason is StopReason.CI_TARGET
+    assert [t.decode_tps for t in decode.timings] == pytest.approx(speeds[:expected])
+
+
+def test_the_decode_phase_stops_at_the_time_cap_when_the_interval_stays_wide():
+    speeds = NOISY * 20  # never narrows to 2%
+    decode = decode_phase(speeds, n_runs=5, ci_target_rel=0.02, max_measure_s=7.5, max_runs=200)
+    assert len(decode.timings) == 8 and decode.stop_reason is StopReason.TIME_CAP  # 8 fake seconds >= 7.5
+
+
+def test_the_decode_phase_stops_at_max_runs():
+    decode = decode_phase(NOISY * 20, n_runs=5, ci_target_rel=0.02, max_measure_s=1000.0, max_runs=12)
+    assert len(decode.timings) == 12 and decode.stop_reason is StopReason.MAX_RUNS
+
+
+def test_the_ttft_phase_stops_when_its_interval_narrows():
+    cell = make_cell(random_model("qwen3"), context=8, gen=5, n_runs=5, max_measure_s=1000.0)
+    fake = FakeClock()
+    ttft_s = [0.010 if i % 2 else 0.012 for i in range(10)] + [0.011] * 50
+
+    def run(new_tokens, i, clock):
+        fake.now += ttft_s[i]
+        return RunTiming(e2e_s=ttft_s[i], new_tokens=new_tokens), None
+
+    prefill = measure._prefill_runs(run, cell, nvml.open_device("cpu"), clock=fake)
+    expected = first_within([s * 1000 for s in ttft_s], 0.02, min_runs=5)
+    assert len(prefill.ttft_ms) == expected and prefill.stop_reason is StopReason.CI_TARGET
