@@ -52,7 +52,8 @@ class MeasurementSettings(Settings):
     """fewest measured runs per phase (TTFT runs, decode runs): each phase then repeats until its median's 95%
     interval is within ci_target_rel, max_measure_s or max_runs"""
     ci_target_rel: Annotated[float, Field(gt=0)] = 0.02
-    """a phase stops once its median's 95% interval half-width is at most this fraction of the median"""
+    """a phase stops once its median's 95% interval half-width is at most this fraction of the median
+    (judged from 20 runs on: fewer cannot tell a narrow interval from a lucky spell)"""
     max_measure_s: Seconds = 60.0
     """a phase stops after this many seconds of measuring (once it has n_runs); 0: exactly n_runs"""
     max_runs: PositiveInt = 200

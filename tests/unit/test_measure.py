@@ -309,11 +309,13 @@ def test_pretrained_from_a_local_directory(family, tmp_path):
 def test_command_line_measures_one_cell(tmp_path):
     out = tmp_path / "cell.parquet"
     cmd = [sys.executable, "-m", "deploybench", "measure", "--architecture", CARDS["qwen3"], "--context", "20"]
-    cmd += ["--gen", "4", "--decoding", "top_k", "--measurement-json", json.dumps({"n_runs": 1}), "--out", str(out)]
+    measurement = json.dumps({"n_runs": 1, "max_measure_s": 0})  # exactly one run per phase
+    cmd += ["--gen", "4", "--decoding", "top_k", "--measurement-json", measurement, "--out", str(out)]
     cmd += ["--archive-dir", str(tmp_path / "archive")]
     subprocess.run(cmd, check=True, timeout=300, capture_output=True)
     row = read_rows(out)[0]
     assert row["cell_id"] == "tiny-qwen3/eager-bfloat16/c20-g4-top_k" and row["top_k"] == 50
+    assert row["ttft_runs"] == row["decode_runs"] == 1
     assert len(list((tmp_path / "archive").rglob("*.parquet"))) == 1
 
 

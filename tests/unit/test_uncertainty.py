@@ -13,21 +13,28 @@ from statistics import NormalDist
 import numpy as np
 import pytest
 
-from deploybench import measure, metrics, nvml
+from deploybench import measure, metrics, nvml, uncertainty
 from deploybench.timing import RunTiming
-from deploybench.uncertainty import Repetition, StopReason, average_ranks, median_interval, variance_inflation
+from deploybench.uncertainty import (
+    MIN_RUNS_FOR_TARGET,
+    Repetition,
+    StopReason,
+    average_ranks,
+    median_interval,
+    variance_inflation,
+)
 from tests.unit.test_measure import make_cell, random_model
 
 SIMULATIONS = 300
 RUNS = 60
 
 
-def ar1(rng: np.random.Generator, rho: float) -> np.ndarray:
+def ar1(rng: np.random.Generator, rho: float, shape=(SIMULATIONS, RUNS)) -> np.ndarray:
     """Stationary Gaussian AR(1) series (median 0)."""
-    noise = rng.standard_normal((SIMULATIONS, RUNS))
+    noise = rng.standard_normal(shape)
     x = np.empty_like(noise)
     x[:, 0] = noise[:, 0]
-    for t in range(1, RUNS):
+    for t in range(1, shape[1]):
         x[:, t] = rho * x[:, t - 1] + math.sqrt(1 - rho * rho) * noise[:, t]
     return x
 
@@ -156,6 +163,37 @@ def test_never_fewer_than_the_minimum_even_past_the_time_cap():
     assert repetition.stop_reason([1.0, 2.0, 3.0, 4.0, 5.0]) is StopReason.TIME_CAP
 
 
+def test_the_target_is_judged_from_20_runs_on():
+    repetition = rule(FakeClock(), min_runs=5)
+    steady = [100.0] * 30  # an interval of zero width from 6 runs on
+    assert [repetition.stop_reason(steady[:k]) for k in range(5, MIN_RUNS_FOR_TARGET)] == [None] * 15
+    assert repetition.stop_reason(steady[:MIN_RUNS_FOR_TARGET]) is StopReason.CI_TARGET
+
+
+def sequential_coverage(series: np.ndarray, truth: float) -> tuple[float, float]:
+    """Coverage of the interval a phase ends with when the rule (n_runs 5, target 2%) stops it, and the
+    median number of runs it took."""
+    hits, runs = 0, []
+    for x in series:
+        repetition = rule(FakeClock(), min_runs=5, max_runs=len(x), target_rel=0.02)
+        k = next(k for k in range(1, len(x) + 1) if repetition.stop_reason(list(x[:k])))
+        interval = median_interval(list(x[:k]))
+        hits += interval.low is not None and interval.low <= truth <= interval.high
+        runs.append(k)
+    return hits / len(series), float(np.median(runs))
+
+
+def test_stopping_at_the_target_keeps_the_interval_honest(monkeypatch):
+    """Stopping when the interval first looks narrow selects lucky spells: judged from 20 runs on, the
+    final intervals of AR(1) series (rho 0.6, CV 3%) still cover about 95%; from 5 runs on they would not."""
+    series = 100 + 3 * ar1(np.random.default_rng(11), 0.6, shape=(200, 200))
+    honest, runs = sequential_coverage(series, 100.0)
+    assert 0.90 <= honest <= 0.99 and runs >= MIN_RUNS_FOR_TARGET, (honest, runs)
+    monkeypatch.setattr(uncertainty, "MIN_RUNS_FOR_TARGET", 5)
+    hasty, hasty_runs = sequential_coverage(series, 100.0)
+    assert hasty < honest - 0.05 and hasty_runs < runs, (hasty, honest)
+
+
 def test_max_runs_stops_a_phase_that_never_narrows():
     repetition = rule(FakeClock(), min_runs=2, max_runs=4)
     assert repetition.stop_reason([1.0, 9.0, 1.0]) is None
@@ -203,7 +241,7 @@ def decode_phase(speeds, **measurement):
 
 def test_the_decode_phase_stops_exactly_when_the_interval_narrows_below_the_target():
     speeds = NOISY + STEADY
-    expected = first_within(speeds, 0.02, min_runs=5)
+    expected = first_within(speeds, 0.02, min_runs=MIN_RUNS_FOR_TARGET)  # n_runs 5 < 20
     assert expected > len(NOISY)  # the noisy start alone never reaches 2%
     width_before = median_interval(speeds[: expected - 1]).relative_half_width
     assert width_before is None or width_before > 0.02
@@ -233,5 +271,5 @@ def test_the_ttft_phase_stops_when_its_interval_narrows():
         return RunTiming(e2e_s=ttft_s[i], new_tokens=new_tokens), None
 
     prefill = measure._prefill_runs(run, cell, nvml.open_device("cpu"), clock=fake)
-    expected = first_within([s * 1000 for s in ttft_s], 0.02, min_runs=5)
+    expected = first_within([s * 1000 for s in ttft_s], 0.02, min_runs=MIN_RUNS_FOR_TARGET)
     assert len(prefill.ttft_ms) == expected and prefill.stop_reason is StopReason.CI_TARGET
