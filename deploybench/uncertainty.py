@@ -25,7 +25,7 @@ tests/unit/test_uncertainty.py checks its coverage on simulated series with a kn
 (independent, AR(1), a two-regime Markov mixture) and that the independent interval under-covers
 the correlated ones. Known limit: spells that last a sizeable fraction of the series (slow spells of
 10 runs among fast ones of 30, at 30-60 runs) are not seen well by any estimate from so few
-spells: coverage there is about 85%. A moving-block bootstrap (blocks of n^(1/3) and 1.75 n^(1/3)
+spells: coverage there is 80-90%. A moving-block bootstrap (blocks of n^(1/3) and 1.75 n^(1/3)
 runs) was tried and rejected: its percentile interval of the median covered 75-88% at 30-100 runs
 on AR(1) and two-regime series that this interval covers at 92-98%.
 """
