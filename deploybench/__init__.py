@@ -2,4 +2,7 @@
 
 # Bump when a change to the library alters measured figures: the workflow puts it in every
 # measure job's params, so bumping it reruns every cell and nothing else does.
-HARNESS_VERSION = "2"  # 2: default attention, warm-up before each measured shape, calibrations, profile
+# 2: default attention, warm-up before each measured shape, calibrations, profile
+# 3: TTFT and decode runs repeat until the median's 95% interval is narrow (or a time/run cap);
+#    intervals of the median; tail percentiles only where n supports them
+HARNESS_VERSION = "3"

@@ -34,13 +34,14 @@ from . import (
     params,
     prompts,
     roofline,
+    uncertainty,
 )
 from .decode_loop import CompiledDecodeLoop
 from .energy_meter import EnergyMeter, IdleReading, measure_idle
 from .enums import Backend, CacheImplementation, Status, ThrottleReason
 from .schema import SCHEMA_VERSION
 from .spec import CellSpec, ModelEntry, canonical_json
-from .stats import PERCENTILE_METHOD, coefficient_of_variation, median, percentile
+from .stats import PERCENTILE_METHOD, coefficient_of_variation, median, supported_percentiles
 from .timing import (
     RunTiming,
     effective_settings,
@@ -56,6 +57,7 @@ THROTTLE_REASONS_THAT_INVALIDATE = frozenset(reason for reason in ThrottleReason
 
 # run(new_tokens, i, clock) -> (RunTiming, output): one timed generation of the cell's backend.
 Runner = Callable[[int, int, bool], tuple[RunTiming, object]]
+Clock = Callable[[], float]  # monotonic seconds: what the phases' time cap reads
 
 
 def identity(cell: CellSpec) -> dict:
@@ -299,51 +301,60 @@ def _warm_up(run: Runner, cell: CellSpec) -> list[float]:
 
 @dataclass
 class PrefillRuns:
-    """One-token generates (TTFT samples) and the energy window over them."""
+    """One-token generates (TTFT samples), why they stopped, and the energy window over them."""
 
     ttft_ms: list[float]
     reading: energy.EnergyReading
+    stop_reason: uncertainty.StopReason
 
 
-def _prefill_runs(run: Runner, cell: CellSpec, meter_device) -> PrefillRuns:
-    """`n_runs` one-token generates, prefill included; on a GPU more, until the prefill energy window
-    is `min_energy_window_s` long. Every one is a TTFT sample."""
+def _prefill_runs(run: Runner, cell: CellSpec, meter_device, clock: Clock = time.perf_counter) -> PrefillRuns:
+    """One-token generates, prefill included, every one a TTFT sample: at least `n_runs`, then until the
+    TTFT interval is within `ci_target_rel` of the median, `max_measure_s` or `max_runs`
+    (uncertainty.Repetition, on `clock`); on a GPU more while the prefill energy window is shorter
+    than `min_energy_window_s`."""
     measurement = cell.measurement
-    ttft_ms = []
+    repetition = uncertainty.Repetition.of(measurement, clock)
+    ttft_ms, stop = [], None
     with EnergyMeter(meter_device) as meter:
-        while len(ttft_ms) < measurement.n_runs or (
-            meter_device.available and meter.elapsed_s < measurement.min_energy_window_s
-        ):
+        while stop is None or (meter_device.available and meter.elapsed_s < measurement.min_energy_window_s):
             ttft_ms.append(run(1, len(ttft_ms), clock=False)[0].e2e_s * 1000)
-    return PrefillRuns(ttft_ms, meter.reading)
+            stop = stop or repetition.stop_reason(ttft_ms)
+    return PrefillRuns(ttft_ms, meter.reading, stop)
 
 
 @dataclass
 class DecodeRuns:
-    """The measured full generates: timings, the energy window over them, memory and KV with the cache alive."""
+    """The measured full generates: timings, why they stopped, the energy window over them, memory and
+    KV with the cache alive."""
 
     timings: list[RunTiming]
+    stop_reason: uncertainty.StopReason
     metered: bool  # an NVML device was there to read
-    energy_runs: int  # runs inside the energy window (n_runs, plus any that extended it)
+    energy_runs: int  # runs inside the energy window (the measured ones, plus any that extended it)
     reading: energy.EnergyReading
     memory_figures: dict
     kv_cache_bytes: int
 
 
-def _decode_runs(run: Runner, cell: CellSpec, device: str, meter_device) -> DecodeRuns:
-    """`n_runs` full generates with per-step stamps, peak memory reset before; the energy window
-    around them is extended with more runs until it is `min_energy_window_s` long."""
+def _decode_runs(run: Runner, cell: CellSpec, device: str, meter_device, clock: Clock = time.perf_counter):
+    """Full generates with per-step stamps, peak memory reset before: at least `n_runs`, then until the
+    decode tok/s interval is within `ci_target_rel` of the median, `max_measure_s` or `max_runs`
+    (uncertainty.Repetition, on `clock`); the energy window around them is extended with more runs
+    until it is `min_energy_window_s` long."""
     measurement = cell.measurement
     # The TTFT runs ran another shape since the warm-up: the compiled backend's first full run after
     # them re-warmed inside the measurement (86 against 27 ms for its first decode step), so warm again.
     run(cell.gen, 0, clock=False)
     memory.reset_peak(device)
-    timings, output = [], None
+    repetition = uncertainty.Repetition.of(measurement, clock)
+    timings, output, stop = [], None, None
     with EnergyMeter(meter_device) as meter:
-        for i in range(measurement.n_runs):
+        while stop is None:
             del output  # free the previous cache before the next run allocates its own
-            timing, output = run(cell.gen, i, clock=True)
+            timing, output = run(cell.gen, len(timings), clock=True)
             timings.append(timing)
+            stop = repetition.stop_reason(_stopping_samples(timings, cell.gen), runs=len(timings))
         energy_runs = len(timings)
         if meter_device.available:
             # The NVML counter updates about every 100 ms: extend the window until it is long enough.
@@ -354,7 +365,14 @@ def _decode_runs(run: Runner, cell: CellSpec, device: str, meter_device) -> Deco
     memory_figures = memory.peak_figures(device)
     kv_cache_bytes = kvcache.measured_kv_bytes(output.past_key_values)
     del output
-    return DecodeRuns(timings, meter_device.available, energy_runs, meter.reading, memory_figures, kv_cache_bytes)
+    return DecodeRuns(timings, stop, meter_device.available, energy_runs, meter.reading, memory_figures, kv_cache_bytes)
+
+
+def _stopping_samples(timings: list[RunTiming], gen: int) -> list[float]:
+    """What the decode phase's stopping rule reads: decode tok/s per run (wall time where gen is 1)."""
+    if gen == 1:
+        return [t.e2e_s for t in timings]
+    return [t.decode_tps for t in timings if t.decode_tps]
 
 
 # ---------------------------------------------------------------- phases: figures, verdict
@@ -371,7 +389,7 @@ def _figures(
         config, ready.prompt.context_tokens_measured, cell.gen, dtype, cell.cache_implementation
     )
     out["gen_tokens_measured"] = min(t.new_tokens for t in decode.timings)
-    out.update(_latency_figures(decode.timings, prefill.ttft_ms, cell.gen))
+    out.update(_latency_figures(prefill, decode, cell.gen))
     # transformers compiles generate()'s decode step itself when the cache is static on a GPU.
     out["compiled"] = cell.backend is Backend.COMPILED_LOOP or hasattr(ready.loaded.model, "_compiled_call")
     if cell.backend.static_cache:
@@ -428,29 +446,46 @@ def _boundness_figures(step: boundness.StepProfile | None, out: dict) -> dict:
     }
 
 
-def _latency_figures(timings, ttft_ms: list[float], gen: int) -> dict:
+def _latency_figures(prefill: PrefillRuns, decode: DecodeRuns, gen: int) -> dict:
+    """Medians, their 95% intervals, the percentiles n supports, run counts and stop reasons."""
+    timings, ttft_ms = decode.timings, prefill.ttft_ms
     e2e_ms = [t.e2e_s * 1000 for t in timings]
-    decode = [t.decode_tps for t in timings if t.decode_tps]
+    speeds = [t.decode_tps for t in timings if t.decode_tps]
     itl_ms = [x * 1000 for t in timings for x in t.itl_s]
-    decode_tps = median(decode)
+    decode_tps = median(speeds)
     e2e_p50 = median(e2e_ms)
-    return {
+    out = {
         "ttft_ms": median(ttft_ms),
         "ttft_ms_samples": ttft_ms,
-        "e2e_ms_p50": e2e_p50,
-        "e2e_ms_p95": percentile(e2e_ms, 95),
-        "e2e_ms_p99": percentile(e2e_ms, 99),
+        "ttft_runs": len(ttft_ms),
+        "ttft_stop_reason": prefill.stop_reason,
+        "decode_runs": len(timings),
+        "decode_stop_reason": decode.stop_reason,
         "e2e_ms_samples": e2e_ms,
         "decode_tps": decode_tps,
-        "decode_tps_samples": decode,
-        "decode_tps_cv": coefficient_of_variation(decode),
+        "decode_tps_samples": speeds,
+        "decode_tps_cv": coefficient_of_variation(speeds),
         "tpot_ms": 1000 / decode_tps if decode_tps else None,
-        "itl_ms_p50": median(itl_ms),
-        "itl_ms_p95": percentile(itl_ms, 95),
-        "itl_ms_p99": percentile(itl_ms, 99),
         "itl_ms_samples": itl_ms,
         "e2e_tps": gen / (e2e_p50 / 1000) if e2e_p50 else None,
     }
+    e2e, e2e_withheld = supported_percentiles(e2e_ms, "e2e_ms_p{q}", (50, 95, 99), "runs")
+    itl, itl_withheld = supported_percentiles(itl_ms, "itl_ms_p{q}", (50, 95, 99), "pooled steps")
+    out.update(e2e, **itl)
+    tails = [r for r in (e2e_withheld, itl_withheld) if r]
+    out["tail_null_reason"] = "; ".join(tails) if tails else None
+    withheld = []
+    for column, n_eff, samples in (
+        ("ttft_ms", "ttft_ms_n_eff", ttft_ms),
+        ("decode_tps", "decode_tps_n_eff", speeds),
+        ("e2e_ms_p50", "e2e_ms_n_eff", e2e_ms),
+    ):
+        figures, reason = uncertainty.interval_figures(column, n_eff, samples)
+        out.update(figures)
+        withheld += [reason] if reason else []
+    out["ci_null_reason"] = "; ".join(withheld) if withheld else None
+    out["ci_method"] = uncertainty.CI_METHOD
+    return out
 
 
 def _verdict(cell: CellSpec, out: dict) -> dict:

@@ -49,7 +49,15 @@ class MeasurementSettings(Settings):
     warmup_runs: PositiveInt = 1
     """full-shape generate runs discarded before measuring (at least one: the first run of a shape is never measured)"""
     n_runs: PositiveInt = 5
-    """measured runs per figure (TTFT samples and full generates)"""
+    """fewest measured runs per phase (TTFT runs, decode runs): each phase then repeats until its median's 95%
+    interval is within ci_target_rel, max_measure_s or max_runs"""
+    ci_target_rel: Annotated[float, Field(gt=0)] = 0.02
+    """a phase stops once its median's 95% interval half-width is at most this fraction of the median
+    (judged from 20 runs on: fewer cannot tell a narrow interval from a lucky spell)"""
+    max_measure_s: Seconds = 60.0
+    """a phase stops after this many seconds of measuring (once it has n_runs); 0: exactly n_runs"""
+    max_runs: PositiveInt = 200
+    """a phase stops at this many runs (the energy window may still extend it, as it always did)"""
     min_energy_window_s: Seconds = 5.0
     """each NVML energy window (prefill, decode) is extended with more runs until this long"""
     idle_cooldown_s: Seconds = 2.0
@@ -62,6 +70,12 @@ class MeasurementSettings(Settings):
     """prompt and sampling seed; run i uses seed + i"""
     measure_bandwidth: bool = True
     """time a device-to-device copy per cell for the roofline (GPU only)"""
+
+    @model_validator(mode="after")
+    def _max_runs_reach_n_runs(self) -> MeasurementSettings:
+        if self.max_runs < self.n_runs:
+            raise Invalid("max_runs", f"must be at least n_runs ({self.n_runs}), got {self.max_runs}")
+        return self
 
 
 class ModelMetadata(Settings):

@@ -33,7 +33,7 @@ CARDS = {
     "qwen3": "workflow/architectures/tiny-qwen3.json",
     "llama": "workflow/architectures/tiny-llama.json",
 }
-FAST = {"warmup_runs": 1, "n_runs": 2}
+FAST = {"warmup_runs": 1, "n_runs": 2, "max_measure_s": 0}  # exactly n_runs per phase
 
 
 def cell_dict(
@@ -126,7 +126,17 @@ def test_row_of_a_random_cell_is_complete_and_valid(tmp_path):
     assert len(row["itl_ms_samples"]) == 2 * 7
     assert row["tpot_ms"] == pytest.approx(1000 / row["decode_tps"])
     assert row["e2e_tps"] == pytest.approx(8 / (row["e2e_ms_p50"] / 1000))
-    assert row["e2e_ms_p50"] <= row["e2e_ms_p95"] <= row["e2e_ms_p99"] <= max(row["e2e_ms_samples"])
+    assert row["n_runs"] == row["ttft_runs"] == row["decode_runs"] == 2
+    assert row["ttft_stop_reason"] == row["decode_stop_reason"] == "time_cap"  # max_measure_s 0: exactly n_runs
+    # Two runs support no tail percentile, and no 95% interval of a median.
+    assert row["e2e_ms_p50"] == pytest.approx(sum(row["e2e_ms_samples"]) / 2)
+    assert row["e2e_ms_p95"] is None and row["e2e_ms_p99"] is None
+    assert row["itl_ms_p95"] is None and row["itl_ms_p99"] is None  # 2 x 7 pooled steps
+    assert row["tail_null_reason"] == (
+        "e2e_ms_p95, e2e_ms_p99: 2 runs (p95 needs 20, p99 needs 100); "
+        "itl_ms_p95, itl_ms_p99: 14 pooled steps (p95 needs 20, p99 needs 100)"
+    )
+    assert row["decode_tps_ci95_low"] is None and "decode_tps: 2 samples" in row["ci_null_reason"]
     assert row["kv_cache_bytes"] == row["kv_cache_bytes_analytic"]
     # CPU: allocator fields null with a reason, host RSS under its own name, energy null with reason.
     assert row["peak_allocated_bytes"] is None and "cpu" in row["memory_null_reason"]
@@ -137,6 +147,28 @@ def test_row_of_a_random_cell_is_complete_and_valid(tmp_path):
     path = write_row(row, tmp_path / "cell.parquet")
     assert read_rows(path)[0]["cell_id"] == row["cell_id"]
     assert pq.read_schema(path).metadata[b"deploybench_schema_version"] == b"1.0"
+
+
+def test_a_cpu_cell_row_has_intervals_that_bracket_its_medians():
+    row = measure.measure_cell(make_cell(random_model("llama"), context=8, gen=3, n_runs=40))
+    assert row["status"] == "ok" and row["ttft_runs"] == row["decode_runs"] == 40
+    for median, interval in (("ttft_ms", "ttft_ms"), ("decode_tps", "decode_tps"), ("e2e_ms_p50", "e2e_ms_p50")):
+        low, high = row[f"{interval}_ci95_low"], row[f"{interval}_ci95_high"]
+        assert low is not None and low <= row[median] <= high, (median, row["ci_null_reason"])
+    assert row["ci_null_reason"] is None and 0 < row["decode_tps_n_eff"] <= 40
+    assert row["e2e_ms_p95"] is not None and row["e2e_ms_p99"] is None  # 40 runs: p95 yes, p99 no
+    assert row["itl_ms_p95"] is not None and row["itl_ms_p99"] is None  # 40 x 2 pooled steps
+    assert row["tail_null_reason"] == (
+        "e2e_ms_p99: 40 runs (p99 needs 100); itl_ms_p99: 80 pooled steps (p99 needs 100)"
+    )
+
+
+def test_a_phase_that_reaches_max_runs_says_so_in_the_row():
+    row = measure.measure_cell(
+        make_cell(random_model("qwen3"), context=8, gen=3, n_runs=3, max_runs=3, max_measure_s=600)
+    )
+    assert (row["ttft_runs"], row["decode_runs"], row["n_runs"]) == (3, 3, 3)
+    assert row["ttft_stop_reason"] == row["decode_stop_reason"] == "max_runs"
 
 
 @pytest.mark.parametrize("family", sorted(CARDS))
@@ -228,6 +260,8 @@ BAD_SPECS = {
     "model.source": lambda c: c["model"].update(source="s3"),
     "model.architecture": lambda c: c["model"].update(architecture="nope.json"),
     "measurement.n_runs": lambda c: c["measurement"].update(n_runs=0),
+    "measurement.max_runs": lambda c: c["measurement"].update(max_runs=1),  # below n_runs (2)
+    "measurement.ci_target_rel": lambda c: c["measurement"].update(ci_target_rel=0),
     "model_name": lambda c: c.pop("model_name"),
     "card_sha256": lambda c: c.update(card_sha256={"tiny-qwen3.json": "0" * 64}),
 }
@@ -275,11 +309,13 @@ def test_pretrained_from_a_local_directory(family, tmp_path):
 def test_command_line_measures_one_cell(tmp_path):
     out = tmp_path / "cell.parquet"
     cmd = [sys.executable, "-m", "deploybench", "measure", "--architecture", CARDS["qwen3"], "--context", "20"]
-    cmd += ["--gen", "4", "--decoding", "top_k", "--measurement-json", json.dumps({"n_runs": 1}), "--out", str(out)]
+    measurement = json.dumps({"n_runs": 1, "max_measure_s": 0})  # exactly one run per phase
+    cmd += ["--gen", "4", "--decoding", "top_k", "--measurement-json", measurement, "--out", str(out)]
     cmd += ["--archive-dir", str(tmp_path / "archive")]
     subprocess.run(cmd, check=True, timeout=300, capture_output=True)
     row = read_rows(out)[0]
     assert row["cell_id"] == "tiny-qwen3/eager-bfloat16/c20-g4-top_k" and row["top_k"] == 50
+    assert row["ttft_runs"] == row["decode_runs"] == 1
     assert len(list((tmp_path / "archive").rglob("*.parquet"))) == 1
 
 
