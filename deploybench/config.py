@@ -34,7 +34,7 @@ from .spec import (
 )
 from .validation import Choice, Invalid, Settings, describe
 
-STUDY_AXES = ("models", "contexts", "gen", "decoding", "dtypes", "backends")
+STUDY_AXES = ("models", "contexts", "gen", "decoding", "dtypes", "backends", "batch")
 SCHEMA_DIALECT = "https://json-schema.org/draft/2020-12/schema"
 
 
@@ -55,6 +55,8 @@ class Study(Settings):
     decoding: Annotated[list[str], Field(min_length=1)] = ["greedy"]
     dtypes: Annotated[list[Choice[DType]], Field(min_length=1)] = [DType.BFLOAT16]
     backends: Annotated[list[Choice[Backend]], Field(min_length=1)] = [Backend.EAGER]
+    batch: Annotated[list[PositiveInt], Field(min_length=1)] = [1]
+    """sequences decoded together (B distinct prompts of `context` tokens each)"""
 
 
 class ReferenceCell(Settings):
@@ -182,6 +184,7 @@ class Cell:
     context: int
     gen: int
     decoding: str
+    batch: int = 1
 
     @property
     def path(self) -> str:
@@ -195,10 +198,10 @@ class Cell:
 def study_cells(config: WorkflowConfig, study: Study) -> list[Cell]:
     axes = [getattr(study, axis) for axis in STUDY_AXES]
     cells = []
-    for model, context, gen, decoding, dtype, backend in itertools.product(*axes):
+    for model, context, gen, decoding, dtype, backend, batch in itertools.product(*axes):
         # A model pinned to one dtype (e.g. a checkpoint that only exists in bf16) overrides the axis.
         effective_dtype = config.models[model].dtype or dtype
-        cells.append(Cell(model, backend, effective_dtype, context, gen, decoding))
+        cells.append(Cell(model, backend, effective_dtype, context, gen, decoding, batch))
     return cells
 
 
@@ -224,6 +227,7 @@ def cell_spec(config: WorkflowConfig, cell: Cell) -> CellSpec:
         gen=cell.gen,
         dtype=cell.dtype,
         backend=cell.backend,
+        batch=cell.batch,
         card_sha256=card_digests(model),
     )
 
@@ -242,6 +246,7 @@ def find_cell(config: WorkflowConfig, wildcards: dict, cells: set[Cell] | None =
         int(wildcards["context"]),
         int(wildcards["gen"]),
         wildcards["decoding"],
+        int(wildcards["batch"]),
     )
     if cell not in (cells if cells is not None else set(all_cells(config))):
         raise ConfigError(f"{cell.path} is not a cell of any study in the config")

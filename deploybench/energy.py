@@ -127,15 +127,22 @@ def summarize(reading: EnergyReading, idle_power_w: float | None, tokens: int | 
 
 
 def by_phase(
-    prefill: EnergyReading, prefill_runs: int, decode: EnergyReading, decode_runs: int, context: int, gen: int
+    prefill: EnergyReading,
+    prefill_runs: int,
+    decode: EnergyReading,
+    decode_runs: int,
+    context: int,
+    gen: int,
+    batch: int = 1,
 ) -> dict:
     """Energy per prompt token (the prefill window of one-token generates) and per decode token
-    (a full generate's energy less a one-token generate's, over its gen - 1 decode steps); gross."""
+    (a full generate's energy less a one-token generate's, over its gen - 1 decode steps), each over
+    the tokens of all `batch` sequences; gross."""
     per_prefill = ratio(prefill.energy_j, prefill_runs)
     per_generate = ratio(decode.energy_j, decode_runs)
     decode_only = None if per_prefill is None or per_generate is None else per_generate - per_prefill
     return {
         "prefill_energy_window_s": prefill.window_s,
-        "j_per_prompt_token": ratio(per_prefill, context),
-        "j_per_decode_token": ratio(decode_only, gen - 1),
+        "j_per_prompt_token": ratio(per_prefill, context * batch),
+        "j_per_decode_token": ratio(decode_only, (gen - 1) * batch),
     }

@@ -60,6 +60,7 @@ StudyKind = closed_set(
     "backend_comparison",
     "experts_comparison",
     "attention_comparison",  # model entries that differ in attn_implementation
+    "batch_scaling",  # the batch axis: throughput against per-sequence latency, expert coverage
     doc="What a study's grid is for; the report renders each kind as its own table or figure.",
 )
 Status = closed_set("Status", "ok", "failed", doc="A row's outcome.")

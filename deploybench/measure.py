@@ -5,26 +5,29 @@ Expected failures (out of memory, an unsupported dtype, a context over the model
 row with status=failed; anything else raises, so a harness bug fails the job loudly.
 
 The phases, in the order they run (each timed region synchronised, on a monotonic clock):
-calibrate (copy and GEMV bandwidth, GEMM rate, launch cost) -> load (NVML device, model, prompt,
-backend runner, idle power after a cool-down) -> warm up -> TTFT runs (inside the prefill energy
-window) -> decode runs (the full shape warmed again, then inside the decode energy window) ->
-profile (kernels per decode step, outside every window) -> figures -> verdict.
+calibrate (copy and GEMV bandwidth, GEMM rate, launch cost; a batch that cannot fit becomes an
+out-of-memory row here) -> load (NVML device, model, the batch's prompts, backend runner, idle power
+after a cool-down) -> warm up -> TTFT runs (inside the prefill energy window) -> decode runs (the
+full shape warmed again, then inside the decode energy window) -> afterwards (outside every window:
+the kernels of a decode step; the experts a step's tokens touch) -> figures and verdict
+(deploybench.cell_figures). The records the phases hand on are in deploybench.runs.
 """
 
 from __future__ import annotations
 
 import gc
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
 
 import torch
 
 from . import (
     HARNESS_VERSION,
+    batch,
     boundness,
     calibration,
-    energy,
+    capacity,
+    cell_figures,
+    coverage,
     environment,
     failures,
     kvcache,
@@ -32,32 +35,17 @@ from . import (
     models,
     nvml,
     params,
-    prompts,
-    roofline,
     uncertainty,
 )
 from .decode_loop import CompiledDecodeLoop
-from .energy_meter import EnergyMeter, IdleReading, measure_idle
-from .enums import Backend, CacheImplementation, Status, ThrottleReason
+from .energy_meter import EnergyMeter, measure_idle
+from .enums import Backend, CacheImplementation, Status
+from .experts import READS_ROUTED
+from .runs import Afterwards, Clock, DecodeRuns, PrefillRuns, Ready, Runner
 from .schema import SCHEMA_VERSION
 from .spec import CellSpec, ModelEntry, canonical_json
-from .stats import PERCENTILE_METHOD, coefficient_of_variation, median, supported_percentiles
-from .timing import (
-    RunTiming,
-    effective_settings,
-    generation_config,
-    isolate_generation_config,
-    synchronize,
-    timed_generate,
-)
-
-ENERGY_DISAGREEMENT_LIMIT = 0.10  # counter vs sampler, relative
-# Derived from the names the meter writes (enums.ThrottleReason), so the two cannot drift apart.
-THROTTLE_REASONS_THAT_INVALIDATE = frozenset(reason for reason in ThrottleReason if reason.invalidates)
-
-# run(new_tokens, i, clock) -> (RunTiming, output): one timed generation of the cell's backend.
-Runner = Callable[[int, int, bool], tuple[RunTiming, object]]
-Clock = Callable[[], float]  # monotonic seconds: what the phases' time cap reads
+from .stats import PERCENTILE_METHOD
+from .timing import RunTiming, effective_settings, generation_config, isolate_generation_config, synchronize
 
 
 def identity(cell: CellSpec) -> dict:
@@ -82,6 +70,7 @@ def identity(cell: CellSpec) -> dict:
         "weights_source": cell.model.source,
         "model_ref": cell.model.ref,
         "cache_implementation": cell.cache_implementation,
+        "batch_size": cell.batch,
     }
 
 
@@ -112,11 +101,11 @@ def measure_cell(cell: CellSpec) -> dict:
 
     config = models.model_config(cell.model)
     row["model_type"] = config.model_type
-    meta = params.build_meta_model(config)  # shapes without memory: counts and the GEMV shape
+    meta = params.build_meta_model(config)  # shapes without memory: counts, the experts, the GEMV shape
     row.update(_param_counts(cell.model, meta))
     try:
         _check_context_fits(cell, config)
-        row.update(_measure_loaded(cell, device, config, row, calibration.dominant_weight_shape(meta)))
+        row.update(_measure_loaded(cell, device, config, row, meta))
     except Exception as exc:  # expected failures become rows; the rest propagates
         kind = failures.classify(exc)
         if kind is None:
@@ -148,22 +137,23 @@ def _check_context_fits(cell: CellSpec, config) -> None:
         )
 
 
-def _measure_loaded(cell: CellSpec, device: str, config, counts: dict, weight_shape) -> dict:
-    ceilings = _calibrate(cell, device, weight_shape)  # before the model takes the memory
+def _measure_loaded(cell: CellSpec, device: str, config, counts: dict, meta) -> dict:
+    ceilings = _calibrate(cell, device, calibration.dominant_weight_shape(meta))  # before the model loads
+    fits = _check_batch_fits(cell, device, config, counts)
     with nvml.open_device(device) as meter_device:  # NVML stays up until the energy windows closed
         power_limit_w = nvml.try_read(meter_device.power_limit_w) if meter_device.available else None
         ready = _load(cell, device, config, meter_device)
         warmup_s = _warm_up(ready.run, cell)
         prefill = _prefill_runs(ready.run, cell, meter_device)
         decode = _decode_runs(ready.run, cell, device, meter_device)
-    tokens = boundness.profile_tokens(cell.gen, cache_sized_by_length=cell.backend is Backend.COMPILED)
-    step = boundness.profile_decode_steps(ready.run, tokens, device)
+    after = _afterwards(cell, device, config, ready)
     out = {**ceilings, "power_limit_w": power_limit_w, **ready.figures}
-    out.update(_figures(cell, config, ready, warmup_s, prefill, decode))
-    out.update(_roofline_figures(cell, config, ready.prompt, out, counts))
-    out.update(_boundness_figures(step, out))
+    out.update(cell_figures.figures(cell, config, ready, warmup_s, prefill, decode))
+    out.update(cell_figures.roofline_figures(cell, config, ready, out, counts, params.expert_split(meta), after))
+    out.update(cell_figures.boundness_figures(after.step, out))
+    out["max_batch_fit"] = _max_batch_fit(fits, out, cell.batch)
     out["status"] = Status.OK
-    out.update(_verdict(cell, out))
+    out.update(cell_figures.verdict(cell, out))
     return out
 
 
@@ -185,33 +175,49 @@ def _calibrate(cell: CellSpec, device: str, weight_shape) -> dict:
     return figures
 
 
+def _check_batch_fits(cell: CellSpec, device: str, config, counts: dict) -> capacity.BatchEstimate | None:
+    """Before loading: free device memory, and an out-of-memory row when even the weights and the batch's
+    KV cannot fit (activations come on top: measured after the runs, in max_batch_fit). None on CPU."""
+    if not calibration.is_cuda(device):
+        return None
+    dtype = models.TORCH_DTYPES[cell.dtype]
+    estimate = capacity.BatchEstimate(
+        free_bytes=torch.cuda.mem_get_info()[0],
+        weights_bytes=capacity.weights_bytes_estimate(counts["total_params"], dtype),
+        kv_bytes_per_seq=kvcache.analytic_kv_bytes(config, cell.context, cell.gen, dtype, cell.cache_implementation),
+        activation_bytes_per_seq=0.0,
+    )
+    capacity.check_batch_fits(cell.batch, estimate)
+    return estimate
+
+
+def _max_batch_fit(fits: capacity.BatchEstimate | None, out: dict, batch_size: int) -> int | None:
+    """The largest batch this cell's measured memory says fits the free memory it started with."""
+    if fits is None or out.get("peak_allocated_bytes") is None:
+        return None
+    kv_per_seq = out["kv_cache_bytes"] // batch_size
+    activations = capacity.activation_bytes_per_seq(
+        out["peak_allocated_bytes"], out["weights_bytes"], kv_per_seq, batch_size
+    )
+    return capacity.max_batch_fit(fits.free_bytes, out["weights_bytes"], kv_per_seq, activations)
+
+
 # ---------------------------------------------------------------- phase: load
 
 
-@dataclass
-class Ready:
-    """What the load phase hands on: the model, its prompt and runner, and the figures of loading."""
-
-    loaded: models.LoadedModel
-    prompt: prompts.Prompt
-    run: Runner
-    idle: IdleReading
-    figures: dict  # load_s, weights_bytes, prompt facts, implementations, generation settings
-
-
 def _load(cell: CellSpec, device: str, config, meter_device: nvml.NvmlDevice | nvml.UnavailableDevice) -> Ready:
-    """Build or load the model (timed), its prompt and backend runner, then the idle power."""
+    """Build or load the model (timed), the batch's prompts and the backend runner, then the idle power."""
     figures = {}
     load_start = time.perf_counter()
-    loaded = models.load_model(cell.model, cell.dtype, device)
+    loaded = models.load_model(cell.model, cell.dtype, device, seed=cell.measurement.seed)
     synchronize(device)
     figures["load_s"] = time.perf_counter() - load_start
     figures["weights_bytes"] = memory.allocated_bytes(device)
 
-    prompt = _prompt(loaded, config, cell)
-    figures["prompt_mode"] = prompt.prompt_mode
-    figures["context_tokens_measured"] = prompt.context_tokens_measured
-    input_ids = torch.tensor([prompt.input_ids], device=device)
+    prompts = batch.prompt_batch(loaded, config, cell.context, cell.batch, cell.measurement.seed)
+    figures["prompt_mode"] = prompts.prompt_mode
+    figures["context_tokens_measured"] = prompts.context_tokens_measured
+    input_ids, _ = batch.batch_tensors(prompts, device)
     run, settings = backend_runner(cell, loaded, config, input_ids, device, with_settings=True)
     figures["generation_settings_json"] = canonical_json(settings)
     figures.update(models.implementations(loaded.model))  # after the runner: compiled_loop sets its attention
@@ -224,11 +230,12 @@ def _load(cell: CellSpec, device: str, config, meter_device: nvml.NvmlDevice | n
     figures.update(
         idle_cooldown_s_measured=idle.cooldown_s, idle_temp_c_start=idle.temp_c_start, idle_temp_c_end=idle.temp_c_end
     )
-    return Ready(loaded, prompt, run, idle, figures)
+    return Ready(loaded, prompts, input_ids, run, idle, figures)
 
 
 def backend_runner(cell: CellSpec, loaded, config, input_ids, device: str, with_settings: bool = False):
-    """run(new_tokens, i, clock) -> (RunTiming, output): one timed generation for this backend.
+    """run(new_tokens, i, clock) -> (RunTiming, output): one timed generation of the (batch, context)
+    `input_ids` for this backend, every row checked to get exactly `new_tokens` tokens.
 
     Uses the cell's backend, decoding, context, gen and measurement seed (the benchmarks call it too).
     With `with_settings`, also the generation settings a full-length run applies.
@@ -250,20 +257,11 @@ def backend_runner(cell: CellSpec, loaded, config, input_ids, device: str, with_
 
     def run(new_tokens, i, clock):
         gen_config = generation_config(cell.decoding, new_tokens, pad_id, cache_impl)
-        return timed_generate(loaded.model, input_ids, attention_mask, gen_config, device, seed + i, clock)
+        return batch.timed_generate_batch(loaded.model, input_ids, attention_mask, gen_config, device, seed + i, clock)
 
     if not with_settings:
         return run
     return run, effective_settings(loaded.model, generation_config(cell.decoding, cell.gen, pad_id, cache_impl))
-
-
-def _prompt(loaded, config, cell: CellSpec) -> prompts.Prompt:
-    seed = cell.measurement.seed
-    if loaded.tokenizer is not None:
-        return prompts.build_prompt(loaded.tokenizer, cell.context, seed=seed)
-    special = [getattr(config, k, None) for k in ("eos_token_id", "pad_token_id", "bos_token_id")]
-    flat = [i for s in special for i in (s if isinstance(s, list) else [s]) if isinstance(i, int)]
-    return prompts.random_prompt(config.vocab_size, cell.context, seed=seed, exclude_ids=flat)
 
 
 def _pad_id(loaded, config) -> int:
@@ -299,15 +297,6 @@ def _warm_up(run: Runner, cell: CellSpec) -> list[float]:
     return full_shape_s
 
 
-@dataclass
-class PrefillRuns:
-    """One-token generates (TTFT samples), why they stopped, and the energy window over them."""
-
-    ttft_ms: list[float]
-    reading: energy.EnergyReading
-    stop_reason: uncertainty.StopReason
-
-
 def _prefill_runs(run: Runner, cell: CellSpec, meter_device, clock: Clock = time.perf_counter) -> PrefillRuns:
     """One-token generates, prefill included, every one a TTFT sample: at least `n_runs`, then until the
     TTFT interval is within `ci_target_rel` of the median, `max_measure_s` or `max_runs`
@@ -321,20 +310,6 @@ def _prefill_runs(run: Runner, cell: CellSpec, meter_device, clock: Clock = time
             ttft_ms.append(run(1, len(ttft_ms), clock=False)[0].e2e_s * 1000)
             stop = stop or repetition.stop_reason(ttft_ms)
     return PrefillRuns(ttft_ms, meter.reading, stop)
-
-
-@dataclass
-class DecodeRuns:
-    """The measured full generates: timings, why they stopped, the energy window over them, memory and
-    KV with the cache alive."""
-
-    timings: list[RunTiming]
-    stop_reason: uncertainty.StopReason
-    metered: bool  # an NVML device was there to read
-    energy_runs: int  # runs inside the energy window (the measured ones, plus any that extended it)
-    reading: energy.EnergyReading
-    memory_figures: dict
-    kv_cache_bytes: int
 
 
 def _decode_runs(run: Runner, cell: CellSpec, device: str, meter_device, clock: Clock = time.perf_counter):
@@ -375,143 +350,20 @@ def _stopping_samples(timings: list[RunTiming], gen: int) -> list[float]:
     return [t.decode_tps for t in timings if t.decode_tps]
 
 
-# ---------------------------------------------------------------- phases: figures, verdict
+# ---------------------------------------------------------------- afterwards
 
 
-def _figures(
-    cell: CellSpec, config, ready: Ready, warmup_s: list[float], prefill: PrefillRuns, decode: DecodeRuns
-) -> dict:
-    """Memory, KV, latency and energy figures from what the runs recorded (arithmetic only)."""
-    dtype = models.TORCH_DTYPES[cell.dtype]
-    out = dict(decode.memory_figures)
-    out["kv_cache_bytes"] = decode.kv_cache_bytes
-    out["kv_cache_bytes_analytic"] = kvcache.analytic_kv_bytes(
-        config, ready.prompt.context_tokens_measured, cell.gen, dtype, cell.cache_implementation
-    )
-    out["gen_tokens_measured"] = min(t.new_tokens for t in decode.timings)
-    out.update(_latency_figures(prefill, decode, cell.gen))
-    # transformers compiles generate()'s decode step itself when the cache is static on a GPU.
-    out["compiled"] = cell.backend is Backend.COMPILED_LOOP or hasattr(ready.loaded.model, "_compiled_call")
-    if cell.backend.static_cache:
-        out["compile_s"] = max(0.0, warmup_s[0] - out["e2e_ms_p50"] / 1000)
-    out.update(_energy_figures(decode, prefill, ready, cell.gen))
-    return out
-
-
-def _energy_figures(decode: DecodeRuns, prefill: PrefillRuns, ready: Ready, gen: int) -> dict:
-    if not decode.metered:
-        return energy.unavailable(decode.reading.source)
-    record = energy.summarize(decode.reading, ready.idle.power_w, decode.energy_runs * gen)
-    prefill_runs = len(prefill.ttft_ms)
-    by_phase = energy.by_phase(
-        prefill.reading, prefill_runs, decode.reading, decode.energy_runs, ready.prompt.context_tokens_measured, gen
-    )
-    return {**record, **by_phase, "energy_runs": decode.energy_runs, "prefill_energy_runs": prefill_runs}
-
-
-def _roofline_figures(cell: CellSpec, config, prompt, out: dict, counts: dict) -> dict:
-    """Bytes and FLOPs a decode step reads and does, and decode speed against both bandwidth ceilings."""
-    dtype = models.TORCH_DTYPES[cell.dtype]
-    context = prompt.context_tokens_measured
-    params_read = roofline.params_read_per_token(
-        counts["active_params"], counts["all_experts_params"], out["experts_read_per_token"]
-    )
-    kv_read = kvcache.kv_bytes_read_per_token(config, context, cell.gen, dtype)
-    bytes_per_token = roofline.decode_bytes_per_token(params_read, dtype, kv_read)
-    flops = roofline.decode_flops_per_token(params_read, kvcache.attention_flops_per_token(config, context, cell.gen))
-    decode_tps = out["decode_tps"]
-    return {
-        "params_read_per_token": params_read,
-        "decode_bytes_per_token": bytes_per_token,
-        "decode_flops_per_token": flops,
-        **roofline.roofline(decode_tps, out.get("mem_bandwidth_bytes_per_s"), bytes_per_token),
-        **roofline.roofline(decode_tps, out.get("gemv_bandwidth_bytes_per_s"), bytes_per_token, suffix="_gemv"),
-    }
-
-
-def _boundness_figures(step: boundness.StepProfile | None, out: dict) -> dict:
-    """Kernel figures of a decode step, the GPU-busy fraction and what bounds the step."""
-    if step is None:
-        return {"boundness_null_reason": "no CUDA device: the kernel profile and the calibrations need CUDA"}
-    busy = boundness.busy_fraction(step.gpu_kernel_ms_per_token, out.get("tpot_ms"))
-    bandwidth = out.get("gemv_bandwidth_bytes_per_s") or out.get("mem_bandwidth_bytes_per_s")
-    ridge = out["gemm_flops_per_s"] / bandwidth if out.get("gemm_flops_per_s") and bandwidth else None
-    intensity = out["decode_flops_per_token"] / out["decode_bytes_per_token"]
-    return {
-        "profile_tokens": step.profile_tokens,
-        "kernels_per_token": step.kernels_per_token,
-        "gpu_kernel_ms_per_token": step.gpu_kernel_ms_per_token,
-        "gpu_busy_fraction": busy,
-        "bound_by": boundness.bound_by(busy, intensity, ridge),
-    }
-
-
-def _latency_figures(prefill: PrefillRuns, decode: DecodeRuns, gen: int) -> dict:
-    """Medians, their 95% intervals, the percentiles n supports, run counts and stop reasons."""
-    timings, ttft_ms = decode.timings, prefill.ttft_ms
-    e2e_ms = [t.e2e_s * 1000 for t in timings]
-    speeds = [t.decode_tps for t in timings if t.decode_tps]
-    itl_ms = [x * 1000 for t in timings for x in t.itl_s]
-    decode_tps = median(speeds)
-    e2e_p50 = median(e2e_ms)
-    out = {
-        "ttft_ms": median(ttft_ms),
-        "ttft_ms_samples": ttft_ms,
-        "ttft_runs": len(ttft_ms),
-        "ttft_stop_reason": prefill.stop_reason,
-        "decode_runs": len(timings),
-        "decode_stop_reason": decode.stop_reason,
-        "e2e_ms_samples": e2e_ms,
-        "decode_tps": decode_tps,
-        "decode_tps_samples": speeds,
-        "decode_tps_cv": coefficient_of_variation(speeds),
-        "tpot_ms": 1000 / decode_tps if decode_tps else None,
-        "itl_ms_samples": itl_ms,
-        "e2e_tps": gen / (e2e_p50 / 1000) if e2e_p50 else None,
-    }
-    e2e, e2e_withheld = supported_percentiles(e2e_ms, "e2e_ms_p{q}", (50, 95, 99), "runs")
-    itl, itl_withheld = supported_percentiles(itl_ms, "itl_ms_p{q}", (50, 95, 99), "pooled steps")
-    out.update(e2e, **itl)
-    tails = [r for r in (e2e_withheld, itl_withheld) if r]
-    out["tail_null_reason"] = "; ".join(tails) if tails else None
-    withheld = []
-    for column, n_eff, samples in (
-        ("ttft_ms", "ttft_ms_n_eff", ttft_ms),
-        ("decode_tps", "decode_tps_n_eff", speeds),
-        ("e2e_ms_p50", "e2e_ms_n_eff", e2e_ms),
-    ):
-        figures, reason = uncertainty.interval_figures(column, n_eff, samples)
-        out.update(figures)
-        withheld += [reason] if reason else []
-    out["ci_null_reason"] = "; ".join(withheld) if withheld else None
-    out["ci_method"] = uncertainty.CI_METHOD
-    return out
-
-
-def _verdict(cell: CellSpec, out: dict) -> dict:
-    reasons = validity_reasons(cell, out)
-    return {"valid": not reasons, "invalid_reasons": reasons}
-
-
-def validity_reasons(cell: CellSpec, out: dict) -> list[str]:
-    reasons = []
-    if cell.backend is Backend.COMPILED and not out.get("compiled"):
-        reasons.append("backend compiled requested but generate() did not compile (transformers compiles on GPU only)")
-    if out.get("context_tokens_measured") != cell.context:
-        reasons.append(f"context_tokens_measured {out.get('context_tokens_measured')} != requested {cell.context}")
-    if out.get("gen_tokens_measured") != cell.gen:
-        reasons.append(f"gen_tokens_measured {out.get('gen_tokens_measured')} != requested {cell.gen}")
-    if out.get("kv_cache_bytes") != out.get("kv_cache_bytes_analytic"):
-        reasons.append(f"kv_cache_bytes {out.get('kv_cache_bytes')} != analytic {out.get('kv_cache_bytes_analytic')}")
-    if out.get("energy_j") is not None:
-        if (out.get("energy_window_s") or 0) < cell.measurement.min_energy_window_s:
-            reasons.append(f"energy window {out.get('energy_window_s'):.2f} s < min_energy_window_s")
-        diff = out.get("energy_counter_sampler_rel_diff")
-        if diff is not None and diff > ENERGY_DISAGREEMENT_LIMIT:
-            reasons.append(f"energy counter and sampler disagree by {diff:.1%}")
-        throttled = [r for r in out.get("throttle_reasons") or [] if r in THROTTLE_REASONS_THAT_INVALIDATE]
-        if throttled:
-            reasons.append(f"GPU throttled: {', '.join(throttled)}")
-        if out.get("other_gpu_processes"):
-            reasons.append(f"{out['other_gpu_processes']} other process(es) on the GPU")
-    return reasons
+def _afterwards(cell: CellSpec, device: str, config, ready: Ready) -> Afterwards:
+    """Passes outside every timed and energy window: the kernels of a decode step (GPU), and for a
+    routed-experts MoE the distinct experts each step's tokens were routed to (an eager generate with
+    the routers recorded: hooks do not run inside compiled graphs)."""
+    tokens = boundness.profile_tokens(cell.gen, cache_sized_by_length=cell.backend is Backend.COMPILED)
+    step = boundness.profile_decode_steps(ready.run, tokens, device)
+    routed = ready.figures["experts_read_per_token"] == READS_ROUTED
+    if not routed or cell.gen < 2:
+        return Afterwards(step, None)
+    isolate_generation_config(ready.loaded.model)  # compiled_loop's model has not had it set aside yet
+    gen_config = generation_config(cell.decoding, cell.gen, _pad_id(ready.loaded, config))
+    torch.manual_seed(cell.measurement.seed)
+    mask = torch.ones_like(ready.input_ids)
+    return Afterwards(step, coverage.record_generate(ready.loaded.model, ready.input_ids, mask, gen_config))

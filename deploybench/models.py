@@ -69,12 +69,15 @@ def _impl_kwargs(model: ModelEntry) -> dict:
     return kwargs
 
 
-def load_model(model: ModelEntry, dtype: DType, device: str) -> LoadedModel:
-    """Build or load the model on `device` in `dtype`, in eval mode."""
+def load_model(model: ModelEntry, dtype: DType, device: str, seed: int | None = None) -> LoadedModel:
+    """Build or load the model on `device` in `dtype`, in eval mode. `seed` seeds random weights, so a
+    rerun builds the same model (the routing of a random MoE, and so its expert coverage, follows them)."""
     from transformers import AutoModelForCausalLM
 
     torch_dtype = TORCH_DTYPES[dtype]
     if model.source is WeightsSource.RANDOM:
+        if seed is not None:
+            torch.manual_seed(seed)
         # Build straight on the target device and dtype: no full-size fp32 copy on the host.
         with torch.device(device):
             built = AutoModelForCausalLM.from_config(model_config(model), dtype=torch_dtype, **_impl_kwargs(model))

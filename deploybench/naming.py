@@ -12,11 +12,14 @@ MODEL_NAME = r"[A-Za-z0-9][A-Za-z0-9._-]*"
 DECODING_NAME = r"[A-Za-z0-9_.]+"
 
 # The axes in the order the id spells them; the id's text is what users see in paths and tables.
-CELL_ID = "{model}/{backend}-{dtype}/c{context}-g{gen}-{decoding}"
+# Schema 2.0 added the batch size (b1 for every cell before it; deploybench.schema migrates old rows).
+CELL_ID = "{model}/{backend}-{dtype}/c{context}-g{gen}-b{batch}-{decoding}"
 CELL_PATH = f"results/cells/{CELL_ID}.parquet"
 CELL_LOG = f"logs/measure/{CELL_ID}.log"
 CELL_BENCHMARK = f"logs/benchmarks/measure/{CELL_ID}.tsv"
 
 
-def cell_id(model: str, backend: str, dtype: str, context: int, gen: int, decoding: str) -> str:
-    return CELL_ID.format(model=model, backend=backend, dtype=dtype, context=context, gen=gen, decoding=decoding)
+def cell_id(model: str, backend: str, dtype: str, context: int, gen: int, decoding: str, batch: int = 1) -> str:
+    return CELL_ID.format(
+        model=model, backend=backend, dtype=dtype, context=context, gen=gen, batch=batch, decoding=decoding
+    )

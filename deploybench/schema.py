@@ -7,6 +7,7 @@ Column names carry their unit. Adding columns is free; renaming one needs a SCHE
 from __future__ import annotations
 
 import os
+import re
 import tempfile
 from pathlib import Path
 
@@ -15,7 +16,8 @@ import pyarrow.parquet as pq
 
 from deploybench import metrics
 
-SCHEMA_VERSION = "1.0"
+# 2.0: the batch axis (batch_size; cell ids spell b<batch>). Rows of 1.x are migrated when read.
+SCHEMA_VERSION = "2.0"
 
 _ARROW_TYPES = {
     metrics.ValueType.STR: pa.string(),
@@ -72,4 +74,22 @@ def write_row(row: dict, path: str | os.PathLike) -> Path:
 
 
 def read_rows(path: str | os.PathLike) -> list[dict]:
-    return pq.read_table(path).to_pylist()
+    """A cell file's rows, migrated to the current schema."""
+    return [migrate(row) for row in pq.read_table(path).to_pylist()]
+
+
+def migrate(row: dict) -> dict:
+    """A row of an older schema in the current one. 1.x -> 2.0: every 1.x cell was measured at batch 1,
+    so batch_size is 1 and its cell id gains b1 ('.../c2048-g64-greedy' -> '.../c2048-g64-b1-greedy')."""
+    if not str(row.get("schema_version") or "").startswith("1."):
+        return row
+    migrated = {**row, "batch_size": 1, "schema_version": SCHEMA_VERSION}
+    cell = row.get("cell_id")
+    if cell and not _BATCHED_AXES.match(cell.rsplit("/", 1)[-1]):
+        head, axes = cell.rsplit("/", 1)
+        context, gen, decoding = axes.split("-", 2)  # decoding names hold no '-'
+        migrated["cell_id"] = f"{head}/{context}-{gen}-b1-{decoding}"
+    return migrated
+
+
+_BATCHED_AXES = re.compile(r"^c\d+-g\d+-b\d+-")

@@ -211,6 +211,8 @@ class CellSpec(Settings):
     gen: PositiveInt
     dtype: Choice[DType]
     backend: Choice[Backend]
+    batch: PositiveInt = 1
+    """sequences decoded together"""
     card_sha256: dict[str, str] | None = Field(None, exclude_if=lambda digests: digests is None)
     """sha256 of the model's architecture card (config.json of a local directory); none for a hub id"""
 
@@ -226,7 +228,9 @@ class CellSpec(Settings):
 
     @property
     def cell_id(self) -> str:
-        return naming.cell_id(self.model_name, self.backend, self.dtype, self.context, self.gen, self.decoding_name)
+        return naming.cell_id(
+            self.model_name, self.backend, self.dtype, self.context, self.gen, self.decoding_name, self.batch
+        )
 
     @property
     def cache_implementation(self) -> CacheImplementation:

@@ -225,7 +225,9 @@ def test_params_text_is_the_old_text_plus_only_the_card_hash():
 
     Checked on the fixture's own edge-case config: the shipped configs have changed since, on purpose.
     """
-    config, before = _config("edge"), PARAMS_BEFORE["params"]["edge"]
+    config = _config("edge")
+    # Cell paths gained the batch (b1) since, on purpose (schema 2.0).
+    before = {re.sub(r"/(c\d+-g\d+)-", r"/\1-b1-", p): t for p, t in PARAMS_BEFORE["params"]["edge"].items()}
     params = {cell.path: cell_params(config, cell) for cell in all_cells(config)}
     assert set(params) == set(before)
     for path, text in params.items():
@@ -233,6 +235,7 @@ def test_params_text_is_the_old_text_plus_only_the_card_hash():
         digests = job["cell"].pop("card_sha256", None)
         for key in ADDED_MEASUREMENT_SETTINGS:
             job["cell"]["measurement"].pop(key)
+        assert job["cell"].pop("batch") == 1  # the batch axis, added since
         job["harness_version"] = json.loads(before[path])["harness_version"]  # bumped since, on purpose
         assert canonical_json(job) == before[path], path
         model = job["cell"]["model"]
@@ -285,6 +288,7 @@ def test_cell_paths_match_the_snakemake_wildcards(configfile):
         "dtype": wildcard_regex(DType),
         "context": r"\d+",
         "gen": r"\d+",
+        "batch": r"\d+",
         "decoding": naming.DECODING_NAME,
     }
     pattern = re.escape(naming.CELL_PATH)

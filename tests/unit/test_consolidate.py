@@ -88,7 +88,7 @@ def test_write_table_parquet_and_csv(cells, tmp_path):
     csv = pd.read_csv(out.with_suffix(".csv"))
     assert len(csv) == len(df)
     assert json.loads(csv.loc[0, "e2e_ms_samples"]) == [150.0, 160.0, 170.0]
-    notes = json.loads(csv[csv["cell_id"] == "gpt-oss-20b/eager-bfloat16/c2048-g64-greedy"]["notes"].iloc[0])
+    notes = json.loads(csv[csv["cell_id"] == "gpt-oss-20b/eager-bfloat16/c2048-g64-b1-greedy"]["notes"].iloc[0])
     assert any("both equal the maximum" in n for n in notes)
     assert sorted(p.name for p in out.parent.iterdir()) == ["ape.csv", "ape.parquet"]  # no temp files
 

@@ -44,7 +44,7 @@ def test_one_row_per_cell_with_source_and_identity(rows):
 
 
 def test_gpt_oss_2048_64_latency_in_the_right_columns(rows):
-    r = rows["gpt-oss-20b/eager-bfloat16/c2048-g64-greedy"]
+    r = rows["gpt-oss-20b/eager-bfloat16/c2048-g64-b1-greedy"]
     assert (r["model"], r["context_tokens"], r["gen_tokens"]) == ("gpt-oss-20b", 2048, 64)
     assert (r["decoding"], r["dtype"], r["model_ref"]) == ("greedy", "bfloat16", "openai/gpt-oss-20b")
     assert r["ttft_ms"] == 475.80862045288086  # their TTFT_ms
@@ -57,26 +57,26 @@ def test_gpt_oss_2048_64_latency_in_the_right_columns(rows):
 
 
 def test_qwen_and_yi_cells(rows):
-    q = rows["qwen3-32b/eager-bfloat16/c128-g256-greedy"]
+    q = rows["qwen3-32b/eager-bfloat16/c128-g256-b1-greedy"]
     assert q["ttft_ms"] == 47.223567962646484 and q["e2e_tps"] == 26.620523873417948
     assert q["prompt_mode"] == "chat_template"
-    y = rows["yi-34b/eager-bfloat16/c512-g64-greedy"]
+    y = rows["yi-34b/eager-bfloat16/c512-g64-b1-greedy"]
     assert y["prompt_mode"] == "raw_text"  # their "completion"
     assert y["e2e_ms_p50"] == 2078.2281160354614
 
 
 def test_memory_is_mib_and_kv_columns_are_not_kv_cache(rows):
-    r = rows["gpt-oss-20b/eager-bfloat16/c2048-g64-greedy"]
+    r = rows["gpt-oss-20b/eager-bfloat16/c2048-g64-b1-greedy"]
     assert r["peak_allocated_bytes"] == 45_591_968_256 == round(43479.88916015625 * MIB)
     assert r["peak_reserved_bytes"] == 45202 * MIB
     assert r["weights_bytes"] == round(39925.65478515625 * MIB)
     assert r.get("kv_cache_bytes") is None  # their kv_cache_alloc_mb is mostly activations
     assert any("3554.2 MiB" in n and "not the KV cache" in n for n in r["notes"])
-    assert rows["gpt-oss-20b/eager-bfloat16/c2048-g128-greedy"].get("peak_allocated_bytes") is None
+    assert rows["gpt-oss-20b/eager-bfloat16/c2048-g128-b1-greedy"].get("peak_allocated_bytes") is None
 
 
 def test_energy_per_1k_decoded_tokens(rows):
-    r = rows["qwen3-32b/eager-bfloat16/c1024-g64-greedy"]
+    r = rows["qwen3-32b/eager-bfloat16/c1024-g64-b1-greedy"]
     assert r["j_per_1k_tokens"] == 12000.422213108092
     assert r["tokens_per_j"] == pytest.approx(1000 / 12000.422213108092, rel=1e-12)
     assert r["avg_power_w"] == 304.929
@@ -85,13 +85,13 @@ def test_energy_per_1k_decoded_tokens(rows):
 
 
 def test_precision_ablation_failed_rows(rows):
-    fp16 = rows["gpt-oss-20b/eager-float16/cNA.precision-g64-greedy"]
-    fp32 = rows["gpt-oss-20b/eager-float32/cNA.precision-g64-greedy"]
+    fp16 = rows["gpt-oss-20b/eager-float16/cNA.precision-g64-b1-greedy"]
+    fp32 = rows["gpt-oss-20b/eager-float32/cNA.precision-g64-b1-greedy"]
     for row, found in ((fp16, "Half"), (fp32, "Float")):
         assert row["status"] == "failed" and row["failure_kind"] == "unsupported"
         assert row["error"] == f"expected scalar type BFloat16 but found {found}"
         assert row.get("e2e_tps") is None and row["context_tokens"] is None
-    bf16 = rows["gpt-oss-20b/eager-bfloat16/cNA.precision-g64-greedy"]
+    bf16 = rows["gpt-oss-20b/eager-bfloat16/cNA.precision-g64-b1-greedy"]
     assert bf16["status"] == "ok" and bf16["e2e_tps"] == 38.65763065496588
     assert bf16["e2e_ms_p50"] == pytest.approx(1655.5593013763428, rel=1e-12)
 
@@ -99,28 +99,28 @@ def test_precision_ablation_failed_rows(rows):
 def test_decoding_ablation_modes(rows):
     ids = {cid for cid in rows if "cNA.decoding" in cid}
     assert {cid.rsplit("-", 1)[-1] for cid in ids} == {"greedy", "top_p", "top_k", "high_temp", "low_temp"}
-    r = rows["gpt-oss-20b/eager-bfloat16/cNA.decoding-g64-top_p"]
+    r = rows["gpt-oss-20b/eager-bfloat16/cNA.decoding-g64-b1-top_p"]
     assert (r["do_sample"], r["temperature"], r["top_p"], r["seed"]) == (True, 0.7, 0.9, 1234)
     assert r["e2e_tps"] == 38.706091871568695 and r["n_runs"] == 5
     assert r["e2e_ms_p50"] == pytest.approx(1653.4864902496338, rel=1e-12)
-    assert rows["gpt-oss-20b/eager-bfloat16/cNA.decoding-g64-top_k"]["top_k"] == 50
+    assert rows["gpt-oss-20b/eager-bfloat16/cNA.decoding-g64-b1-top_k"]["top_k"] == 50
     assert r["context_tokens"] is None and any("context not recorded" in n for n in r["notes"])
 
 
 def test_context_scaling_adds_4096_and_notes_overlap(rows):
-    r = rows["gpt-oss-20b/eager-bfloat16/c4096-g64-greedy"]
+    r = rows["gpt-oss-20b/eager-bfloat16/c4096-g64-b1-greedy"]
     assert r["e2e_tps"] == 21.779047964289028 and r["context_tokens_measured"] == 4096
     assert r["gen_tokens_measured"] == 64 and r["e2e_ms_p95"] == pytest.approx(3078.3321857452393)
-    main = rows["gpt-oss-20b/eager-bfloat16/c1024-g64-greedy"]
+    main = rows["gpt-oss-20b/eager-bfloat16/c1024-g64-b1-greedy"]
     assert main["e2e_tps"] == 35.9487514389481  # latency table kept, ablation (34.53) noted
     assert any("context-scaling ablation" in n and "34.53" in n for n in main["notes"])
 
 
 def test_study_parameter_counts_labelled(rows):
-    r = rows["gpt-oss-20b/eager-bfloat16/c128-g64-greedy"]
+    r = rows["gpt-oss-20b/eager-bfloat16/c128-g64-b1-greedy"]
     assert (r["active_params"], r["total_params"]) == (3_600_000_000, 20_000_000_000)
     assert "study" in r["active_params_source"]
-    assert rows["yi-34b/eager-bfloat16/c128-g64-greedy"]["active_params"] == 34_000_000_000
+    assert rows["yi-34b/eager-bfloat16/c128-g64-b1-greedy"]["active_params"] == 34_000_000_000
 
 
 def test_unknown_columns_name_the_file_and_expected_columns(tmp_path):
@@ -155,7 +155,7 @@ def test_unmapped_model_and_unknown_decoding_are_errors(tmp_path):
 def test_formats_registry_accepts_new_formats(tmp_path):
     @register_format("toy")
     def toy(spec, folder):
-        return [{"cell_id": "m/eager-bfloat16/c1-g1-greedy", "model": spec["model_map"]["x"]}]
+        return [{"cell_id": "m/eager-bfloat16/c1-g1-b1-greedy", "model": spec["model_map"]["x"]}]
 
     try:
         out = import_table({"name": "t", "format": "toy", "path": ".", "model_map": {"x": "m"}}, tmp_path)

@@ -12,7 +12,7 @@ import pynvml
 import pytest
 import torch
 
-from deploybench import failures, measure, models, nvml
+from deploybench import cell_figures, failures, measure, models, nvml
 from deploybench.enums import FailureKind, ThrottleReason
 from deploybench.kvcache import analytic_kv_bytes, measured_kv_bytes
 from deploybench.schema import read_rows, write_row
@@ -44,6 +44,7 @@ def cell_dict(
     decoding="greedy",
     name="m",
     backend="eager",
+    batch=1,
     **measurement,
 ):
     """A cell spec as it travels in JSON (model given as a dict or an entry)."""
@@ -59,6 +60,7 @@ def cell_dict(
         "gen": gen,
         "dtype": dtype,
         "backend": backend,
+        "batch": batch,
     }
 
 
@@ -146,7 +148,7 @@ def test_row_of_a_random_cell_is_complete_and_valid(tmp_path):
     assert row["active_params"] < row["total_params"]
     path = write_row(row, tmp_path / "cell.parquet")
     assert read_rows(path)[0]["cell_id"] == row["cell_id"]
-    assert pq.read_schema(path).metadata[b"deploybench_schema_version"] == b"1.0"
+    assert pq.read_schema(path).metadata[b"deploybench_schema_version"] == b"2.0"
 
 
 def test_a_cpu_cell_row_has_intervals_that_bracket_its_medians():
@@ -237,7 +239,7 @@ def test_a_window_that_saw_the_power_brake_is_invalid():
     cell = make_cell(random_model("qwen3"), context=8, gen=4)
     # The names the meter writes into the row, decoded from NVML's own bit.
     seen = nvml.decode_throttle_reasons(pynvml.nvmlClocksEventReasonHwPowerBrakeSlowdown)
-    assert measure.validity_reasons(cell, {**_METERED, "throttle_reasons": seen}) == [
+    assert cell_figures.validity_reasons(cell, {**_METERED, "throttle_reasons": seen}) == [
         "GPU throttled: hw_power_brake_slowdown"
     ]
 
@@ -245,7 +247,7 @@ def test_a_window_that_saw_the_power_brake_is_invalid():
 @pytest.mark.parametrize("reason", list(ThrottleReason))
 def test_throttling_invalidates_a_row_unless_it_is_the_power_cap(reason):
     cell = make_cell(random_model("qwen3"), context=8, gen=4)
-    reasons = measure.validity_reasons(
+    reasons = cell_figures.validity_reasons(
         cell, {**_METERED, "throttle_reasons": nvml.decode_throttle_reasons(reason.nvml_bit)}
     )
     assert reasons == ([f"GPU throttled: {reason}"] if reason is not ThrottleReason.SW_POWER_CAP else [])
@@ -314,7 +316,7 @@ def test_command_line_measures_one_cell(tmp_path):
     cmd += ["--archive-dir", str(tmp_path / "archive")]
     subprocess.run(cmd, check=True, timeout=300, capture_output=True)
     row = read_rows(out)[0]
-    assert row["cell_id"] == "tiny-qwen3/eager-bfloat16/c20-g4-top_k" and row["top_k"] == 50
+    assert row["cell_id"] == "tiny-qwen3/eager-bfloat16/c20-g4-b1-top_k" and row["top_k"] == 50
     assert row["ttft_runs"] == row["decode_runs"] == 1
     assert len(list((tmp_path / "archive").rglob("*.parquet"))) == 1
 

@@ -87,7 +87,7 @@ def test_the_study_figures_are_not_artifacts():
     ok = out[out["status"] == "ok"]
     assert not ok["tpot_artifact"].any()
     assert (ok["e2e_tps"] == ok["e2e_tps_raw"]).all()
-    r = out[out["cell_id"] == "g/eager-bfloat16/c2048-g64-greedy"].iloc[0]
+    r = out[out["cell_id"] == "g/eager-bfloat16/c2048-g64-b1-greedy"].iloc[0]
     # TPOT_tokps 31.117 vs 1000/475.8 ms = 2.10 tok/s; vs gen/p50 = 64/2.0567 s = 31.117
     assert r["e2e_tps_recomputed"] == pytest.approx(64 / 2.056731104850769, rel=1e-12)
     assert r["tpot_check"].startswith("ok: e2e_tps 31.12") and "(+0.00%)" in r["tpot_check"]

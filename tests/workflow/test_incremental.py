@@ -62,8 +62,8 @@ def test_adding_a_context_adds_only_its_cells(small_workflow):
     wf.write_config(config)
     after = _complete_run(wf)
     assert _changed(before, after) == {
-        "results/cells/m-qwen3/eager-bfloat16/c48-g4-greedy.parquet",
-        "results/cells/m-llama/eager-bfloat16/c48-g4-greedy.parquet",
+        "results/cells/m-qwen3/eager-bfloat16/c48-g4-b1-greedy.parquet",
+        "results/cells/m-llama/eager-bfloat16/c48-g4-b1-greedy.parquet",
     }
 
 

@@ -39,11 +39,11 @@ def test_report_tables_equal_the_parquet(small_workflow):
             assert cell.text in page
 
     failed = df[df.status == "failed"]
-    assert failed.cell_id.tolist() == ["m-llama/eager-bfloat16/c510-g4-greedy"]
+    assert failed.cell_id.tolist() == ["m-llama/eager-bfloat16/c510-g4-b1-greedy"]
     assert failed.failure_kind.iloc[0] == "context_too_long"
     (failures,) = appendix.failures(data)
     assert [r.key["cell_id"] for r in failures.rows if r.status == "failed"] == failed.cell_id.tolist()
-    assert "m-llama/eager-bfloat16/c510-g4-greedy" in page and "context_too_long" in page
+    assert "m-llama/eager-bfloat16/c510-g4-b1-greedy" in page and "context_too_long" in page
     assert not re.search(r"\b(nan|NaN|None)\b", page.split("<body")[1])
     # Every table built: a table that raised is kept as skipped "could not be built", which must not happen.
     manifest = (wf.root / "report/manifest.json").read_text()

@@ -35,6 +35,7 @@ wildcard_constraints:
     dtype=wildcard_regex(DType),
     context=r"\d+",
     gen=r"\d+",
+    batch=r"\d+",
     decoding=naming.DECODING_NAME,
 
 
