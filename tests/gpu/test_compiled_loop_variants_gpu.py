@@ -98,25 +98,35 @@ VARIANTS = [
 ]
 
 
-@pytest.mark.parametrize("options", VARIANTS, ids=json.dumps)
+def loop_tokens(family: str, options: dict) -> tuple[torch.Tensor, dict]:
+    """A fresh float32 model and loop for `options`; three runs must replay the same graphs."""
+    torch._dynamo.reset()
+    torch.manual_seed(0)
+    model = models.load_model(random_model(family), "float32", "cuda").model
+    ids = torch.randint(3, 1000, (1, 40), generator=torch.Generator().manual_seed(7)).cuda()
+    loop = CompiledDecodeLoop(model, standard_decoding("greedy"), 40, 16, "cuda", CompiledLoopOptions(**options))
+    runs = [loop.run(ids, 16, seed=0, clock=True)[1].sequences.clone() for _ in range(3)]
+    assert torch.equal(runs[1], runs[2])
+    facts = variant_facts(model)
+    del loop, model
+    torch.cuda.empty_cache()
+    return runs[-1], facts
+
+
+@pytest.fixture
+def full_float32_matmuls():
+    before = torch.get_float32_matmul_precision()
+    torch.set_float32_matmul_precision("highest")  # no TF32: float32 variants must agree to rounding
+    yield
+    torch.set_float32_matmul_precision(before)
+
+
 @pytest.mark.parametrize("family", ["gpt_oss", "qwen3"])
-def test_variant_loop_under_cuda_graphs_gives_the_baseline_tokens(family, options):
-    """float32 (TF32 off), so equal tokens are expected; two runs replay the same graphs."""
-    torch.backends.cuda.matmul.allow_tf32 = False
-    sequences = []
-    for variant in ({}, options):
-        torch._dynamo.reset()
-        torch.manual_seed(0)
-        model = models.load_model(random_model(family), "float32", "cuda").model
-        ids = torch.randint(3, 1000, (1, 40), generator=torch.Generator().manual_seed(7)).cuda()
-        loop = CompiledDecodeLoop(model, standard_decoding("greedy"), 40, 16, "cuda", CompiledLoopOptions(**variant))
-        runs = [loop.run(ids, 16, seed=0, clock=True)[1].sequences.clone() for _ in range(3)]
-        assert torch.equal(runs[1], runs[2])
-        sequences.append(runs[-1])
-        facts = variant_facts(model)
-        del loop, model
-        torch.cuda.empty_cache()
-    assert torch.equal(*sequences), facts
+def test_every_variant_loop_under_cuda_graphs_gives_the_baseline_tokens(family, full_float32_matmuls):
+    baseline, _ = loop_tokens(family, {})
+    for options in VARIANTS:
+        tokens, facts = loop_tokens(family, options)
+        assert torch.equal(tokens, baseline), facts
 
 
 def test_variant_row_on_gpu():
