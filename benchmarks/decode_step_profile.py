@@ -39,7 +39,6 @@ from deploybench.loop_options import (
     DecodeAttentionKernel,
     DecodeExperts,
     Fusion,
-    member_values,
 )
 from deploybench.stats import median
 
@@ -61,11 +60,9 @@ def main() -> None:
     parser.add_argument("--gen", type=int, default=64, help="the cell's generation length (sets the cache size)")
     parser.add_argument("--profile-tokens", type=int, default=16, help="tokens generated in the profiled run")
     parser.add_argument("--dtype", default=DType.BFLOAT16, choices=values(DType))
-    parser.add_argument("--fusions", nargs="*", default=[], choices=member_values(Fusion))
-    parser.add_argument(
-        "--decode-attention", default=DEFAULT.decode_attention, choices=member_values(DecodeAttentionKernel)
-    )
-    parser.add_argument("--decode-experts", choices=member_values(DecodeExperts), help="default: the model's")
+    parser.add_argument("--fusions", nargs="*", default=[], choices=values(Fusion))
+    parser.add_argument("--decode-attention", default=DEFAULT.decode_attention, choices=values(DecodeAttentionKernel))
+    parser.add_argument("--decode-experts", choices=values(DecodeExperts), help="default: the model's")
     parser.add_argument("--out", required=True)
     args = parser.parse_args()
     options = CompiledLoopOptions(

@@ -42,10 +42,6 @@ class DecodeExperts(StrEnum):
     GATHERED_REDUCTION = "gathered_reduction"  # products and sums inductor fuses with the gather: no weight copy
 
 
-def member_values(enum: type[StrEnum]) -> list[str]:
-    return [member.value for member in enum]
-
-
 class CompiledLoopOptions(Settings):
     """How compiled_loop builds its decode step for this model (other backends ignore it)."""
 
