@@ -21,11 +21,15 @@ def benchmark_cell(
     dtype: DType = DType.BFLOAT16,
     backend: Backend = Backend.EAGER,
     experts_implementation: str | None = None,
+    compiled_loop: dict | None = None,
 ) -> CellSpec:
-    """A card's cell as the harness measures it: random weights, eager attention, greedy, seed 0."""
+    """A card's cell as the harness measures it: random weights, eager attention, greedy, seed 0;
+    `compiled_loop`: the model entry's compiled_loop options (fusions, decode kernels)."""
     model = {"source": WeightsSource.RANDOM, "architecture": architecture, "attn_implementation": "eager"}
     if experts_implementation:
         model["experts_implementation"] = experts_implementation
+    if compiled_loop:
+        model["compiled_loop"] = compiled_loop
     return parse_cell(
         {
             "model_name": Path(architecture).stem,

@@ -13,6 +13,9 @@ the speed a decode step made of nothing but these GEMVs would reach.
 
     python benchmarks/decode_step_profile.py --architecture workflow/architectures/qwen3-32b.json \
         --context 2048 --gen 64 --out profile.json
+
+A compiled_loop variant (deploybench.loop_options) is profiled with --fusions, --decode-attention and
+--decode-experts, e.g. `--fusions qkv gate_up --decode-attention flex_decoding`.
 """
 
 from __future__ import annotations
@@ -27,9 +30,16 @@ from _cell import benchmark_cell, graphed, random_model_and_prompt, timed
 
 from deploybench import calibration, models, params
 from deploybench.boundness import device_kernels
-from deploybench.decode_loop import CompiledDecodeLoop
+from deploybench.decode_loop import CompiledDecodeLoop, variant_facts
 from deploybench.enums import Backend, DType, values
 from deploybench.environment import capture
+from deploybench.loop_options import (
+    DEFAULT,
+    CompiledLoopOptions,
+    DecodeAttentionKernel,
+    DecodeExperts,
+    Fusion,
+)
 from deploybench.stats import median
 
 KINDS = (
@@ -50,15 +60,21 @@ def main() -> None:
     parser.add_argument("--gen", type=int, default=64, help="the cell's generation length (sets the cache size)")
     parser.add_argument("--profile-tokens", type=int, default=16, help="tokens generated in the profiled run")
     parser.add_argument("--dtype", default=DType.BFLOAT16, choices=values(DType))
+    parser.add_argument("--fusions", nargs="*", default=[], choices=values(Fusion))
+    parser.add_argument("--decode-attention", default=DEFAULT.decode_attention, choices=values(DecodeAttentionKernel))
+    parser.add_argument("--decode-experts", choices=values(DecodeExperts), help="default: the model's")
     parser.add_argument("--out", required=True)
     args = parser.parse_args()
+    options = CompiledLoopOptions(
+        fusions=args.fusions, decode_attention=args.decode_attention, decode_experts=args.decode_experts
+    )
 
     cell = benchmark_cell(args.architecture, args.context, args.gen, args.dtype, Backend.COMPILED_LOOP)
     loaded, ids, device = random_model_and_prompt(cell)
     model = loaded.model
     # The bytes a decode step multiplies: active parameters (routed experts only for MoE), as in the roofline.
     matmul_bytes = params.count_from_config(model.config)["active_params"] * models.TORCH_DTYPES[args.dtype].itemsize
-    loop = CompiledDecodeLoop(model, cell.decoding, args.context, args.gen, device)
+    loop = CompiledDecodeLoop(model, cell.decoding, args.context, args.gen, device, options)
     for i in range(3):  # compile, record the CUDA graphs, then one clean run
         timing, _ = loop.run(ids, args.gen, seed=i, clock=True)  # the last: unprofiled decode speed
 
@@ -90,6 +106,8 @@ def main() -> None:
         "context": args.context,
         "gen": args.gen,
         "profile_tokens": args.profile_tokens,
+        "compiled_loop_options": options.model_dump(mode="json"),
+        "built": variant_facts(model),
         "bytes_multiplied_per_step": matmul_bytes,
         "decode_tps": timing.decode_tps,
         "itl_ms": itl_ms,

@@ -10,8 +10,13 @@ device with CUDA events and placed on the host clock relative to the first one, 
 latency is the time between tokens being produced on the GPU. On CPU every op is synchronous and
 each token is stamped with the host clock.
 
-Attention: decode steps run attention.gqa_eager_attention (the eager math without repeat_kv's copies);
-the prefill runs transformers' SDPA where the model supports it (attention.GQA_SDPA_PREFILL).
+Attention: decode steps run attention.gqa_eager_attention (the eager math without repeat_kv's copies)
+unless the model entry's options choose another kernel; the prefill runs transformers' SDPA where the
+model supports it (attention.GQA_SDPA_PREFILL).
+
+Options (loop_options.CompiledLoopOptions, from the model entry): fused projections (fusion.py), the
+decode-attention kernel (attention.py) and the experts path of the decode steps (decode_experts.py).
+The loop records on the model what it built (`deploybench_variant`), and the row says so.
 """
 
 from __future__ import annotations
@@ -21,7 +26,8 @@ from dataclasses import dataclass
 
 import torch
 
-from . import attention
+from . import attention, decode_experts, fusion, models
+from .loop_options import DEFAULT, CompiledLoopOptions
 from .sampling import make_sampler
 from .spec import DecodingMode
 from .timing import RunTiming, synchronize
@@ -34,13 +40,28 @@ class LoopOutput:
 
 
 class CompiledDecodeLoop:
-    """One model, one cell shape: a static cache for context + gen - 1 tokens and a compiled step."""
+    """One model, one cell shape: a static cache for context + gen - 1 tokens and a compiled step.
 
-    def __init__(self, model, decoding: DecodingMode, context: int, gen: int, device: str):
+    `options` are built into the model itself (fused weights, its experts modules' forward): a model
+    takes one variant, so build a fresh one to try another.
+    """
+
+    def __init__(
+        self,
+        model,
+        decoding: DecodingMode,
+        context: int,
+        gen: int,
+        device: str,
+        options: CompiledLoopOptions = DEFAULT,
+    ):
         from transformers import StaticCache
 
+        fused = fusion.fuse(model, options.fusions)  # before the cache and the compile: they see the fused layers
         # K and V read in place rather than copied once per query head; prefill through SDPA (attention.py).
-        model.set_attn_implementation(attention.register(model))
+        model.set_attn_implementation(attention.register(model, options.decode_attention))
+        decode_experts.install(model, options.decode_experts)
+        model.deploybench_variant = _variant_facts(model, options, fused)
         self.model = model
         self.device = device
         # The last generated token is never fed back: the cache holds context + gen - 1 tokens.
@@ -48,7 +69,8 @@ class CompiledDecodeLoop:
         _steady_sliding_layers(self.cache, context + gen - 1, getattr(model.config, "sliding_window", None))
         self.sampler = make_sampler(decoding)
         mode = "reduce-overhead" if device.startswith("cuda") else None  # CUDA graphs on GPU only
-        self.step = torch.compile(self._decode_step, mode=mode, fullgraph=True)
+        one_graph = not attention.breaks_graph(options.decode_attention, device)  # FlexAttention on CPU breaks it
+        self.step = torch.compile(self._decode_step, mode=mode, fullgraph=one_graph)
 
     def _next_token(self, input_ids: torch.Tensor, position_ids: torch.Tensor) -> torch.Tensor:
         logits = self.model(
@@ -96,6 +118,31 @@ class CompiledDecodeLoop:
         sequences = torch.cat([input_ids, torch.stack(tokens, dim=1)], dim=1)
         timing = RunTiming(e2e_s=elapsed, token_times=token_times, new_tokens=len(tokens))
         return timing, LoopOutput(sequences, self.cache)
+
+
+def _variant_facts(model, options: CompiledLoopOptions, fused: fusion.FusionResult) -> dict:
+    """The row's account of what this loop built (measure._load copies it into the row)."""
+    moe = models.is_moe(model.config)
+    experts = options.decode_experts or getattr(model.config, "_experts_implementation", None)
+    return {
+        "fusions": fused.applied,
+        "fusions_skipped": fused.skipped,
+        "decode_attention_kernel": options.decode_attention.value,
+        "decode_experts_implementation": str(experts) if moe else None,
+    }
+
+
+def variant_facts(model) -> dict:
+    """What compiled_loop built into `model`; for a model no loop touched, no fusion and no decode kernel."""
+    return dict(getattr(model, "deploybench_variant", None) or NO_VARIANT)
+
+
+NO_VARIANT = {
+    "fusions": [],
+    "fusions_skipped": [],
+    "decode_attention_kernel": None,
+    "decode_experts_implementation": None,
+}
 
 
 def _steady_sliding_layers(cache, max_cache_len: int, window: int | None) -> None:

@@ -37,10 +37,11 @@ from . import (
     params,
     uncertainty,
 )
-from .decode_loop import CompiledDecodeLoop
+from .decode_loop import CompiledDecodeLoop, variant_facts
 from .energy_meter import EnergyMeter, measure_idle
 from .enums import Backend, CacheImplementation, Status
 from .experts import READS_ROUTED
+from .loop_options import DEFAULT as DEFAULT_LOOP_OPTIONS
 from .runs import Afterwards, Clock, DecodeRuns, PrefillRuns, Ready, Runner
 from .schema import SCHEMA_VERSION
 from .spec import CellSpec, ModelEntry, canonical_json
@@ -221,6 +222,7 @@ def _load(cell: CellSpec, device: str, config, meter_device: nvml.NvmlDevice | n
     run, settings = backend_runner(cell, loaded, config, input_ids, device, with_settings=True)
     figures["generation_settings_json"] = canonical_json(settings)
     figures.update(models.implementations(loaded.model))  # after the runner: compiled_loop sets its attention
+    figures.update(variant_facts(loaded.model))  # compiled_loop's fusions, decode kernel and decode experts path
 
     # Idle power with the weights resident, after a cool-down, before any generate of this cell.
     measurement = cell.measurement
@@ -242,7 +244,8 @@ def backend_runner(cell: CellSpec, loaded, config, input_ids, device: str, with_
     """
     seed = cell.measurement.seed
     if cell.backend is Backend.COMPILED_LOOP:
-        loop = CompiledDecodeLoop(loaded.model, cell.decoding, cell.context, cell.gen, device)
+        options = cell.model.compiled_loop or DEFAULT_LOOP_OPTIONS
+        loop = CompiledDecodeLoop(loaded.model, cell.decoding, cell.context, cell.gen, device, options)
         temperature, top_k, top_p = cell.decoding.filters  # what its own sampler applies
         settings = {"do_sample": cell.decoding.do_sample, "max_new_tokens": cell.gen, "min_new_tokens": cell.gen}
         if cell.decoding.do_sample:

@@ -17,6 +17,7 @@ from pydantic import Field, StringConstraints, ValidationError, field_serializer
 
 from . import naming
 from .enums import Backend, CacheImplementation, Device, DType, ExpertsImplementation, WeightsSource
+from .loop_options import CompiledLoopOptions
 from .validation import Choice, Invalid, Settings, describe
 
 ModelName = Annotated[str, StringConstraints(pattern=f"^{naming.MODEL_NAME}$")]
@@ -113,6 +114,9 @@ class ModelEntry(Settings):
     """transformers attention implementation; unset: transformers' choice (sdpa: Qwen3, Llama; eager: gpt-oss)"""
     max_position_embeddings: PositiveInt = None
     """override the card's maximum positions"""
+    compiled_loop: CompiledLoopOptions = None
+    """how the compiled_loop backend builds this model's decode step (fusions, decode attention, decode experts);
+    unset: no fusion, the grouped-query matmul, the model's experts path. Other backends ignore it"""
     metadata: ModelMetadata = None
 
     @model_validator(mode="after")

@@ -6,12 +6,14 @@ import pytest
 import torch
 
 from deploybench import attention, measure, models
-from deploybench.decode_loop import CompiledDecodeLoop
+from deploybench.decode_loop import CompiledDecodeLoop, variant_facts
 from deploybench.enums import CacheImplementation
 from deploybench.kvcache import analytic_kv_bytes, measured_kv_bytes
-from deploybench.spec import standard_decoding
+from deploybench.loop_options import CompiledLoopOptions
+from deploybench.spec import ModelEntry, standard_decoding
 from deploybench.timing import generation_config, timed_generate
-from tests.unit.test_measure import make_cell, random_model
+from tests.fixtures.compare import randomise_zero_parameters
+from tests.unit.test_measure import CARDS, make_cell, random_model
 
 
 @pytest.fixture(scope="module")
@@ -52,6 +54,9 @@ def test_compiled_loop_row_is_complete_and_valid():
     assert row["status"] == "ok" and row["valid"], row["invalid_reasons"]
     assert row["cache_implementation"] == "static" and row["compiled"] is True
     assert row["attn_implementation"] == attention.GQA_SDPA_PREFILL  # llama supports SDPA
+    # Today's defaults: no fusion, the grouped-query matmul; a dense model has no experts path.
+    assert row["fusions"] == [] and row["decode_attention_kernel"] == "gqa_matmul"
+    assert row["decode_experts_implementation"] is None
     assert row["compile_s"] is not None and row["compile_s"] >= 0
     assert row["kv_cache_bytes"] == row["kv_cache_bytes_analytic"] > 0
     assert row["gen_tokens_measured"] == 8 and len(row["itl_ms_samples"]) == 2 * 7
@@ -117,3 +122,71 @@ def test_prefill_runs_sdpa_where_the_model_has_it_and_decode_steps_never(family,
     model.set_attn_implementation("eager")
     _, reference = timed_generate(model, ids, torch.ones_like(ids), reference_config, "cpu", seed=0, clock=False)
     assert torch.equal(output.sequences, reference.sequences)
+
+
+# Every non-default option runs compiled: each decode kernel in gpt-oss (sinks, sliding layers) and in a dense
+# card, each experts path, and the fusions throughout.
+FUSED = {"fusions": ["qkv", "gate_up"]}
+VARIANTS = [
+    ("gpt_oss", {**FUSED, "decode_attention": "sdpa_gqa", "decode_experts": "batched_mm"}),
+    ("gpt_oss", {"decode_attention": "sdpa_folded"}),
+    ("gpt_oss", {**FUSED, "decode_attention": "flex_decoding", "decode_experts": "gathered_reduction"}),
+    ("qwen3", {**FUSED, "decode_attention": "sdpa_folded"}),
+    ("qwen3", {**FUSED, "decode_attention": "flex_decoding"}),
+    ("llama", {**FUSED, "decode_attention": "sdpa_gqa"}),
+    ("llama", {"decode_attention": "flex_decoding"}),
+]
+
+
+def _variant_id(family: str, options: dict) -> str:
+    return "-".join([family, *("+".join(v) if isinstance(v, list) else v for v in options.values())])
+
+
+@pytest.mark.parametrize(("family", "options"), VARIANTS, ids=[_variant_id(*v) for v in VARIANTS])
+def test_every_variant_generates_the_tokens_and_cache_of_generate(family, options):
+    torch._dynamo.reset()  # a fresh compile per variant: the variants must not share a cached step
+    torch.manual_seed(0)
+    model = randomise_zero_parameters(models.load_model(random_model(family), "float32", "cpu").model)
+    ids = torch.randint(3, 1000, (1, 20), generator=torch.Generator().manual_seed(6))
+    gen = 16  # tiny gpt-oss's sliding layers (window 32) fill up during the decode steps
+    config = generation_config(standard_decoding("greedy"), gen, 0, CacheImplementation.STATIC)
+    model.set_attn_implementation("eager")
+    _, reference = timed_generate(model, ids, torch.ones_like(ids), config, "cpu", seed=0, clock=False)
+    loop = CompiledDecodeLoop(model, standard_decoding("greedy"), 20, gen, "cpu", CompiledLoopOptions(**options))
+    _, output = loop.run(ids, gen, seed=0, clock=False)
+    assert torch.equal(output.sequences, reference.sequences)
+    for layer, expected in zip(output.past_key_values.layers, reference.past_key_values.layers):
+        assert torch.allclose(layer.keys, expected.keys, atol=1e-5)
+        assert torch.allclose(layer.values, expected.values, atol=1e-5)
+    facts = variant_facts(model)
+    assert facts["fusions"] == [f for f in options.get("fusions", []) if family != "gpt_oss" or f == "qkv"]
+    assert facts["decode_attention_kernel"] == options["decode_attention"]
+    expected_experts = options.get("decode_experts", "grouped_mm") if family == "gpt_oss" else None
+    assert facts["decode_experts_implementation"] == expected_experts
+
+
+# Every option off its default: what a row records of them.
+ALL_CHANGED = {
+    "fusions": ["gate_up", "qkv"],
+    "decode_attention": "flex_decoding",
+    "decode_experts": "gathered_reduction",
+}
+
+
+def test_the_row_records_the_variant_that_ran():
+    entry = ModelEntry(source="random", architecture=CARDS["gpt_oss"], compiled_loop=ALL_CHANGED)
+    row = measure.measure_cell(make_cell(entry, context=24, gen=6, dtype="float32", backend="compiled_loop"))
+    assert row["status"] == "ok" and row["valid"], row["invalid_reasons"]
+    assert row["fusions"] == ["qkv"] and row["fusions_skipped"][0].startswith("gate_up:")
+    assert row["decode_attention_kernel"] == "flex_decoding"
+    assert row["attn_implementation"] == attention.implementation_name(False, "flex_decoding")
+    assert row["decode_experts_implementation"] == "gathered_reduction"
+    assert row["experts_implementation"] == "grouped_mm"  # the prefill's, as before
+    assert '"compiled_loop":{"decode_attention":"flex_decoding"' in row["spec_json"]
+
+
+def test_other_backends_record_no_variant():
+    row = measure.measure_cell(make_cell(random_model("gpt_oss"), context=16, gen=4, dtype="float32"))
+    assert row["status"] == "ok"
+    assert row["fusions"] == [] and row["fusions_skipped"] == []
+    assert row["decode_attention_kernel"] is None and row["decode_experts_implementation"] is None
