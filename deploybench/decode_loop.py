@@ -86,7 +86,14 @@ class CompiledDecodeLoop:
         return self._next_token(token[:, None], position)
 
     def run(self, input_ids: torch.Tensor, new_tokens: int, seed: int, clock: bool):
-        """One synchronised generation of exactly `new_tokens` tokens. Returns (RunTiming, LoopOutput)."""
+        """One synchronised generation of exactly `new_tokens` tokens for each of the (batch, context) rows
+        (equal lengths: no padding mask is carried). Returns (RunTiming, LoopOutput)."""
+        # The static cache (and the compiled graph) take their batch from the first run: one loop per batch.
+        self.batch = getattr(self, "batch", input_ids.shape[0])
+        if input_ids.shape[0] != self.batch:
+            raise ValueError(
+                f"this loop runs batch {self.batch}; build another CompiledDecodeLoop for batch {input_ids.shape[0]}"
+            )
         on_gpu = self.device.startswith("cuda")
         torch.manual_seed(seed)
         positions = torch.arange(input_ids.shape[1], device=input_ids.device)[None]
