@@ -20,6 +20,7 @@ import os
 import re
 import shutil
 import signal
+import string
 import subprocess
 import sys
 import time
@@ -27,6 +28,8 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
+
+from deploybench.naming import CELL_PATH
 
 pytestmark = pytest.mark.slurm
 
@@ -150,11 +153,21 @@ def cell_rows(workdir: Path) -> dict[str, dict]:
     return rows
 
 
+def cell_path_pattern() -> str:
+    """naming.CELL_PATH as a regular expression, one group per wildcard (none spans a '/')."""
+    parts = []
+    for literal, field, _, _ in string.Formatter().parse(CELL_PATH):
+        parts.append(re.escape(literal))
+        if field is not None:
+            parts.append(rf"(?P<{field}>[^/]+?)")
+    return "".join(parts)
+
+
 def fail_partition_expression(cell: str) -> str:
     """A slurm_partition resource that sends only `cell` to a partition that does
     not exist. Snakemake evaluates it per job, with the job's wildcards."""
-    m = re.fullmatch(r"results/cells/([^/]+)/([^-/]+)-([^/]+)/c(\d+)-g(\d+)-([^/]+)\.parquet", cell)
-    assert m, f"cell path {cell} does not follow the documented pattern"
+    m = re.fullmatch(cell_path_pattern(), cell)
+    assert m, f"cell path {cell} does not follow naming.CELL_PATH ({CELL_PATH})"
     values = sorted(m.groups())
     return f"{MEASURE_RULE}:slurm_partition='nope' if sorted(map(str, wildcards)) == {values} else '{PARTITION}'"
 

@@ -121,6 +121,6 @@ def test_compiled_loop_runs_a_batch_unchanged(family, context, own_compile_cache
     assert measured_kv_bytes(output.past_key_values) == analytic_kv_bytes(
         model.config, context, gen, torch.float32, CacheImplementation.STATIC, batch=batch
     )
-    # The static cache took its batch from the first prefill: another batch on the same loop fails loudly.
-    with pytest.raises(RuntimeError, match="shape|size"):
+    # The static cache holds the batch the loop was built for: another batch is refused, naming both.
+    with pytest.raises(ValueError, match="runs batch 3.*for batch 2"):
         loop.run(ids[:2], gen, seed=0, clock=False)
