@@ -73,12 +73,19 @@ def _git(*args: str) -> str | None:
 
 
 def code_revision() -> str:
-    """'<commit>' or '<commit>+dirty' from git; else $DEPLOYBENCH_CODE_REVISION; else 'unknown'."""
+    """$DEPLOYBENCH_CODE_REVISION when set; else '<commit>' or '<commit>+dirty' from git; else 'unknown'.
+
+    The variable wins: a copied tree can sit in a checkout whose .git is stale (a GPU session's copy
+    once said 0810582+dirty for code whose source_sha256 was that of 01d928d), and whoever sets it knows.
+    """
+    declared = os.environ.get(REVISION_ENV)
+    if declared:
+        return declared
     commit = _git("rev-parse", "HEAD")
     if commit:
         dirty = _git("status", "--porcelain", "--untracked-files=no")
         return commit + ("+dirty" if dirty else "")
-    return os.environ.get(REVISION_ENV) or "unknown"
+    return "unknown"
 
 
 def record() -> dict:

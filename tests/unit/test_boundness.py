@@ -65,9 +65,14 @@ def test_host_record_has_every_field():
 
 def test_code_revision_is_the_commit_and_says_dirty(tmp_path, monkeypatch):
     head = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, cwd=host.PACKAGE_DIR)
+    monkeypatch.delenv(host.REVISION_ENV, raising=False)
     revision = host.code_revision()
     if head.returncode == 0:
         assert revision.removesuffix("+dirty") == head.stdout.strip()
+        # The declared revision wins over a checkout's (possibly stale) git metadata.
+        monkeypatch.setenv(host.REVISION_ENV, "declared1")
+        assert host.code_revision() == "declared1"
+        monkeypatch.delenv(host.REVISION_ENV)
     monkeypatch.setattr(host, "PACKAGE_DIR", tmp_path / "pkg")  # no git checkout above it
     monkeypatch.setenv(host.REVISION_ENV, "abc123")
     assert host.code_revision() == "abc123"
