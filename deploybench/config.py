@@ -94,6 +94,9 @@ class Analysis(Settings):
     """ratio_to_baseline_* columns compare every model to this one"""
     reference_cell: ReferenceCell = None
     external_tables: list[ExternalTable] = []
+    study_way: dict[str, str] = {}
+    """an imported model's name -> our model entry that measures it the study's way (eager, transformers'
+    default attention, bf16; for gpt-oss the all_experts path); a model not listed plays itself"""
 
 
 class ReportSettings(Settings):

@@ -5,9 +5,10 @@ data.py       the frame as clean records, the config's studies, the reference ce
 quantities.py a catalogue metric (deploybench/metrics.yaml) read from a row and printed
 model.py      the table model: every cell's text and the number it came from
 specs.py      the study tables, declared as data;  builder.py  the one builder of them
-appendix.py   governance, failures, environment, methodology, definitions;  imported.py  imported rows
+appendix.py   governance, failures, environment, methodology, definitions
+imported.py   the imported study's rows beside ours: its figures explained, its TPOT check
 figures.py    figure specs -> panels of numbers;  plot.py  drawn with matplotlib (SVG, PDF)
-findings.py   headline sentences and the opening summary
+findings.py   headline sentences (every difference through `resolved`) and the opening summary
 captions.py   the prose, from workflow/templates/captions.yaml
 latex.py, render.py  the LaTeX helpers and pdflatex; sections -> report.{html,tex} and manifest.json
 """

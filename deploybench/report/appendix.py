@@ -12,43 +12,13 @@ from deploybench import boundness, calibration, metrics
 from deploybench.naming import cell_id
 from deploybench.report import captions
 from deploybench.report import quantities as Q
-from deploybench.report.data import OURS, ReportData, as_list, cell_label, cell_of, is_failed, is_invalid
+from deploybench.report.data import OURS, ReportData, as_list, cell_label, cell_of, is_failed, is_invalid, reasons
 from deploybench.report.fmt import DASH, fmt_int, fmt_num, join, num, short, span, to_int
-from deploybench.report.model import (
-    Cell,
-    Row,
-    Table,
-    metric_cell,
-    reasons,
-    row_status,
-    skipped_table,
-    text_cell,
-    text_column,
-)
+from deploybench.report.model import Cell, Row, Table, metric_cell, row_status, skipped_table, text_cell, text_column
 
-GOVERNANCE_FIELDS = {
-    "display_name": "Name",
-    "organization": "Organization",
-    "architecture": "Architecture",
-    "license": "License",
-    "license_class": "License class",
-    "usage_policy": "Usage policy",
-    "safety_features": "Safety features",
-    "model_card": "Model card",
-}
-ENV_FIELDS = {
-    "device": "Device kind",
-    "device_name": "Device",
-    "driver_version": "NVIDIA driver",
-    "cuda_version": "CUDA (torch build)",
-    "torch_version": "torch",
-    "transformers_version": "transformers",
-    "python_version": "Python",
-    "hostname": "Host",
-}
-MACHINE_KEYS = (*ENV_FIELDS, "device_uuid")
-# What else a machine's rows say about it: column -> (label, unit and scale of its range, or how each value prints).
-# Ranges print in the catalogue's display unit; text fields through their function.
+# The governance rows (config metadata keys) and environment rows (row columns): captions.yaml's `governance`
+# and `environment`. What else a machine's rows say about it: column -> (label, unit and scale of its range
+# (the catalogue's display unit), or how each value prints).
 _RANGED = ("mem_bandwidth_bytes_per_s", "python_loop_ns", "power_limit_w")
 HOST_FIELDS = {
     **{name: (Q.get(name).header_label, (Q.unit(Q.get(name)), Q.display(Q.get(name)).scale)) for name in _RANGED},
@@ -84,7 +54,7 @@ def governance(data: ReportData) -> list[Table]:
 
     weights = {m: text_cell((first[m] or {}).get("weights_source") or data.model_cfg(m).get("source")) for m in models}
     facts = [("weights_source", "Weights (random or pretrained)", weights)]
-    facts += [(k, label, {m: meta(m, k) for m in models}) for k, label in GOVERNANCE_FIELDS.items()]
+    facts += [(k, label, {m: meta(m, k) for m in models}) for k, label in captions.entries("governance").items()]
     for name in ("total_params", "active_params"):
         mt = Q.get(name)
         label = f"{mt.header_label.capitalize()} ({Q.unit(mt)})"
@@ -109,12 +79,8 @@ def _failure_row(r: dict) -> Row:
 
 def failures(data: ReportData) -> list[Table]:
     tid = "table-failures"
-    cols = [
-        text_column("cell_id", "Cell", wrap=0.30),
-        text_column("status", "Status"),
-        text_column("kind", "Kind"),
-        text_column("reason", "Reason", wrap=0.42),
-    ]
+    widths = (("cell_id", "Cell", 0.30), ("status", "Status", None), ("kind", "Kind", None), ("reason", "Reason", 0.42))
+    cols = [text_column(key, label, wrap=width) for key, label, width in widths]
     t = Table(tid, "Failed and invalid cells", captions.text("tables", tid), cols, long=True)
     ours = sorted(data.ours, key=lambda r: str(r.get("cell_id")))
     t.rows = [_failure_row(r) for r in ours if is_failed(r) or is_invalid(r)]
@@ -139,10 +105,11 @@ def failures(data: ReportData) -> list[Table]:
 def machines(data: ReportData) -> list[dict]:
     """Distinct machines (environment tuples) in the data, ours first, with the rows on each."""
     groups: dict[tuple, dict] = {}
+    keys = (*captions.entries("environment"), "device_uuid")
     for r in data.ours + data.imported:
-        key = tuple(r.get(k) for k in MACHINE_KEYS)
+        key = tuple(r.get(k) for k in keys)
         key = ("unknown",) + key[1:] if all(v is None for v in key) else key
-        g = groups.setdefault(key, {"fields": dict(zip(MACHINE_KEYS, key)), "rows": []})
+        g = groups.setdefault(key, {"fields": dict(zip(keys, key)), "rows": []})
         g["rows"].append(r)
     return list(groups.values())
 
@@ -164,7 +131,10 @@ def environment(data: ReportData) -> list[Table]:
     def per_machine(fn) -> dict:
         return {f"m{i}": fn(g) for i, g in enumerate(ms)}
 
-    facts = [(k, label, per_machine(lambda g, k=k: text_cell(g["fields"].get(k)))) for k, label in ENV_FIELDS.items()]
+    facts = [
+        (k, label, per_machine(lambda g, k=k: text_cell(g["fields"].get(k))))
+        for k, label in captions.entries("environment").items()
+    ]
     facts += [
         (k, label, per_machine(lambda g, k=k, how=how: text_cell(_fact(g["rows"], k, how))))
         for k, (label, how) in HOST_FIELDS.items()
@@ -197,12 +167,8 @@ def _fact(rows: list[dict], col: str, how) -> str | None:
 
 
 def _distinct(rows: list[dict], col: str) -> list:
-    out = []
-    for r in rows:
-        v = tuple(r[col]) if isinstance(r.get(col), list) else r.get(col)
-        if v is not None and v not in out:
-            out.append(v)
-    return out
+    values = (tuple(v) if isinstance(v := r.get(col), list) else v for r in rows)
+    return [v for v in dict.fromkeys(values) if v is not None]
 
 
 def _per_model(data: ReportData, rows: list[dict], col: str) -> str | None:
@@ -236,6 +202,14 @@ def _how(ok: list[dict]) -> list[tuple[str, str, None]]:
     return [(label, captions.text("how", label, **facts), None) for label in captions.entries("how")]
 
 
+def _runs(ok: list[dict]) -> dict:
+    """The runs each phase measured, over the rows, and how often each stop reason ended a phase."""
+    stops = Counter(str(r[c]) for r in ok for c in ("ttft_stop_reason", "decode_stop_reason") if r.get(c))
+    runs = {p: sorted(int(v) for r in ok if (v := num(r.get(f"{p}_runs"))) is not None) for p in ("ttft", "decode")}
+    said = {p: f"{v[0]}{f' to {v[-1]}' if v[-1] > v[0] else ''} runs" if v else "not recorded" for p, v in runs.items()}
+    return said | {"stops": join(f"{k} {n}×" for k, n in sorted(stops.items())) or "not recorded"}
+
+
 def methodology(data: ReportData) -> list[Table]:
     tid, title = "table-methodology", "How the figures were measured"
     if not data.ours:
@@ -254,7 +228,8 @@ def methodology(data: ReportData) -> list[Table]:
     # fmt: off
     items = [
         ("Cells", f"{cells}; {len(data.imported)} imported rows", None),
-        ("Measured runs per figure (N)", runs("n_runs"), None),
+        ("Runs per phase", captions.text("methodology", "runs", n=runs("n_runs") or DASH, **_runs(ok)), None),
+        ("95% interval of each median", join(_distinct(ok, "ci_method")), "no intervals in the rows"),
         ("Warm-up runs (discarded, full shape)", runs("warmup_runs"), None),
         ("Percentile method", join(_distinct(ok, "percentile_method")), None),
         ("TTFT", " ".join(text["ttft"].split()), None),

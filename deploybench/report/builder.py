@@ -25,6 +25,7 @@ from deploybench.report.model import (
     number_cell,
     pct_cell,
     row_status,
+    runs_cell,
     skipped_table,
     status_cell,
     text_cell,
@@ -52,7 +53,14 @@ def build(spec: TableSpec, data: ReportData) -> list[Table]:
     if not studies:
         return [skipped_table(spec.id, spec.title, f"the config has no {spec.kind} study")]
     build_one = _gap if spec.layout == "gap" else _grid
-    return [build_one(spec, data, st, table_id(spec.id, i)) for i, st in enumerate(studies)]
+    return [_machines(build_one(spec, data, st, table_id(spec.id, i)), data, st) for i, st in enumerate(studies)]
+
+
+def _machines(t: Table, data: ReportData, st: Study) -> Table:
+    """A study whose cells span machines says so at its table."""
+    if len(seen := data.machines(st)) > 1:
+        t.notes.append(captions.text("notes", "machines", n=len(seen), machines=", ".join(seen)))
+    return t
 
 
 class _Layout:
@@ -106,6 +114,7 @@ def _columns(spec: TableSpec, lay: _Layout) -> list[Column]:
         else:
             cols.append(text_column(axis, label(axis)))
     own = {"settings": text_column("settings", "Settings"), "status": text_column("status", "Status", wrap=0.2)}
+    own["runs"] = text_column("runs", "Runs (stop reason)", wrap=0.14)
     cols += [own.get(t) or text_column(t, label(t)) for t in spec.text]
     if lay.metric_rows:
         first = lay.metrics[0]
@@ -133,6 +142,14 @@ def _settings(data: ReportData, cell: dict, r: dict | None) -> Cell:
     names = (("temperature", "T"), ("top_p", "top-p"), ("top_k", "top-k"))
     parts = [f"{short} {num(src.get(key)):g}" for key, short in names if num(src.get(key)) is not None]
     return text_cell("sampling, " + ", ".join(parts) if parts else "sampling")
+
+
+def _text(name: str, data: ReportData, cell: dict, r: dict | None) -> Cell:
+    """A text column's cell: the settings, the status, the runs, or a row field."""
+    if name == "settings":
+        return _settings(data, cell, r)
+    own = {"status": status_cell, "runs": runs_cell}
+    return own[name](r) if name in own else text_cell((r or {}).get(name))
 
 
 def _change(lay: _Layout, data: ReportData, m, cell: dict, r: dict | None) -> Cell:
@@ -175,10 +192,7 @@ def _grid(spec: TableSpec, data: ReportData, st: Study, tid: str) -> Table:
             unit = "" if lay.one_unit or not Q.unit(metric) else f" ({Q.unit(metric)})"
             cells["metric"] = text_cell(metric.header_label + unit)
         for name in spec.text:
-            if name == "settings":
-                cells[name] = _settings(data, cell, r)
-            else:
-                cells[name] = status_cell(r) if name == "status" else text_cell((r or {}).get(name))
+            cells[name] = _text(name, data, cell, r)
         failure_shown = "status" in spec.text
         for m in [metric] if metric else lay.metrics:
             for v in lay.pivots or [None]:
@@ -199,21 +213,11 @@ def _grid(spec: TableSpec, data: ReportData, st: Study, tid: str) -> Table:
 
 
 def _caption(spec: TableSpec, lay: _Layout, st: Study, base: str | None) -> str:
-    first = lay.metrics[0]
-    return captions.text(
-        "tables",
-        spec.id,
-        study=st.name,
-        fixed=cell_label(lay.fixed),
-        anchor=lay.anchor_value,
-        baseline=base,
-        unit=Q.unit(first),
-        direction=captions.text("notes", str(first.better)) if first.better else "",
-        directions=Q.directions(spec.metrics),
-        lo=lay.pivots[0] if lay.pivots else None,
-        hi=lay.pivots[-1] if lay.pivots else None,
-        **lay.ref,
-    )
+    first, ends = lay.metrics[0], {"lo": lay.pivots[0], "hi": lay.pivots[-1]} if lay.pivots else {}
+    direction = captions.text("notes", str(first.better)) if first.better else ""
+    fields = {"study": st.name, "fixed": cell_label(lay.fixed), "anchor": lay.anchor_value, "baseline": base}
+    fields |= {"unit": Q.unit(first), "direction": direction, "directions": Q.directions(spec.metrics)}
+    return captions.text("tables", spec.id, **fields, **ends, **lay.ref)
 
 
 def _gap(spec: TableSpec, data: ReportData, st: Study, tid: str) -> Table:

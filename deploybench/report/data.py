@@ -60,6 +60,17 @@ def is_invalid(r: dict | None) -> bool:
     return r is not None and r.get("valid") is False and not is_failed(r)
 
 
+def reasons(r: dict) -> str:
+    """Why a row failed its validity checks."""
+    return "; ".join(map(str, as_list(r.get("invalid_reasons")))) or "invalid"
+
+
+def machine(r: dict) -> str:
+    """The machine a row was measured on: its GPU (UUID, 12 characters), else its host (CPU rows)."""
+    uuid = r.get("device_uuid")
+    return uuid[:12] if uuid else str(r.get("hostname") or r.get("device_name") or "unknown")
+
+
 def cell_of(r: dict) -> dict:
     """A row's axes as a cell."""
     cell = {axis: r.get(col) for axis, col in AXIS_COLUMN.items()}
@@ -75,10 +86,6 @@ def cell_label(cell: dict) -> str:
     words = {"context": "context {} tokens", "gen": "{} generated tokens"}
     order = ("context", "gen", "decoding", "dtype", "backend")
     return ", ".join(words.get(a, "{}").format(cell[a]) for a in order if a in cell)
-
-
-def cell_short(cell: dict) -> str:
-    return f"{cell['context']}/{cell['gen']}"
 
 
 @dataclass
@@ -98,12 +105,6 @@ class Study:
     def cells(self) -> list[dict]:
         return [dict(zip(AXES, values)) for values in itertools.product(*(self.axes[a] for a in AXES))]
 
-    def describe(self) -> str:
-        words = {"model": "models", "context": "contexts", "gen": "gen", "decoding": "decoding"}
-        units = {"context": " tokens", "gen": " tokens"}
-        order = ("model", "context", "gen", "decoding", "dtype", "backend")
-        return "; ".join(f"{words.get(a, a)} {', '.join(map(str, self.axes[a]))}{units.get(a, '')}" for a in order)
-
 
 class ReportData:
     """The frame split into our rows and imported rows, indexed by cell, plus the config."""
@@ -120,18 +121,14 @@ class ReportData:
         analysis = self.config.get("analysis") or {}
         self.ref = dict(analysis.get("reference_cell") or {})
         configured = analysis.get("baseline_model")
+        self.baseline = configured if configured in self.models else next(iter(self.models), None)
         self.baseline_note = None
-        if configured in self.models:
-            self.baseline = configured
-        else:
-            self.baseline = self.models[0] if self.models else None
-            if configured and self.baseline:
-                self.baseline_note = (
-                    f"analysis.baseline_model {configured!r} has no rows in the data; "
-                    f"{self.baseline!r} is used as the baseline instead"
-                )
-            elif self.baseline:
-                self.baseline_note = f"no analysis.baseline_model in the config; {self.baseline!r} is used"
+        if self.baseline is not None and self.baseline != configured:
+            why = f"analysis.baseline_model {configured!r} has no rows in the data" if configured else None
+            instead = " as the baseline instead" if configured else ""
+            self.baseline_note = (
+                f"{why or 'no analysis.baseline_model in the config'}; {self.baseline!r} is used{instead}"
+            )
 
     # config ---------------------------------------------------------------------------------
     def model_cfg(self, model: str) -> dict:
@@ -179,6 +176,10 @@ class ReportData:
             if r is not None and r not in out:
                 out.append(r)
         return out
+
+    def machines(self, st: Study) -> list[str]:
+        """The machines a study's cells were measured on."""
+        return sorted({machine(r) for r in self.study_rows(st)})
 
     def study_ref(self, st: Study) -> dict:
         """The reference cell inside a study: analysis.reference_cell where the study has it."""

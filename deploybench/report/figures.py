@@ -6,8 +6,9 @@ PDF (vector PDF) are drawn from the same numbers. Captions are `figures.<id>` in
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
+
+import numpy as np
 
 from deploybench.report import captions
 from deploybench.report import quantities as Q
@@ -127,10 +128,8 @@ def _bars(spec: FigureSpec, data: ReportData, st: Study, ref: dict, used: list) 
     return panels
 
 
-def _quantile(sorted_vals: list[float], q: float) -> float:
-    pos = q * (len(sorted_vals) - 1)
-    lo, hi = math.floor(pos), math.ceil(pos)
-    return sorted_vals[lo] + (sorted_vals[hi] - sorted_vals[lo]) * (pos - lo)
+def _quantile(vals: list[float], q: float) -> float:
+    return float(np.percentile(vals, q * 100))  # linear interpolation between closest ranks
 
 
 def histogram(samples: list[float], n_bins: int = 30) -> tuple[list[float], list[float], int]:

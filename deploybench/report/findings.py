@@ -1,8 +1,9 @@
 """Headline findings and the report's opening summary, generated from the data.
 
-Every sentence here is built from figures in the rows (never typed in), and a finding whose
-figures are missing is left out rather than printed with a gap. Numbers use the same formatting
-as the tables, so a reader can find each one again in a table.
+Every sentence here is built from figures in the rows (never typed in), and a finding whose figures are
+missing is left out rather than printed with a gap. A finding that compares two cells goes through
+`resolved`, the one rule for every difference the report states: claimed only where both figures have a
+95% interval and the intervals do not overlap, then as the range the interval ends bound.
 """
 
 from __future__ import annotations
@@ -12,186 +13,176 @@ from dataclasses import dataclass, field
 
 from deploybench import tpot
 from deploybench.enums import Backend, StudyKind
-from deploybench.report import captions
+from deploybench.report import captions, imported
 from deploybench.report import quantities as Q
 from deploybench.report.builder import baseline_of
-from deploybench.report.data import ReportData, cell_short, is_failed, is_invalid
-from deploybench.report.fmt import fmt_num, fmt_params, fmt_pct, fmt_ratio, num, pct_change, ratio, short
-from deploybench.report.imported import match_ours
+from deploybench.report.data import ReportData, cell_label, is_failed, is_invalid, machine
+from deploybench.report.fmt import fmt_params, fmt_pct, fmt_ratio, num, pct_change, short
 
 
 @dataclass
 class Finding:
     id: str
     text: str
-    topic: str  # comparison | efficiency | context | decoding | precision | backend | quality | import
     numbers: dict = field(default_factory=dict)  # the raw figures the sentence quotes
 
 
-def _val(r, name: str):
-    return Q.figure(Q.get(name), r)
+@dataclass(frozen=True)
+class Estimate:
+    """One cell's figure with its 95% interval (low and high None where it has none; `why` says why)."""
+
+    value: float
+    low: float | None = None
+    high: float | None = None
+    machine: str = ""
+    why: str | None = None
 
 
-def _ref_words(ref: dict) -> str:
-    return f"{cell_short(ref)} ({ref['decoding']}, {ref['dtype']}, {ref['backend']})"
+def estimate(r: dict | None, name: str) -> Estimate | None:
+    m = Q.get(name)
+    if (v := Q.figure(m, r)) is None:
+        return None
+    ends = Q.interval(m, r)
+    return Estimate(v, *(ends or (None, None)), machine=machine(r), why=None if ends else Q.no_interval(m, r))
 
 
-def _against_baseline(data: ReportData):
-    """(model, baseline, reference cell, model row, baseline row) for every non-baseline model of the
-    main study whose row and baseline row at the reference cell both ran."""
-    st = data.main_study()
-    if st is None or len(st.models) < 2:
-        return
-    ref, base = data.study_ref(st), baseline_of(data, st)
-    rb = data.row({**ref, "model": base})
-    for m in st.models:
-        r = data.row({**ref, "model": m})
-        if m != base and r is not None and rb is not None and not is_failed(r) and not is_failed(rb):
-            yield m, base, ref, r, rb
+@dataclass(frozen=True)
+class Verdict:
+    claimed: bool
+    words: str  # "between 38.0% and 41.0% lower", or why no difference is claimed
+    low: float | None = None  # the bounds of a / b that the interval ends give
+    high: float | None = None
 
 
-# The figures a cross-model finding quotes, in the words of the sentence.
-CROSS_MODEL = {
-    "e2e_tps": "e2e tok/s",
-    "decode_tps": "decode tok/s",
-    "ttft_ms": "TTFT",
-    "j_per_1k_tokens": "J per 1000 tokens",
-    "peak_allocated_bytes": "peak memory",
-}
+def _pct(p: float) -> str:
+    return fmt_pct(p, decimals=2 if p < 1 else 1, signed=False)
 
 
-def cross_model(data: ReportData) -> list[Finding]:
-    out = []
-    for m, base, ref, r, rb in _against_baseline(data):
-        parts, nums = [], {}
-        for key, words in CROSS_MODEL.items():
-            a, b = _val(r, key), _val(rb, key)
-            p = pct_change(a, b)
-            if p is not None:
-                parts.append(f"{fmt_pct(p)} {words}")
-                nums[key] = {"model": a, "baseline": b, "pct": p}
-        if parts:
-            listing = ", ".join(parts[:-1]) + (" and " if len(parts) > 1 else "") + parts[-1]
-            text = f"{m} gives {listing} against {base} at {_ref_words(ref)}."
-            out.append(Finding(f"vs-{m}", text, "comparison", nums))
-    return out
+def _pm(e: Estimate) -> str:
+    return "±" + _pct((e.high - e.low) / 2 / abs(e.value) * 100)
 
 
-def efficiency(data: ReportData) -> list[Finding]:
-    col = "ape_e2e_tps_per_active_b"
-    out = []
-    for m, base, ref, r, rb in _against_baseline(data):
-        a, b = num(r.get(col)), num(rb.get(col))
-        rt = num(r.get(f"ratio_to_baseline_{col}")) or ratio(a, b)
-        if a is None or b is None or rt is None:
+def resolved(a: Estimate, b: Estimate) -> Verdict:
+    """Does a differ from b? Only where both have a 95% interval and the two do not overlap; the difference
+    is then a_low / b_high to a_high / b_low. Otherwise no difference is claimed, saying why (no interval,
+    or the precision at which none was resolved). Cells from different machines are marked so either way."""
+    across = f"; measured on different machines ({a.machine}, {b.machine})" if a.machine != b.machine else ""
+    if a.low is None or b.low is None:
+        return Verdict(False, f"no difference claimed ({a.why if a.low is None else b.why}){across}")
+    if a.low <= b.high and b.low <= a.high:
+        return Verdict(False, f"no difference resolved at {_pm(a)} and {_pm(b)}{across}")
+    lo, hi = a.low / b.high, a.high / b.low
+    if hi < 1:
+        words = f"between {_pct(100 - hi * 100)} and {_pct(100 - lo * 100)} lower"
+    elif hi < 2:
+        words = f"between {_pct(lo * 100 - 100)} and {_pct(hi * 100 - 100)} higher"
+    else:
+        words = f"between {fmt_ratio(lo)} and {fmt_ratio(hi)} as high"
+    return Verdict(True, words + across, lo, hi)
+
+
+# How a finding names a figure (default: its catalogue label).
+WORDS = {"ape_e2e_tps_per_active_b": "e2e tok/s per active B", "j_per_1k_tokens": "J per 1000 tokens"}
+WORDS |= {"peak_allocated_bytes": "peak memory"}
+
+
+def compare(ra: dict | None, rb: dict | None, names) -> tuple[list[str], list[dict]]:
+    """'e2e tok/s between ... higher' for each figure both rows have (figures whose verdicts read alike share
+    a clause; one clause for those without an interval by nature), and the numbers behind each."""
+    said: dict[str, list[str]] = {}
+    nums = []
+    for name in names:
+        a, b = estimate(ra, name), estimate(rb, name)
+        if a is None or b is None:
             continue
-        act_a, act_b = num(r.get("active_params")), num(rb.get("active_params"))
-        act = f" with {fmt_params(act_a)} against {fmt_params(act_b)} active parameters" if act_a and act_b else ""
-        text = (
-            f"Per active parameter, {m} delivers {fmt_ratio(rt)} the end-to-end tok/s of {base}{act} "
-            f"({fmt_num(a)} against {fmt_num(b)} tok/s per active B at {cell_short(ref)})."
-        )
-        out.append(Finding(f"ape-{m}", text, "efficiency", {"model": a, "baseline": b, "ratio": rt}))
-    return out
+        v = resolved(a, b)
+        nums.append({"metric": name, "pct": pct_change(a.value, b.value), "claimed": v.claimed, "low": v.low})
+        nums[-1] |= {"high": v.high, "a": a.value, "b": b.value}
+        said.setdefault(v.words if name in Q.INTERVAL_OF else "", []).append(WORDS.get(name, Q.get(name).header_label))
+    single, parts = said.pop("", []), [f"{' and '.join(labels)} {words}" for words, labels in said.items()]
+    return parts + [captions.text("findings", "single", figures=" and ".join(single))] * bool(single), nums
 
 
-def context_trend(data: ReportData) -> list[Finding]:
-    st = data.main_study()
-    if st is None or len(st.contexts) < 2:
-        return []
+# What each study varies and the figures its finding compares, each value against the anchor: the first value
+# (greedy for decoding); along the context, the longest against the shortest; along the models of the main
+# study, each against the baseline model; along other models, each entry against the first entry with the same
+# architecture card (they differ in one setting: experts or attention implementation).
+CROSS_MODEL = ("e2e_tps", "decode_tps", "ttft_ms", "ape_e2e_tps_per_active_b", "j_per_1k_tokens")
+ABLATIONS = (
+    (StudyKind.MAIN_COMPARISON, "model", (*CROSS_MODEL, "peak_allocated_bytes")),
+    (StudyKind.MAIN_COMPARISON, "context", ("e2e_tps", "ttft_ms")),
+    (StudyKind.CONTEXT_SCALING, "context", ("e2e_tps", "ttft_ms")),
+    (StudyKind.DECODING_ABLATION, "decoding", ("e2e_tps", "decode_tps")),
+    (StudyKind.PRECISION_SWEEP, "dtype", ("e2e_tps", "ttft_ms")),
+    (StudyKind.BACKEND_COMPARISON, "backend", ("decode_tps", "ttft_ms")),
+    (StudyKind.EXPERTS_COMPARISON, "model", ("decode_tps", "ttft_ms")),
+    (StudyKind.ATTENTION_COMPARISON, "model", ("ttft_ms", "decode_tps")),
+)
+
+
+def _pairs(data: ReportData, st, axis: str):
+    """(cell, anchor cell, label) for every comparison a study's finding makes."""
     ref = data.study_ref(st)
-    lo, hi = min(st.contexts), max(st.contexts)
-    tps, ttft, nums = [], [], {}
+    if axis == "model":
+        groups: dict = {}
+        for m in st.models:
+            card = data.model_cfg(m).get("architecture") or data.model_cfg(m).get("id") or m
+            groups.setdefault(card if st.kind != StudyKind.MAIN_COMPARISON else "all", []).append(m)
+        base = baseline_of(data, st)
+        for group in groups.values():
+            first = base if st.kind == StudyKind.MAIN_COMPARISON else group[0]
+            yield from (({**ref, "model": m}, {**ref, "model": first}, m) for m in group if m != first)
+        return
+    values = st.axes[axis]
+    anchor = "greedy" if axis == "decoding" and "greedy" in values else values[0]
+    compared = [v for v in (values[-1:] if axis == "context" else values) if v != anchor]
     for m in st.models:
-        r_lo, r_hi = (data.row({**ref, "model": m, "context": c}) for c in (lo, hi))
-        p = pct_change(_val(r_hi, "e2e_tps"), _val(r_lo, "e2e_tps"))
-        t = ratio(_val(r_hi, "ttft_ms"), _val(r_lo, "ttft_ms"))
-        tps += [f"{fmt_pct(p)} ({m})"] if p is not None else []
-        ttft += [f"{fmt_ratio(t)} ({m})"] if t is not None else []
-        nums[m] = {"e2e_tps_pct": p, "ttft_ratio": t}
-    if not tps:
-        return []
-    text = f"From {lo} to {hi} tokens of context, e2e tok/s changes by " + ", ".join(tps)
-    text += f"; TTFT grows {', '.join(ttft)}." if ttft else "."
-    return [Finding("context", text, "context", nums)]
+        for v in compared:
+            yield {**ref, "model": m, axis: v}, {**ref, "model": m, axis: anchor}, f"{v} ({m})"
 
 
-def decoding_spread(data: ReportData) -> list[Finding]:
+def ablations(data: ReportData) -> list[Finding]:
     out = []
-    for st in data.studies(StudyKind.DECODING_ABLATION):
-        ref, modes = data.study_ref(st), st.axes["decoding"]
-        anchor = "greedy" if "greedy" in modes else modes[0]
-        deltas = []
-        for m in st.models:
-            a = _val(data.row({**ref, "model": m, "decoding": anchor}), "e2e_tps")
-            for dec in modes:
-                p = pct_change(_val(data.row({**ref, "model": m, "decoding": dec}), "e2e_tps"), a)
-                if dec != anchor and p is not None:
-                    deltas.append((p, m, dec))
-        if deltas:
-            lo, hi = min(deltas), max(deltas)
-            text = (
-                f"Decoding modes change e2e tok/s by {fmt_pct(lo[0])} ({lo[2]}, {lo[1]}) to {fmt_pct(hi[0])} "
-                f"({hi[2]}, {hi[1]}) against {anchor} ({len(deltas)} mode-model pairs, study {st.name})."
-            )
-            out.append(Finding(f"decoding-{st.name}", text, "decoding", {"min": lo[0], "max": hi[0]}))
-    return out
-
-
-def precision(data: ReportData) -> list[Finding]:
-    out = []
-    for st in data.studies(StudyKind.PRECISION_SWEEP):
-        ref = data.study_ref(st)
-        failed, speed = [], []
-        for m in st.models:
-            rows = {data.dtype_for(m, d): data.row({**ref, "model": m, "dtype": d}) for d in st.axes["dtype"]}
-            failed += [f"{d} on {m} ({r.get('failure_kind') or 'error'})" for d, r in rows.items() if is_failed(r)]
-            ok = [(d, _val(r, "e2e_tps")) for d, r in rows.items() if _val(r, "e2e_tps") is not None]
-            if len(ok) >= 2:
-                best, worst = max(ok, key=lambda x: x[1]), min(ok, key=lambda x: x[1])
-                speed.append(f"{m}: {best[0]} is {fmt_ratio(best[1] / worst[1])} as fast as {worst[0]}")
-        if speed:
-            text = "Precision sweep, e2e tok/s: " + "; ".join(speed) + "."
-            out.append(Finding(f"precision-{st.name}", text, "precision"))
-        if failed:
-            text = "Failed in the precision sweep: " + ", ".join(failed) + "."
-            out.append(Finding(f"precision-failed-{st.name}", text, "precision"))
-    return out
-
-
-def backends(data: ReportData) -> list[Finding]:
-    out = []
-    for st in data.studies(StudyKind.BACKEND_COMPARISON):
-        names = st.axes["backend"]
-        if len(names) < 2:
-            continue
-        ref, parts = data.study_ref(st), []
-        for m in st.models:
-            ra = data.row({**ref, "model": m, "backend": names[0]})
-            for b in names[1:]:
-                rt = ratio(_val(data.row({**ref, "model": m, "backend": b}), "decode_tps"), _val(ra, "decode_tps"))
-                parts += [f"{fmt_ratio(rt)} for {m} ({b} ÷ {names[0]})"] if rt is not None else []
-        if parts:
-            text = "Decode tok/s, backend against backend: " + "; ".join(parts) + "."
-            out.append(Finding(f"backend-{st.name}", text, "backend"))
+    for kind, axis, names in ABLATIONS:
+        for st in data.studies(kind):
+            clauses, nums = [], []
+            for cell, anchor, what in _pairs(data, st, axis):
+                r, ra = data.row(cell), data.row(anchor)
+                against = anchor["model"] if axis == "model" else anchor[axis]
+                if is_failed(r) and not is_failed(ra):
+                    clauses.append(f"{what} failed ({r.get('failure_kind') or 'error'})")
+                elif (parts := compare(r, ra, names))[0] and not is_failed(ra):
+                    clauses.append(f"{what} against {against}: {', '.join(parts[0])}")
+                    nums += [{"cell": what, "anchor": against, **n} for n in parts[1]]
+            if clauses:
+                fixed = {a: v for a, v in data.study_ref(st).items() if a != axis}
+                text = f"Study {st.name}, by {axis} ({cell_label(fixed)}): " + "; ".join(clauses) + "."
+                out.append(Finding(f"{axis}-{st.name}", text, {"pairs": nums}))
     return out
 
 
 def host_bound(data: ReportData) -> list[Finding]:
-    """Per study with host-bound cells: how many, how busy the GPU was, and the host they measure."""
-    out = []
+    """One finding for every study with host-bound cells: how many, how busy the GPU was, the host measured."""
+    nums, seen = {}, []
     for st in data.studies():
         rows = [r for r in data.study_rows(st) if not is_failed(r)]
         if host := [r for r in rows if Q.host_bound(r)]:
-            nums = {"host_bound": len(host), "cells": len(rows), "busy": [_val(r, "gpu_busy_fraction") for r in host]}
-            words = {**nums, "study": st.name, "busy": Q.busy_words(host), "host": Q.host_words(host)}
-            out.append(Finding(f"host-{st.name}", captions.text("findings", "host_bound", **words), "boundness", nums))
-    return out
+            nums[st.name] = {
+                "host_bound": len(host),
+                "cells": len(rows),
+                "busy": [Q.value(Q.get("gpu_busy_fraction"), r) for r in host],
+            }
+            seen += [r for r in host if r not in seen]
+    if not nums:
+        return []
+    studies = "; ".join(f"{name}: {n['host_bound']} of {n['cells']} cells" for name, n in nums.items())
+    words = {"studies": studies, "busy": Q.busy_words(seen), "host": Q.host_words(seen)}
+    return [Finding("host", captions.text("findings", "host_bound", **words), nums)]
 
 
 def eager_bound(data: ReportData) -> str:
     """The latency section's sentence on what bounds eager decode on this host ('' without busy fractions)."""
-    eager = [r for r in data.ours if r.get("backend") == Backend.EAGER and _val(r, "gpu_busy_fraction") is not None]
+    eager = [r for r in data.ours if r.get("backend") == Backend.EAGER and num(r.get("gpu_busy_fraction")) is not None]
     host = [r for r in eager if Q.host_bound(r)]
     if not eager:
         return ""
@@ -199,76 +190,45 @@ def eager_bound(data: ReportData) -> str:
     return " " + captions.text("findings", "eager_host" if host else "eager_gpu", **words)
 
 
-def _device(r: dict) -> str:
-    uuid = r.get("device_uuid")
-    return uuid[:12] if uuid else str(r.get("hostname") or "unknown")
-
-
 def devices(data: ReportData) -> list[Finding]:
     """Say when our cells come from more than one device, and which studies mix devices."""
-    counts = Counter(_device(r) for r in data.ours)
+    counts = Counter(machine(r) for r in data.ours)
     if len(counts) < 2:
         return []
-    mixed = []
-    for st in data.studies():
-        seen = {_device(r) for r in data.study_rows(st)}
-        mixed += [f"{st.name} ({len(seen)})"] if len(seen) > 1 else []
+    mixed = [f"{st.name} ({len(seen)})" for st in data.studies() if len(seen := data.machines(st)) > 1]
     listing = ", ".join(f"{d}: {n}" for d, n in counts.most_common())
-    text = f"The {len(data.ours)} cells were measured on {len(counts)} devices ({listing} cells)."
-    if mixed:
-        text += " " + captions.text("findings", "devices_mixed", studies=", ".join(mixed))
-    return [Finding("devices", text, "quality", {"devices": dict(counts), "mixed_studies": mixed})]
+    text = captions.text("findings", "devices", cells=len(data.ours), n=len(counts), listing=listing)
+    text += " " + captions.text("findings", "devices_mixed", studies=", ".join(mixed)) if mixed else ""
+    return [Finding("devices", text, {"devices": dict(counts), "mixed_studies": mixed})]
 
 
 def quality(data: ReportData) -> list[Finding]:
-    n = len(data.ours)
-    if n == 0:
+    if not (n := len(data.ours)):
         return []
-    failed = [r for r in data.ours if is_failed(r)]
-    invalid = [r for r in data.ours if is_invalid(r)]
-    if not failed and not invalid:
-        return [Finding("quality", f"All {n} cells ran and passed every validity check.", "quality")]
-    kinds = Counter(r.get("failure_kind") or "error" for r in failed)
-    text = f"{len(failed)} of {n} cells failed"
-    text += " (" + ", ".join(f"{c} {k}" for k, c in sorted(kinds.items())) + ")" if kinds else ""
-    text += f" and {len(invalid)} failed a validity check; they are listed under Failures and invalid cells."
-    return [Finding("quality", text, "quality", {"failed": len(failed), "invalid": len(invalid), "cells": n})]
+    failed, invalid = [r for r in data.ours if is_failed(r)], [r for r in data.ours if is_invalid(r)]
+    kinds = ", ".join(f"{c} {k}" for k, c in sorted(Counter(r.get("failure_kind") or "error" for r in failed).items()))
+    words = {"n": n, "failed": len(failed), "invalid": len(invalid), "kinds": f" ({kinds})" if kinds else ""}
+    text = captions.text("findings", "quality" if failed or invalid else "quality_ok", **words)
+    return [Finding("quality", text, {"failed": len(failed), "invalid": len(invalid), "cells": n})]
 
 
-def imported(data: ReportData) -> list[Finding]:
-    ratios = []
-    for imp in data.imported:
-        rt = ratio(_val(match_ours(data, imp), "e2e_tps"), _val(imp, "e2e_tps"))
-        if rt is not None:
-            ratios.append((rt, imp.get("model"), imp.get("context_tokens"), imp.get("gen_tokens")))
-    out = []
-    if ratios:
-        lo, hi = min(ratios), max(ratios)
-        text = (
-            f"At {len(ratios)} cells that match the study's, our e2e tok/s is {fmt_ratio(lo[0])} to "
-            f"{fmt_ratio(hi[0])} the study's figure."
-        )
-        out.append(Finding("import-ratio", text, "import", {"min": lo[0], "max": hi[0]}))
-    flagged = [r for r in data.imported if r.get("tpot_artifact") is True]
-    if flagged:
-        text = (
-            f"{len(flagged)} of {len(data.imported)} imported rows carried the TPOT artifact (a tok/s figure "
-            f"within {tpot.TOLERANCE:.0%} of 1000/TTFT) and were recomputed from the decode wall time."
-        )
-        out.append(Finding("import-tpot", text, "import", {"flagged": len(flagged)}))
+def study(data: ReportData) -> list[Finding]:
+    out = [Finding("import-study", *said)] if (said := imported.summary(data)) else []
+    if flagged := [r for r in data.imported if r.get("tpot_artifact") is True]:
+        words = {"flagged": len(flagged), "rows": len(data.imported), "tolerance": f"{tpot.TOLERANCE:.0%}"}
+        out.append(Finding("import-tpot", captions.text("findings", "tpot", **words), {"flagged": len(flagged)}))
     return out
 
 
 def findings(data: ReportData) -> list[Finding]:
     out = []
-    makers = (cross_model, efficiency, context_trend, decoding_spread, precision, backends, host_bound, imported)
-    makers += (quality, devices)
+    makers = (ablations, host_bound, study, quality, devices)
     for fn in makers:
         try:
             out += fn(data)
         except Exception as exc:  # one broken finding must not take the report down
             text = f"The {fn.__name__.replace('_', ' ')} finding could not be computed: {short(exc, 120)}"
-            out.append(Finding(f"error-{fn.__name__}", text, "quality"))
+            out.append(Finding(f"error-{fn.__name__}", text))
     return out
 
 
@@ -331,12 +291,13 @@ def missing(data: ReportData, ok: list[dict]) -> list[str]:
 def summary(data: ReportData) -> dict:
     """Facts for the opening paragraph: counts, models and their weights, devices, gaps."""
     ok = [r for r in data.ours if not is_failed(r)]
-    runs = sorted({int(num(r.get("n_runs"))) for r in ok if num(r.get("n_runs")) is not None})
-    warm = sorted({int(num(r.get("warmup_runs"))) for r in ok if num(r.get("warmup_runs")) is not None})
-    sources = sorted({str(r.get("weights_source")) for r in data.ours if r.get("weights_source")})
+
+    def counts(col: str) -> str | None:
+        return " or ".join(map(str, sorted({int(v) for r in ok if (v := num(r.get(col))) is not None}))) or None
+
     return {
-        "n_runs": " or ".join(map(str, runs)) if runs else None,
-        "warmup_runs": " or ".join(map(str, warm)) if warm else None,
+        "n_runs": counts("n_runs"),
+        "warmup_runs": counts("warmup_runs"),
         "n_cells": len(data.ours),
         "n_ok": len(ok),
         "n_failed": len(data.ours) - len(ok),
@@ -344,10 +305,9 @@ def summary(data: ReportData) -> dict:
         "imported_sources": sorted({str(r.get("source")) for r in data.imported}),
         "models": [_model_facts(data, m) for m in data.models],
         "devices": sorted({str(r.get("device_name")) for r in data.ours if r.get("device_name")}),
-        "weights_sources": sources,
-        "random_weights": "random" in sources,
+        "random_weights": any(r.get("weights_source") == "random" for r in data.ours),
         "reference": data.reference(),
         "baseline": data.baseline,
         "missing": missing(data, ok),
-        "studies": [{"name": s.name, "kind": s.kind, "axes": s.describe()} for s in data.studies()],
+        "studies": [{"name": s.name, "kind": s.kind} for s in data.studies()],
     }

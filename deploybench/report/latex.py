@@ -7,6 +7,7 @@ import re
 import shutil
 import subprocess
 import tempfile
+import textwrap
 from pathlib import Path
 
 import jinja2
@@ -15,26 +16,15 @@ from deploybench.report.model import Cell, Column, Table
 
 # pdflatex (T1) text for the characters TeX reads as commands and for the report's Unicode.
 _MATH = r"- \times \div \approx \uparrow \downarrow \rightarrow ^\circ \Delta \mu \leq \geq \pm".split()
+_TEXT = (r"\textasciitilde{}", r"\textasciicircum{}", r"\textless{}", r"\textgreater{}", r"\textbar{}")
+_PUNCTUATION = ("---", "--", r"\dag{}", r"\ddag{}", r"\dots{}", "``", "''", "`", "'", "~")  # the last: no-break space
 _TEX_SPECIAL = {
     "\\": r"\textbackslash{}",
     **{ch: "\\" + ch for ch in "&%$#_{}"},
-    "~": r"\textasciitilde{}",
-    "^": r"\textasciicircum{}",
-    "<": r"\textless{}",
-    ">": r"\textgreater{}",
-    "|": r"\textbar{}",
+    **dict(zip("~^<>|", _TEXT)),
     **{ch: rf"\ensuremath{{{cmd}}}" for ch, cmd in zip("−×÷≈↑↓→°Δµ≤≥±", _MATH)},  # − is the minus sign
     **{ch: rf"\textsuperscript{{{digit}}}" for ch, digit in zip("⁰¹²³⁹", "01239")},
-    "—": "---",
-    "–": "--",
-    "†": r"\dag{}",
-    "‡": r"\ddag{}",
-    "…": r"\dots{}",
-    "“": "``",
-    "”": "''",
-    "‘": "`",
-    "’": "'",
-    "\u00a0": "~",  # no-break space
+    **dict(zip("—–†‡…“”‘’\u00a0", _PUNCTUATION)),
 }
 
 
@@ -55,13 +45,7 @@ def tex_colspec(table: Table) -> str:
 
 def _lines(text: str, width: int) -> list[str]:
     """Greedy word wrap: narrow headers keep wide tables from shrinking to an unreadable size."""
-    lines: list[str] = []
-    for word in text.split():
-        if lines and len(lines[-1]) + 1 + len(word) <= width:
-            lines[-1] += " " + word
-        else:
-            lines.append(word)
-    return lines or [""]
+    return textwrap.wrap(text, width, break_long_words=False, break_on_hyphens=False) or [""]
 
 
 def tex_header(col: Column) -> str:
@@ -75,7 +59,9 @@ def tex_header(col: Column) -> str:
 
 
 def tex_cell(cell: Cell, col: Column) -> str:
-    text = tex_escape(cell.text)
+    """A cell's text; a median and its interval on two lines ("41.0" over "[40.6, 41.3]")."""
+    text = r"\\{}".join(map(tex_escape, cell.text.split(" ", 1))) if cell.interval else tex_escape(cell.text)
+    text = f"\\begin{{tabular}}[t]{{@{{}}r@{{}}}}{text}\\end{{tabular}}" if cell.interval else text
     style = {"failed": "\\textcolor{{failed}}{{{}}}", "missing": "\\textcolor{{gray}}{{{}}}"}
     style["baseline"] = "\\textit{{{}}}"
     return style[cell.kind].format(text) if cell.kind in style else text

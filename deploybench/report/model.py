@@ -13,8 +13,8 @@ from deploybench import boundness
 from deploybench.metrics import Metric, ValueType
 from deploybench.report import captions
 from deploybench.report import quantities as Q
-from deploybench.report.data import as_list, is_failed, is_invalid
-from deploybench.report.fmt import DASH, fmt_pct, num, short
+from deploybench.report.data import is_failed, is_invalid, reasons
+from deploybench.report.fmt import DASH, fmt_int, fmt_pct, num, short
 
 
 @dataclass
@@ -26,6 +26,7 @@ class Cell:
     note: str | None = None  # why a figure is missing, the full error, ...
     href: str | None = None
     host: str | None = None  # a host-bound decode figure: the host it measures (marked ‡, footnoted)
+    interval: tuple[float, float] | None = None  # the median's 95% interval (its text after the first space)
 
 
 @dataclass
@@ -76,7 +77,6 @@ class Table:
     study: str | None = None
     kind: str = "table"
     long: bool = False  # many rows: LaTeX longtable
-    compact: bool = False  # small table: HTML lays several side by side
 
     def cell(self, column: str, **key) -> Cell:
         """The cell of the first row whose key matches (for tests and findings)."""
@@ -93,10 +93,6 @@ def skipped_table(tid: str, title: str, reason: str, study: str | None = None) -
 # cells --------------------------------------------------------------------------------------
 
 
-def reasons(r: dict) -> str:
-    return "; ".join(map(str, as_list(r.get("invalid_reasons")))) or "invalid"
-
-
 def metric_cell(r: dict | None, m: Metric, failed_text: bool = False) -> Cell:
     if r is None:
         return Cell(DASH, kind="missing", note="no row in the data for this cell")
@@ -111,6 +107,12 @@ def metric_cell(r: dict | None, m: Metric, failed_text: bool = False) -> Cell:
         return Cell(DASH, kind="missing", note=missing)
     source = r.get(f"{m.name}_source")  # e.g. active_params_source: counted or a config override
     c = Cell(Q.text(m, v), value=v, raw=Q.raw(m, r), note=f"source: {source}" if source else None)
+    c.interval = Q.interval(m, r)
+    if c.interval is not None:  # the median and its 95% interval: "41.00 [40.60, 41.30]"
+        c.text += f" [{Q.text(m, c.interval[0])},\u00a0{Q.text(m, c.interval[1])}]"
+    elif m.name in Q.INTERVAL_OF and r.get("ci_method"):  # the interval was computed and withheld
+        c.text += f" [{DASH}]"
+        c.note = "; ".join(filter(None, [c.note, f"no 95% interval: {Q.no_interval(m, r)}"]))
     if is_invalid(r):
         c.text, c.kind, c.note = c.text + " †", "invalid", reasons(r)
     if m.name in Q.DECODE and Q.host_bound(r):
@@ -133,6 +135,17 @@ def text_cell(text, note: str | None = None, href: str | None = None) -> Cell:
 
 def number_cell(v) -> Cell:
     return Cell(str(v), value=v, raw=v)
+
+
+def runs_cell(r: dict | None) -> Cell:
+    """'TTFT 28 (ci_target), decode 7 (time_cap)': the runs each phase measured and why it stopped."""
+    if r is None or is_failed(r):
+        return status_cell(r)
+    phases = [(w, p) for w, p in (("TTFT", "ttft"), ("decode", "decode")) if num(r.get(f"{p}_runs")) is not None]
+    said = [f"{w} {fmt_int(r[f'{p}_runs'])} ({r.get(f'{p}_stop_reason') or DASH})" for w, p in phases]
+    if said:
+        return text_cell(", ".join(said), note=captions.text("notes", "runs", n_runs=fmt_int(r.get("n_runs"))))
+    return text_cell(fmt_int(r.get("n_runs")) if num(r.get("n_runs")) is not None else None, note="n_runs only")
 
 
 def status_cell(r: dict | None) -> Cell:

@@ -48,13 +48,8 @@ HEIGHT = {1: 3.6, 2: 3.2, 3: 2.9}  # inches per row of panels
 
 def tick_label(v: float, _pos=None) -> str:
     """Short tick text: 600k and 1.5M rather than an exponent beside the axis."""
-    if abs(v) >= 1e6:
-        text = f"{v / 1e6:g}M"
-    elif abs(v) >= 1e4:  # from five digits on: 10k
-        text = f"{v / 1e3:g}k"
-    else:
-        text = f"{v:g}"
-    return text.replace("-", "−")
+    scale, suffix = (1e6, "M") if abs(v) >= 1e6 else (1e3, "k") if abs(v) >= 1e4 else (1, "")  # from 10k on
+    return f"{v / scale:g}{suffix}".replace("-", "−")
 
 
 def _line(ax, p: Panel) -> None:

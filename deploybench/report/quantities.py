@@ -10,7 +10,7 @@ from __future__ import annotations
 from deploybench import metrics
 from deploybench.enums import BoundBy
 from deploybench.metrics import Display, Metric, ValueType
-from deploybench.report.data import is_failed
+from deploybench.report.data import is_failed, is_ours
 from deploybench.report.fmt import fmt_int, fmt_num, join, num, span
 
 
@@ -35,6 +35,13 @@ _COMPUTED = {REST.name: _rest_bytes}
 # Decode figures: where the step is host-bound, they measure the host CPU (DESIGN.md, "Boundness").
 DECODE = {"decode_tps", "tpot_ms", "itl_ms_p50", "itl_ms_p95", "itl_ms_p99", "ape_decode_tps_per_active_b"}
 DECODE |= {"roofline_fraction", "roofline_fraction_gemv"}  # decode speed against its bound
+
+
+# A figure's 95% interval follows from its median's: figure = c × median^power (c from the row itself).
+INTERVAL_OF = {"ttft_ms": ("ttft_ms", 1), "e2e_ms_p50": ("e2e_ms_p50", 1), "decode_tps": ("decode_tps", 1)}
+INTERVAL_OF |= {"e2e_tps": ("e2e_ms_p50", -1), "e2e_tps_per_peak_gb": ("e2e_ms_p50", -1)}
+INTERVAL_OF |= {"ape_e2e_tps_per_active_b": ("e2e_ms_p50", -1), "ape_decode_tps_per_active_b": ("decode_tps", 1)}
+INTERVAL_OF |= {"ape_inv_ttft_per_s_per_active_b": ("ttft_ms", -1)}
 
 
 def get(name: str) -> Metric:
@@ -64,6 +71,28 @@ def value(m: Metric, row: dict | None) -> float | None:
 def figure(m: Metric, r: dict | None) -> float | None:
     """A row's figure for comparisons: none for a failed row."""
     return None if r is None or is_failed(r) else value(m, r)
+
+
+def interval(m: Metric, r: dict | None) -> tuple[float, float] | None:
+    """The figure's 95% interval in the unit printed, from its median's; None where the row has none."""
+    source, power = INTERVAL_OF.get(m.name, (None, 0))
+    v, median = figure(m, r), num((r or {}).get(source))
+    ends = [num((r or {}).get(f"{source}_ci95_{end}")) for end in ("low", "high")]
+    if source is None or v is None or not median or None in ends:
+        return None
+    low, high = sorted(v * (end / median) ** power for end in ends)
+    return low, high
+
+
+def no_interval(m: Metric, r: dict) -> str:
+    """Why a figure of this row has no 95% interval."""
+    source = INTERVAL_OF.get(m.name, ("",))[0]
+    if not is_ours(r):
+        return "an imported figure, published without an interval"
+    if not source:
+        return f"{m.header_label} is one measurement, without an interval"
+    why = [w for w in str(r.get("ci_null_reason") or "").split("; ") if w.startswith(f"{source}:")]
+    return why[0] if why else f"the row has no interval for {source}"
 
 
 def text(m: Metric, v) -> str:

@@ -25,35 +25,20 @@ from deploybench.report.fmt import short
 from deploybench.report.model import skipped_table
 
 DEFAULT_TITLE = "deploybench report"
+HTML_JINJA = {"autoescape": True, "undefined": jinja2.StrictUndefined, "trim_blocks": True, "lstrip_blocks": True}
 FIGURE_FILES = ("svg", "pdf", "tex")  # .tex: the pgfplots figures of earlier versions, removed on sight
 
 # Every table, by id: the study tables from their specs, then the others.
 TABLES = {spec.id: partial(builder.build, spec) for spec in specs.SPECS} | {
     "table-governance": appendix.governance,
-    "table-imported": imported.imported_comparison,
-    "table-tpot-check": imported.imported_tpot,
+    "table-study-figures": imported.figures,
+    "table-tpot-check": imported.tpot_check,
     "table-methodology": appendix.methodology,
     "table-definitions": appendix.definitions,
     "table-environment": appendix.environment,
     "table-failures": appendix.failures,
 }
-# Sections in reading order (titles and intros in captions.yaml), each with its tables and figures.
-SECTIONS = {
-    "sec-latency": ["table-latency-ref", "fig-tps-context", "table-tps-context", "fig-ttft-context",
-                    "table-ttft-context", "table-tps-change"],
-    "sec-memory": ["table-memory", "table-memory-gap", "fig-memory"],
-    "sec-energy": ["table-energy", "fig-energy-context", "table-energy-context"],
-    "sec-ape": ["table-ape", "fig-ape"],
-    "sec-decode": ["fig-itl", "fig-roofline"],
-    "sec-ablations": ["table-decoding", "table-context-scaling", "table-precision", "table-backend", "table-experts",
-                      "table-attention"],
-    "sec-governance": ["table-governance"],
-    "sec-comparison": ["table-imported", "table-tpot-check"],
-    "sec-methodology": ["table-methodology"],
-    "sec-definitions": ["table-definitions"],
-    "sec-environment": ["table-environment"],
-    "sec-failures": ["table-failures"],
-}  # fmt: skip
+# Sections in reading order, each with its tables and figures: captions.yaml's `sections` (with titles, intros).
 
 
 def _tables(tid: str, data: ReportData) -> list:
@@ -82,9 +67,9 @@ def build_report(df: pd.DataFrame | None, config: dict | None, templates_dir: Pa
     data = ReportData(df, config)
     figs = build_figures(data)
     sections, counts = [], {"table": 0, "figure": 0}
-    for sid, ids in SECTIONS.items():
+    for sid, text in captions.entries("sections").items():
         items = []
-        for item_id in ids:
+        for item_id in text["items"]:
             if item_id.startswith("fig-"):
                 items.append(_figure_item(figs[item_id]))
             else:
@@ -93,8 +78,7 @@ def build_report(df: pd.DataFrame | None, config: dict | None, templates_dir: Pa
             if not item["obj"].skipped:
                 counts[item["type"]] += 1
                 item["number"] = counts[item["type"]]
-        notes = imported.imported_notes(data) if sid == "sec-comparison" else []
-        text = captions.entries("sections")[sid]
+        notes = imported.notes(data) if sid == "sec-study" else []
         intro = " ".join(text["intro"].split()) + (findings.eager_bound(data) if sid == "sec-latency" else "")
         sections.append({"id": sid, "title": text["title"], "intro": intro, "items": items, "notes": notes})
     return {
@@ -156,13 +140,7 @@ def render_report(
     paths = {k: out_dir / name for k, name in (("html", "report.html"), ("tex", "report.tex"))}
     paths |= {"figures": out_dir / "figures", "manifest": out_dir / "manifest.json"}
     _write_figures(ctx, paths["figures"])
-    html_env = jinja2.Environment(
-        loader=jinja2.FileSystemLoader(str(templates_dir)),
-        autoescape=True,
-        undefined=jinja2.StrictUndefined,
-        trim_blocks=True,
-        lstrip_blocks=True,
-    )
+    html_env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(templates_dir)), **HTML_JINJA)
     paths["html"].write_text(html_env.get_template("report.html.j2").render(**ctx), encoding="utf-8")
     tex = latex.environment(templates_dir).get_template("report.tex.j2").render(**ctx)
     paths["tex"].write_text(tex, encoding="utf-8")

@@ -53,7 +53,7 @@ ENERGY += ("j_per_decode_token", "avg_power_w", "energy_window_s")
 # fmt: off
 SPECS = (
     TableSpec("table-latency-ref", "Latency and throughput at the reference cell", MAIN,
-              (*LATENCY, *BOUND, *ROOFLINE, "n_runs"), needs=LATENCY),
+              (*LATENCY, *BOUND, *ROOFLINE), text=("runs",), needs=LATENCY),
     TableSpec("table-tps-context", "Throughput against context", MAIN, ("e2e_tps", "decode_tps", *BOUND),
               rows=BY_CONTEXT, pivot="context"),
     TableSpec("table-ttft-context", "TTFT against context", MAIN, ("ttft_ms",), rows=BY_CONTEXT, pivot="context"),

@@ -68,7 +68,7 @@ def test_every_decode_table_shows_busy_and_verdict_beside_its_decode_figures():
     row = ours(df, model="qwen3-32b", context_tokens=2048, backend="eager", dtype="bfloat16", decoding="greedy")
     assert lat.cell("gpu_busy_fraction", model="qwen3-32b").value == pytest.approx(row.gpu_busy_fraction.iloc[0] * 100)
     assert lat.cell("bound_by", model="qwen3-32b").text == "host" == row.bound_by.iloc[0]
-    (back,) = tables("table-backend")
+    back = tables("table-backend")[0]  # study serving
     assert back.cell("bound_by", model="qwen3-32b", backend="compiled").text == "memory_bandwidth"
 
 
@@ -82,7 +82,7 @@ def test_a_host_bound_cell_notes_that_its_decode_figure_measures_the_host():
     assert not lat.cell("ttft_ms", model="qwen3-32b").text.endswith("‡")  # prefill is not a decode figure
     (note,) = [n for n in lat.notes if n.startswith("‡")]
     assert f"less than {boundness.HOST_BELOW:.0%}" in note and "AMD EPYC 9654" in note and "7.10 µs" in note
-    (back,) = tables("table-backend")
+    back = tables("table-backend")[0]  # study serving
     assert not back.cell("decode_tps", model="qwen3-32b", backend="compiled").text.endswith("‡")
     assert back.cell("decode_tps", model="qwen3-32b", backend="eager").text.endswith("‡")
 
@@ -103,7 +103,7 @@ def test_cpu_run_leaves_the_boundness_columns_out_and_says_why():
     assert {row.key["metric"] for row in tps.rows} == {"e2e_tps", "decode_tps"}  # the blank metric rows are gone
     assert any("GPU busy (% of step), bound by" in n for n in tps.notes)
     ctx = build_report(*frame("cpu"))
-    assert not [f for f in ctx["findings"] if f.id.startswith("host-")]
+    assert not [f for f in ctx["findings"] if f.id.startswith("host")]
     (said,) = [m for m in ctx["summary"]["missing"] if m.startswith("Boundness")]
     assert f"was not measured ({CPU_REASON})" in said
     latency = next(s for s in ctx["sections"] if s["id"] == "sec-latency")
@@ -112,26 +112,25 @@ def test_cpu_run_leaves_the_boundness_columns_out_and_says_why():
 
 def test_host_bound_finding_per_study_with_its_count():
     df, cfg = frame("gpu")
-    f = {x.id: x for x in FN.findings(data())}
+    f = {x.id: x for x in FN.findings(data())}["host"]  # one finding, counted per study
     host = ours(df, bound_by="host")
     main = ours(df, backend="eager", dtype="bfloat16", decoding="greedy", gen_tokens=64)
     main = main[main.model.isin(cfg["studies"]["main"]["models"]) & main.context_tokens.isin([128, 512, 1024, 2048])]
-    assert f["host-main"].numbers["host_bound"] == (main.bound_by == "host").sum() == 12
+    assert f.numbers["main"]["host_bound"] == (main.bound_by == "host").sum() == 12
     serving = ours(df, context_tokens=2048, dtype="bfloat16", decoding="greedy")
-    serving = serving[serving.model.isin(["gpt-oss-20b", "qwen3-32b"])]
-    nums = f["host-serving"].numbers
+    serving = serving[serving.model.isin(["gpt-oss-20b", "qwen3-32b"]) & serving.backend.isin(["eager", "compiled"])]
+    nums = f.numbers["serving"]
     assert (nums["host_bound"], nums["cells"]) == ((serving.bound_by == "host").sum(), len(serving))
     assert sorted(nums["busy"]) == pytest.approx(sorted(serving[serving.bound_by == "host"].gpu_busy_fraction * 100))
-    assert f["host-serving"].text.startswith("Study serving: 2 of 4 cells are host-bound")
+    assert "serving: 2 of 4 cells" in f.text and f.text.startswith("Host-bound cells, by study (main: 12 of 12 cells")
     lo, hi = host.gpu_busy_fraction.min() * 100, host.gpu_busy_fraction.max() * 100
-    assert f"the GPU is busy {lo:.0f} to {hi:.0f}% of each decode step" in f["host-main"].text
-    assert "AMD EPYC 9654 96-Core Processor, 7.10 µs per CUDA launch" in f["host-main"].text
-    assert "measure the host CPU more than the GPU" in f["host-main"].text
-    studies = {st for st in cfg["studies"] if f"host-{st}" in f}
-    assert studies == set(cfg["studies"])  # every study of the demo has an eager bf16 cell
+    assert f"the GPU is busy {lo:.0f} to {hi:.0f}% of each decode step" in f.text
+    assert "AMD EPYC 9654 96-Core Processor, 7.10 µs per CUDA launch" in f.text
+    assert "measure the host CPU more than the GPU" in f.text
+    assert set(f.numbers) == set(cfg["studies"])  # every study of the demo has an eager bf16 cell
 
     gpu_bound = df.assign(bound_by=df.bound_by.where(df.source != "deploybench", "memory_bandwidth"))
-    assert not [x for x in FN.findings(ReportData(gpu_bound, cfg)) if x.id.startswith("host-")]
+    assert not [x for x in FN.findings(ReportData(gpu_bound, cfg)) if x.id.startswith("host")]
 
 
 def test_the_latency_section_says_eager_decode_is_bound_by_the_cpu():

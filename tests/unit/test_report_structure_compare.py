@@ -40,7 +40,8 @@ def test_differences_are_listed_and_fail(reports, capsys):
     compare = _compare_module()
     assert compare.main([str(reports["gpu"]), str(reports["cpu"])]) == 1
     out = capsys.readouterr().out
-    assert "table-imported-e2e-tps" in out and "present" in out  # the CPU demo has no imported rows
+    assert "table-study-figures" in out and "skipped" in out  # the CPU demo has no imported rows
+    assert "table-backend-2" in out and "present" in out  # nor a second backend study
     assert "fig-memory" in out and "skipped" in out  # nor device memory
 
 

@@ -164,7 +164,7 @@ def test_latency_table_prints_the_frame_numbers(hand_frame):
     assert t.cell("e2e_ms_p95", model="moe").value == 321.5
     assert t.cell("e2e_tps", model="dense").value == 12.5 and t.cell("e2e_tps", model="dense").text == "12.50"
     assert t.cell("e2e_ms_p50", model="dense").text == "640.0"
-    assert t.cell("n_runs", model="dense").text == "5"
+    assert t.cell("runs", model="dense").text == "5"  # a row without ttft_runs/decode_runs: its n_runs
     headers = [c.header for c in t.columns]
     assert "TTFT (ms)" in headers and "e2e tok/s (tok/s)" in headers and "decode tok/s (tok/s)" in headers
     assert {c.key: c.better for c in t.columns}["ttft_ms"] == "lower"
@@ -253,10 +253,10 @@ def test_ape_table_values_and_ratios_come_from_the_frame(gpu):
     row = _ref_row(df, "gpt-oss-20b")
     c = t.cell("ape_e2e_tps_per_active_b", model="gpt-oss-20b")
     assert c.value == row["ape_e2e_tps_per_active_b"]
-    assert (
-        c.text == f"{F.fmt_num(row['ape_e2e_tps_per_active_b'])} "
-        f"({F.fmt_ratio(row['ratio_to_baseline_ape_e2e_tps_per_active_b'])})"
-    )
+    ape = row["ape_e2e_tps_per_active_b"]  # = gen / p50 / active B: its interval from the p50's, inverted
+    ends = [F.fmt_num(ape * row.e2e_ms_p50 / row[f"e2e_ms_p50_ci95_{end}"]) for end in ("high", "low")]
+    ratio = F.fmt_ratio(row["ratio_to_baseline_ape_e2e_tps_per_active_b"])
+    assert c.text == f"{F.fmt_num(ape)} [{ends[0]},\u00a0{ends[1]}] ({ratio})"
     assert all(
         col.better == "higher" for col in t.columns if col.key.startswith("ape_") or col.key == "e2e_tps_per_peak_gb"
     )
@@ -286,7 +286,7 @@ def test_backend_governance_and_imported_tables(gpu):
     df, cfg = gpu
     df = df.assign(decode_tps_cv=[0.001 * (i + 1) for i in range(len(df))])  # a distinct CV per row
     data = ReportData(df, cfg)
-    (b,) = table(data, "table-backend")
+    b = table(data, "table-backend")[0]  # study serving; the demo's loop study is table-backend-2
     comp = _ref_row(df, "qwen3-32b", backend="compiled")
     assert b.cell("decode_tps", model="qwen3-32b", backend="compiled").value == comp.decode_tps
     assert b.cell("decode_tps_cv", model="qwen3-32b", backend="compiled").value == pytest.approx(
@@ -299,13 +299,12 @@ def test_backend_governance_and_imported_tables(gpu):
     assert gov.cell("yi-34b", field="license").text == "Yi Series Models Community License"
     assert gov.cell("gpt-oss-20b", field="model_card").href == "https://huggingface.co/openai/gpt-oss-20b"
     assert gov.cell("qwen3-32b", field="usage_policy").kind == "missing"
-    imp = {t.id: t for t in imported.imported_comparison(data)}
-    t = imp["table-imported-e2e-tps"]
-    theirs = df[(df.source != "deploybench") & (df.model == "yi-34b") & (df.context_tokens == 512)].iloc[0]
-    ours = _ref_row(df, "yi-34b", ctx=512)
-    assert t.cell("theirs", model="yi-34b", context=512).value == theirs.e2e_tps
-    assert t.cell("ratio", model="yi-34b", context=512).value == pytest.approx(ours.e2e_tps / theirs.e2e_tps)
-    (tp,) = imported.imported_tpot(data)
+    (t,) = imported.figures(data)  # the study's figures at the reference cell beside ours measured its way
+    theirs = df[(df.source != "deploybench") & (df.model == "yi-34b") & (df.context_tokens == 2048)].iloc[0]
+    ours = _ref_row(df, "yi-34b")
+    assert t.cell("theirs", metric="e2e_tps", model="yi-34b").value == theirs.e2e_tps
+    assert t.cell("ratio", metric="e2e_tps", model="yi-34b").value == pytest.approx(ours.e2e_tps / theirs.e2e_tps)
+    (tp,) = imported.tpot_check(data)
     flagged = [r for r in tp.rows if r.cells["flag"].text == "yes"]
     assert len(flagged) == int(df[df.source != "deploybench"].tpot_artifact.sum())
 
@@ -331,14 +330,23 @@ def test_environment_lists_every_machine(gpu):
 def test_findings_quote_the_frame(gpu):
     df, cfg = gpu
     data = ReportData(df, cfg)
-    f = {x.id: x for x in FN.findings(data)}
+    f = {x.id: x for x in FN.findings(data)}["model-main"]  # each model against the baseline model
+    nums = {n["metric"]: n for n in f.numbers["pairs"] if n["cell"] == "gpt-oss-20b"}
     a, b = _ref_row(df, "gpt-oss-20b"), _ref_row(df, "qwen3-32b")
     p = (a.e2e_tps / b.e2e_tps - 1) * 100
-    assert f"{F.fmt_pct(p)} e2e tok/s" in f["vs-gpt-oss-20b"].text
+    assert nums["e2e_tps"]["pct"] == pytest.approx(p)
+    # e2e tok/s = gen / p50: its interval is the frame's p50 interval, inverted; the ends bound the difference
+    low = a.e2e_tps * a.e2e_ms_p50 / a.e2e_ms_p50_ci95_high / (b.e2e_tps * b.e2e_ms_p50 / b.e2e_ms_p50_ci95_low)
+    high = a.e2e_tps * a.e2e_ms_p50 / a.e2e_ms_p50_ci95_low / (b.e2e_tps * b.e2e_ms_p50 / b.e2e_ms_p50_ci95_high)
+    assert nums["e2e_tps"]["claimed"] and (nums["e2e_tps"]["low"], nums["e2e_tps"]["high"]) == pytest.approx(
+        (low, high)
+    )
+    words = f"between {F.fmt_pct((low - 1) * 100, signed=False)} and {F.fmt_pct((high - 1) * 100, signed=False)} higher"
+    assert f"gpt-oss-20b against qwen3-32b: e2e tok/s {words}" in f.text
     q = (a.j_per_1k_tokens / b.j_per_1k_tokens - 1) * 100
-    assert f"{F.fmt_pct(q)} J per 1000 tokens" in f["vs-gpt-oss-20b"].text
-    assert "against qwen3-32b at 2048/64" in f["vs-gpt-oss-20b"].text
-    assert f["vs-gpt-oss-20b"].numbers["e2e_tps"]["pct"] == pytest.approx(p)
+    assert nums["j_per_1k_tokens"]["pct"] == pytest.approx(q) and not nums["j_per_1k_tokens"]["claimed"]
+    assert "no difference claimed for J per 1000 tokens and peak memory (one measurement per cell" in f.text
+    assert "(context 2048 tokens, 64 generated tokens, greedy, bfloat16, eager)" in f.text
 
 
 def test_formatting_never_prints_nan():
@@ -419,7 +427,7 @@ def test_one_model_has_no_gap_table_but_keeps_its_figures():
     data = ReportData(df, cfg)
     (mem,), (gap,) = table(data, "table-memory"), table(data, "table-memory-gap")
     assert mem.skipped is None and gap.skipped.startswith("fewer than two models")
-    assert FN.cross_model(data) == []
+    assert not [f for f in FN.ablations(data) if f.id == "model-main"]  # no model to compare with
 
 
 def test_devices_finding_names_the_studies_that_mix_devices(gpu):

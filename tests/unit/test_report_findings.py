@@ -1,0 +1,271 @@
+"""Findings that hold: every difference a finding states goes through `resolved`, which claims it only
+where the two 95% intervals do not overlap; noise (overlapping intervals), cells without an interval
+(imported rows, CPU rows whose interval was withheld) and cells from different machines are said so.
+
+The rows are synthetic with known intervals (made here through deploybench.schema.to_table), and the
+demo of tests/fixtures/report_demo.py; the study's figures section is checked on the demo too.
+"""
+
+from __future__ import annotations
+
+import random
+
+import pandas as pd
+import pytest
+
+from deploybench import uncertainty
+from deploybench.report import builder, imported
+from deploybench.report import findings as FN
+from deploybench.report.data import ReportData
+from deploybench.report.render import build_report
+from deploybench.report.specs import BY_ID
+from deploybench.schema import to_table
+from tests.fixtures.report_demo import demo_config, demo_frame, on_second_machine
+
+MODES = {"greedy": {"do_sample": False}} | {m: {"do_sample": True, "temperature": 0.7} for m in "abcdef"}
+
+
+def _row(decoding: str, tps: float, low: float | None, high: float | None, **kw) -> dict:
+    """A decode row at 128/16 with its median and 95% interval (None: withheld, as on a short CPU run)."""
+    row = {
+        "cell_id": f"m/eager-bfloat16/c128-g16-{decoding}",
+        "model": "m",
+        "backend": "eager",
+        "dtype": "bfloat16",
+        "context_tokens": 128,
+        "gen_tokens": 16,
+        "decoding": decoding,
+        "source": "deploybench",
+        "status": "ok",
+        "valid": True,
+        "device_uuid": "GPU-aaaaaaaa-test",
+        "decode_tps": tps,
+        "decode_tps_ci95_low": low,
+        "decode_tps_ci95_high": high,
+        "decode_runs": 30,
+        "ci_method": uncertainty.CI_METHOD,
+    }
+    if low is None:
+        row["ci_null_reason"] = "decode_tps: 5 samples, worth 1.2 independent ones, admit no 95% interval"
+    return row | kw
+
+
+# Known differences and known noise against greedy (100 tok/s, [99, 101]): the two real ones separate.
+ROWS = [
+    _row("greedy", 100.0, 99.0, 101.0),
+    _row("a", 90.0, 89.0, 91.0),  # real: 10% slower, between 11.0% and 8.1% lower (89/101 .. 91/99)
+    _row("b", 112.0, 111.0, 113.0),  # real: 12% faster
+    _row("c", 99.5, 98.0, 100.5),  # noise: overlaps greedy's interval
+    _row("d", 101.5, 100.8, 102.6),  # noise: a 1.5% difference that the intervals do not resolve
+    _row("e", 80.0, None, None),  # a large gap without an interval (withheld): never claimed
+    _row("f", 95.0, 94.0, 96.0, device_uuid="GPU-bbbbbbbb-test"),  # real, but on another machine
+]
+STUDY = {"kind": "decoding_ablation", "models": ["m"], "contexts": [128], "gen": [16], "decoding": list(MODES)}
+CONFIG = {
+    "models": {"m": {"source": "random"}},
+    "decoding": MODES,
+    "studies": {"ablation": STUDY},
+    "analysis": {"reference_cell": {"context": 128, "gen": 16, "decoding": "greedy", "dtype": "bfloat16"}},
+}
+
+
+def _data(rows=ROWS, config=CONFIG) -> ReportData:
+    return ReportData(to_table(rows).to_pandas(), config)
+
+
+def test_resolved_claims_only_separated_intervals_with_the_bounded_range():
+    a, b = FN.Estimate(90.0, 89.0, 91.0, "gpu"), FN.Estimate(100.0, 99.0, 101.0, "gpu")
+    v = FN.resolved(a, b)
+    assert v.claimed and (v.low, v.high) == pytest.approx((89 / 101, 91 / 99))
+    assert v.words == "between 8.1% and 11.9% lower"
+    assert FN.resolved(b, a).words == "between 8.8% and 13.5% higher"
+    big = FN.resolved(FN.Estimate(300.0, 290.0, 310.0, "gpu"), b)
+    assert big.claimed and big.words == "between 2.87× and 3.13× as high"
+    noise = FN.resolved(FN.Estimate(99.5, 98.0, 100.5, "gpu"), b)
+    assert not noise.claimed and noise.low is None
+    assert noise.words == "no difference resolved at ±1.3% and ±1.0%"  # the precision there was
+    touching = FN.resolved(FN.Estimate(102.0, 101.0, 103.0, "gpu"), b)  # ends meet: not separated
+    assert not touching.claimed
+    withheld = FN.resolved(FN.Estimate(80.0, machine="gpu", why="decode_tps: 5 samples ..."), b)
+    assert not withheld.claimed and withheld.words == "no difference claimed (decode_tps: 5 samples ...)"
+    across = FN.resolved(FN.Estimate(90.0, 89.0, 91.0, "gpu-2"), b)
+    assert across.claimed and across.words.endswith("; measured on different machines (gpu-2, gpu)")
+    assert FN.resolved(FN.Estimate(99.5, 98.0, 100.5, "gpu-2"), b).words.endswith("different machines (gpu-2, gpu)")
+
+
+def test_the_ablation_finding_claims_exactly_the_real_differences():
+    (f,) = [x for x in FN.findings(_data()) if x.id == "decoding-ablation"]
+    claimed = {n["cell"].split(" ")[0] for n in f.numbers["pairs"] if n["claimed"]}
+    assert claimed == {"a", "b", "f"}  # not the noise (c, d), not the gap without an interval (e)
+    assert "a (m) against greedy: decode tok/s between 8.1% and 11.9% lower" in f.text
+    assert "b (m) against greedy: decode tok/s between 9.9% and 14.1% higher" in f.text
+    assert "c (m) against greedy: decode tok/s no difference resolved at ±1.3% and ±1.0%" in f.text
+    assert "d (m) against greedy: decode tok/s no difference resolved at ±0.89% and ±1.0%" in f.text
+    assert "e (m) against greedy: decode tok/s no difference claimed (decode_tps: 5 samples, worth 1.2" in f.text
+    assert "f (m) against greedy: decode tok/s between 3.0% and 6.9% lower; measured on different machines" in f.text
+
+
+def test_imported_rows_never_yield_a_claimed_difference():
+    imported = _row("a", 50.0, None, None, source="import:study", device_uuid=None, ci_method=None)
+    imported.pop("ci_null_reason")
+    data = _data([ROWS[0], imported])
+    ours, theirs = FN.estimate(data.ours[0], "decode_tps"), FN.estimate(data.imported[0], "decode_tps")
+    v = FN.resolved(ours, theirs)
+    assert not v.claimed and v.words.startswith(
+        "no difference claimed (an imported figure, published without an interval)"
+    )
+
+
+def test_on_samples_noise_is_not_claimed_and_real_differences_are():
+    """Intervals from real samples (deploybench.uncertainty): 40 pairs of the same distribution, 40 pairs 10% apart."""
+    rng = random.Random(7)
+
+    def est(centre):
+        samples = [centre * rng.gauss(1.0, 0.02) for _ in range(30)]
+        iv = uncertainty.median_interval(samples)
+        return FN.Estimate(iv.median, iv.low, iv.high, "gpu")
+
+    noise = sum(FN.resolved(est(100.0), est(100.0)).claimed for _ in range(40))
+    real = sum(FN.resolved(est(110.0), est(100.0)).claimed for _ in range(40))
+    assert noise <= 1 and real == 40  # two 95% intervals overlap for all but ~0.6% of equal pairs
+
+
+def test_cpu_rows_with_withheld_intervals_claim_nothing_and_say_why():
+    ctx = build_report(demo_frame("cpu"), demo_config("cpu"))
+    for f in ctx["findings"]:
+        for n in f.numbers.get("pairs", []):
+            if n["metric"] in ("decode_tps", "e2e_tps"):  # 5 decode runs on the CPU demo: no interval
+                assert not n["claimed"], (f.id, n)
+    (main,) = [f for f in ctx["findings"] if f.id == "model-main"]
+    assert "decode tok/s no difference claimed (decode_tps: 5 samples" in main.text
+    assert any(n["claimed"] for n in main.numbers["pairs"] if n["metric"] == "ttft_ms")  # TTFT has 40 runs
+
+
+def test_a_study_spanning_two_devices_is_marked_at_its_table_and_in_its_findings():
+    df, cfg = demo_frame("gpu"), demo_config("gpu")
+    data = ReportData(on_second_machine(df, "qwen3-32b-eager"), cfg)
+    (t,) = builder.build(BY_ID["table-attention"], data)
+    (note,) = [n for n in t.notes if "measured on 2 machines" in n]
+    assert "GPU-00000000, GPU-22222222" in note and "includes the difference between the machines" in note
+    f = {x.id: x for x in FN.findings(data)}
+    assert "qwen3-32b-eager against qwen3-32b: TTFT" in f["model-attention"].text
+    assert "measured on different machines (GPU-22222222, GPU-00000000)" in f["model-attention"].text
+    assert "attention (2)" in f["devices"].numbers["mixed_studies"]
+    (same,) = builder.build(BY_ID["table-attention"], ReportData(df, cfg))  # one machine: no such note
+    assert not [n for n in same.notes if "machines" in n]
+    assert "different machines" not in {x.id: x for x in FN.findings(ReportData(df, cfg))}["model-attention"].text
+
+
+# ------------------------------------------------------------------ intervals in the tables
+
+
+def test_latency_table_prints_each_median_with_its_interval_and_the_runs():
+    df, cfg = demo_frame("gpu"), demo_config("gpu")
+    (t,) = builder.build(BY_ID["table-latency-ref"], ReportData(df, cfg))
+    row = df[(df.model == "yi-34b") & (df.context_tokens == 2048) & (df.backend == "eager") & (df.decoding == "greedy")]
+    row = row[(row.dtype == "bfloat16") & (row.source == "deploybench")].iloc[0]
+    c = t.cell("ttft_ms", model="yi-34b")
+    assert c.interval == (row.ttft_ms_ci95_low, row.ttft_ms_ci95_high)
+    assert c.text == f"{row.ttft_ms:.1f} [{row.ttft_ms_ci95_low:.1f},\u00a0{row.ttft_ms_ci95_high:.1f}]"
+    e2e = t.cell("e2e_tps", model="yi-34b")  # gen / p50: the p50 interval, inverted
+    assert e2e.interval == pytest.approx((64e3 / row.e2e_ms_p50_ci95_high, 64e3 / row.e2e_ms_p50_ci95_low))
+    assert t.cell("runs", model="yi-34b").text == "TTFT 30 (ci_target), decode 20 (time_cap)"
+    assert "n_runs" not in [col.key for col in t.columns]
+    (cpu,) = builder.build(BY_ID["table-latency-ref"], ReportData(demo_frame("cpu"), demo_config("cpu")))
+    withheld = cpu.cell("decode_tps", model="tiny-llama")
+    assert withheld.text.endswith(" [—]") and withheld.interval is None
+    assert "no 95% interval: decode_tps: 5 samples" in withheld.note
+
+
+def test_definitions_list_the_interval_and_run_columns():
+    from deploybench.report import appendix
+
+    (t,) = appendix.definitions()
+    names = {row.key["name"] for row in t.rows}
+    assert {"ttft_ms_ci95_low", "ttft_ms_ci95_high", "e2e_ms_p50_ci95_low", "e2e_ms_p50_ci95_high"} <= names
+    assert {"decode_tps_ci95_low", "decode_tps_ci95_high", "ttft_runs", "decode_runs", "ci_method"} <= names
+
+
+# ------------------------------------------------------------------ the study's figures, explained
+
+
+def _figures(df: pd.DataFrame, cfg: dict):
+    (t,) = imported.figures(ReportData(df, cfg))
+    return t
+
+
+def test_the_study_figures_section_builds_on_the_demo():
+    df, cfg = demo_frame("gpu"), demo_config("gpu")
+    t = _figures(df, cfg)
+    assert t.skipped is None and len(t.rows) == len(imported.FIGURES) * 3  # 8 figures x 3 models
+    theirs = df[(df.source != "deploybench") & (df.model == "gpt-oss-20b") & (df.context_tokens == 2048)].iloc[0]
+    ours = df[(df.model == "gpt-oss-20b-all") & (df.source == "deploybench")].iloc[0]  # the study's way (study_way)
+    assert t.cell("theirs", metric="ttft_ms", model="gpt-oss-20b").value == theirs.ttft_ms
+    assert t.cell("ours", metric="ttft_ms", model="gpt-oss-20b").value == ours.ttft_ms
+    assert t.cell("ratio", metric="ttft_ms", model="gpt-oss-20b").value == pytest.approx(ours.ttft_ms / theirs.ttft_ms)
+    loop = df[(df.model == "gpt-oss-20b") & (df.backend == "compiled_loop")].iloc[0]
+    assert t.cell("best", metric="e2e_tps", model="gpt-oss-20b").value == pytest.approx(loop.e2e_tps)
+    # The hardware ratio from reference/hardware.yaml: bandwidth 4.8 / 3.9 for decode-paced tok/s, its inverse
+    # for times, the BF16 peak for TTFT, the same bytes for memory, none for energy.
+    assert t.cell("predicted", metric="e2e_tps", model="yi-34b").value == pytest.approx(4.8 / 3.9)
+    assert t.cell("predicted", metric="e2e_ms_p50", model="yi-34b").value == pytest.approx(3.9 / 4.8)
+    assert t.cell("predicted", metric="ttft_ms", model="yi-34b").value == pytest.approx(835.5 / 989.5)
+    assert t.cell("predicted", metric="peak_allocated_bytes", model="yi-34b").value == 1.0
+    assert t.cell("predicted", metric="j_per_1k_tokens", model="yi-34b").kind == "missing"
+    kinds = {(row.key["metric"], row.key["model"]): row.key["kind"] for row in t.rows}
+    assert kinds[("e2e_tps", "qwen3-32b")] == "host"  # host-bound eager decode: the bandwidth ratio does not apply
+    assert "host-bound" in t.cell("cause", metric="e2e_tps", model="qwen3-32b").text
+    assert kinds[("peak_allocated_bytes", "yi-34b")] == "hardware"
+    assert "GiB" in t.cell("cause", metric="peak_allocated_bytes", model="yi-34b").text
+    assert kinds[("j_per_1k_tokens", "gpt-oss-20b")] == "method"  # the study's energy method, power and speed
+    assert "all experts" in t.cell("cause", metric="ttft_ms", model="gpt-oss-20b").text
+    assert any("gpt-oss-20b by our entry gpt-oss-20b-all (attention eager, experts all_experts)" in n for n in t.notes)
+    assert any("the study's (NVIDIA H100 NVL) and ours (NVIDIA H200)" in n for n in t.notes)
+
+
+def test_a_gap_nothing_explains_is_marked_unexplained():
+    df, cfg = demo_frame("gpu"), demo_config("gpu")
+    # qwen3-32b's TTFT (prefill, not host-bound, no experts, no method caveat): 1.12x the study's where the BF16
+    # peaks predict 0.84x
+    t = _figures(df, cfg)
+    assert {
+        row.key["kind"] for row in t.rows if row.key["metric"] == "ttft_ms" and row.key["model"] == "qwen3-32b"
+    } == {"unexplained"}
+    assert t.cell("cause", metric="ttft_ms", model="qwen3-32b").text.startswith("unexplained (compute 989.5 vs 835.5")
+    # The same figure at the hardware's ratio is accounted for by the hardware.
+    ours = (df.model == "qwen3-32b") & (df.source == "deploybench") & (df.context_tokens == 2048)
+    theirs = df[(df.model == "qwen3-32b") & (df.source != "deploybench") & (df.context_tokens == 2048)].ttft_ms.iloc[0]
+    fixed = df.copy()
+    fixed.loc[ours, "ttft_ms"] = theirs * 835.5 / 989.5
+    assert (
+        t.cell("cause", metric="ttft_ms", model="qwen3-32b").text
+        != _figures(fixed, cfg).cell("cause", metric="ttft_ms", model="qwen3-32b").text
+    )
+    assert (
+        _figures(fixed, cfg)
+        .cell("cause", metric="ttft_ms", model="qwen3-32b")
+        .text.startswith("the hardware ratio accounts for it")
+    )
+    (f,) = [x for x in FN.findings(ReportData(df, cfg)) if x.id == "import-study"]
+    assert f.numbers["unexplained"] >= 1 and "no difference from its figures is claimed" in f.text
+
+
+def test_the_study_figures_section_renders_with_dashes_and_reasons_when_our_cells_are_missing():
+    df, cfg = demo_frame("gpu"), demo_config("gpu")
+    gone = df[~((df.model == "gpt-oss-20b-all") | (df.backend == "compiled_loop")) | (df.source != "deploybench")]
+    t = _figures(gone, cfg)
+    assert len(t.rows) == len(imported.FIGURES) * 3
+    assert {row.key["kind"] for row in t.rows if row.key["model"] == "gpt-oss-20b"} == {"missing"}
+    cause = t.cell("cause", metric="ttft_ms", model="gpt-oss-20b").text
+    assert cause == "our cell gpt-oss-20b-all at 2048/64, eager, bfloat16: the data has no row for these cells"
+    assert t.cell("ratio", metric="ttft_ms", model="gpt-oss-20b").text == "—"
+    assert t.cell("best", metric="ttft_ms", model="yi-34b").kind == "missing"
+    # Without study_way the model plays itself: the routed path, whose gap the experts path explains.
+    plain = {**cfg, "analysis": {k: v for k, v in cfg["analysis"].items() if k != "study_way"}}
+    routed = _figures(df, plain)
+    assert "routed experts" in routed.cell("cause", metric="ttft_ms", model="gpt-oss-20b").text
+    ctx = build_report(gone, cfg)  # and the report builds around it
+    (section,) = [s for s in ctx["sections"] if s["id"] == "sec-study"]
+    assert section["items"][0]["obj"].skipped is None
+    (cpu,) = imported.figures(ReportData(demo_frame("cpu"), demo_config("cpu")))
+    assert cpu.skipped == "the data has no imported rows"
