@@ -36,6 +36,7 @@ class Estimate:
     high: float | None = None
     machine: str = ""
     why: str | None = None
+    runs: tuple[float, float, int] | None = None  # (lowest, highest, n) over the runs, where no interval exists
 
 
 def estimate(r: dict | None, name: str) -> Estimate | None:
@@ -43,7 +44,8 @@ def estimate(r: dict | None, name: str) -> Estimate | None:
     if (v := Q.figure(m, r)) is None:
         return None
     ends = Q.interval(m, r)
-    return Estimate(v, *(ends or (None, None)), machine=machine(r), why=None if ends else Q.no_interval(m, r))
+    why, runs = (None, None) if ends else (Q.no_interval(m, r), Q.run_range(m, r))
+    return Estimate(v, *(ends or (None, None)), machine=machine(r), why=why, runs=runs)
 
 
 @dataclass(frozen=True)
@@ -68,7 +70,7 @@ def resolved(a: Estimate, b: Estimate) -> Verdict:
     or the precision at which none was resolved). Cells from different machines are marked so either way."""
     across = f"; measured on different machines ({a.machine}, {b.machine})" if a.machine != b.machine else ""
     if a.low is None or b.low is None:
-        return Verdict(False, f"no difference claimed ({a.why if a.low is None else b.why}){across}")
+        return Verdict(False, f"no difference claimed ({a.why if a.low is None else b.why}){_runs_apart(a, b)}{across}")
     if a.low <= b.high and b.low <= a.high:
         return Verdict(False, f"no difference resolved at {_pm(a)} and {_pm(b)}{across}")
     lo, hi = a.low / b.high, a.high / b.low
@@ -79,6 +81,31 @@ def resolved(a: Estimate, b: Estimate) -> Verdict:
     else:
         words = f"between {fmt_ratio(lo)} and {fmt_ratio(hi)} as high"
     return Verdict(True, words + across, lo, hi)
+
+
+def _runs_apart(a: Estimate, b: Estimate) -> str:
+    """Where an interval is missing but every run of one cell lies beyond every run of the other (or beyond the
+    other's interval), say so with the ratio those ranges bound: an observation beside 'no difference claimed'."""
+    ra, rb = _spread(a), _spread(b)
+    if ra is None or rb is None or (ra[0] <= rb[1] and rb[0] <= ra[1]):
+        return ""
+    lo, hi = ra[0] / rb[1], ra[1] / rb[0]
+    if hi >= 2 or lo <= 0.5:
+        ratio = f"{fmt_ratio(lo)} to {fmt_ratio(hi)} as high as"
+    elif lo > 1:
+        ratio = f"{_pct(lo * 100 - 100)} to {_pct(hi * 100 - 100)} higher than"
+    else:
+        ratio = f"{_pct(100 - hi * 100)} to {_pct(100 - lo * 100)} lower than"
+    return captions.text("findings", "runs_apart", ratio=ratio, a=ra[2], b=rb[2])
+
+
+def _spread(e: Estimate) -> tuple[float, float, str] | None:
+    """(low, high, what they are): the figure's 95% interval where it has one, else its runs' range."""
+    if e.low is not None:
+        return e.low, e.high, "its 95% interval"
+    if e.runs is not None:
+        return e.runs[0], e.runs[1], f"its {e.runs[2]} runs"
+    return None
 
 
 # How a finding names a figure (default: its catalogue label).

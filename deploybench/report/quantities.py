@@ -73,6 +73,21 @@ def figure(m: Metric, r: dict | None) -> float | None:
     return None if r is None or is_failed(r) else value(m, r)
 
 
+# The raw samples behind each interval's median (the same runs), for the run range where no interval exists.
+SAMPLES_OF = {"ttft_ms": "ttft_ms_samples", "e2e_ms_p50": "e2e_ms_samples", "decode_tps": "decode_tps_samples"}
+
+
+def run_range(m: Metric, r: dict | None) -> tuple[float, float, int] | None:
+    """(lowest, highest, runs): the figure over its runs, in the unit printed; None where the row has no samples."""
+    source, power = INTERVAL_OF.get(m.name, (None, 0))
+    v, median = figure(m, r), num((r or {}).get(source))
+    samples = [x for x in ((r or {}).get(SAMPLES_OF.get(source, "")) or []) if num(x)]
+    if source is None or v is None or not median or len(samples) < 2:
+        return None
+    low, high = sorted(v * (end / median) ** power for end in (min(samples), max(samples)))
+    return low, high, len(samples)
+
+
 def interval(m: Metric, r: dict | None) -> tuple[float, float] | None:
     """The figure's 95% interval in the unit printed, from its median's; None where the row has none."""
     source, power = INTERVAL_OF.get(m.name, (None, 0))

@@ -16,6 +16,7 @@ import pytest
 from deploybench import uncertainty
 from deploybench.report import builder, imported
 from deploybench.report import findings as FN
+from deploybench.report import quantities as Q
 from deploybench.report.data import ReportData
 from deploybench.report.render import build_report
 from deploybench.report.specs import BY_ID
@@ -269,3 +270,30 @@ def test_the_study_figures_section_renders_with_dashes_and_reasons_when_our_cell
     assert section["items"][0]["obj"].skipped is None
     (cpu,) = imported.figures(ReportData(demo_frame("cpu"), demo_config("cpu")))
     assert cpu.skipped == "the data has no imported rows"
+
+
+def test_runs_that_lie_apart_are_said_beside_no_claim_and_overlapping_runs_are_not():
+    """Without an interval nothing is claimed; where every run of one cell lies beyond the other's runs (or its
+    interval), the finding says so with the ratio the two ranges bound, and says nothing where they overlap."""
+    why = "decode_tps: 5 samples, worth 2.4 independent ones, admit no 95% interval"
+    eager = FN.Estimate(24.0, machine="gpu", why=why, runs=(22.7, 25.0, 5))
+    loop = FN.Estimate(158.5, 158.4, 158.6, "gpu")
+    v = FN.resolved(loop, eager)
+    assert not v.claimed and v.low is None
+    assert v.words.startswith(f"no difference claimed ({why}); yet every run of the first was 6.34× to 6.99× as high")
+    assert "its 95% interval" in v.words and "its 5 runs" in v.words
+    slower = FN.resolved(FN.Estimate(20.0, machine="gpu", why=why, runs=(19.0, 21.0, 5)), eager)
+    assert "yet every run of the first was 7.5% to 24.0% lower than" in slower.words and not slower.claimed
+    overlapping = FN.resolved(FN.Estimate(25.0, machine="gpu", why=why, runs=(24.5, 26.1, 5)), eager)
+    assert overlapping.words == f"no difference claimed ({why})"
+    assert FN.resolved(FN.Estimate(80.0, machine="gpu", why=why), eager).words == f"no difference claimed ({why})"
+
+
+def test_run_range_reads_the_samples_in_the_unit_printed():
+    row = {"source": "deploybench", "status": "ok", "valid": True, "gen_tokens": 64}
+    row |= {"decode_tps": 24.0, "decode_tps_samples": [25.0, 22.7, 24.0, 23.5, 24.9]}
+    assert Q.run_range(Q.get("decode_tps"), row) == (22.7, 25.0, 5)
+    row |= {"e2e_ms_p50": 2000.0, "e2e_tps": 32.0, "e2e_ms_samples": [1600.0, 2000.0, 2500.0]}
+    low, high, n = Q.run_range(Q.get("e2e_tps"), row)  # tok/s is the inverse of the wall time
+    assert (round(low, 3), round(high, 3), n) == (25.6, 40.0, 3)
+    assert Q.run_range(Q.get("decode_tps"), row | {"decode_tps_samples": [24.0]}) is None
