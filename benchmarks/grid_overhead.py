@@ -3,7 +3,9 @@
 Reads every cell row and the Snakemake job benchmark (`benchmark:` TSV of the measure rule) that
 produced it, and splits the jobs' wall time into: time inside measure_cell (`cell_wall_s`), and
 the rest (process start, imports, writing the row). Model build (`load_s`) and torch.compile in
-warm-up (`compile_s`) sit inside measure_cell; they are reported separately.
+warm-up (`compile_s`) sit inside measure_cell; they are reported separately, and so are the timed
+runs (the TTFT and full-generate samples, which are also the energy windows): what is neither timed
+runs nor compilation is the grid's overhead.
 
     python benchmarks/grid_overhead.py reference-run/h200-2026-11-29/cells \
         reference-run/h200-2026-11-29/logs/benchmarks/measure
@@ -28,6 +30,8 @@ def main() -> None:
     job_s = [pd.read_csv(args.benchmarks / f"{cell}.tsv", sep="\t")["s"].iloc[0] for cell in rows.cell_id]
     jobs, inside = float(sum(job_s)), float(rows.cell_wall_s.sum())
     load, compile_ = float(rows.load_s.sum()), float(rows.compile_s.fillna(0).sum())
+    # The timed runs themselves (their windows are also the energy windows): TTFT runs and full generates.
+    timed = float(sum(sum(s) for col in ("ttft_ms_samples", "e2e_ms_samples") for s in rows[col].dropna())) / 1e3
     summary = {
         "cells": len(rows),
         "jobs_s": jobs,
@@ -37,6 +41,11 @@ def main() -> None:
         "outside_plus_build_share": (jobs - inside + load) / jobs,
         "compile_s": compile_,
         "outside_plus_build_plus_compile_share": (jobs - inside + load + compile_) / jobs,
+        "timed_runs_s": timed,
+        # Everything but the timed runs and torch.compile: start-up, load, warm-up, calibration, the profiled
+        # pass, cool-down and idle power, as a share of the job time without compilation.
+        "not_measurement_share_excluding_compile": (jobs - timed - compile_) / (jobs - compile_),
+        "compile_share": compile_ / jobs,
     }
     print(json.dumps(summary, indent=1))
 
