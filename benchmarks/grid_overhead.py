@@ -47,6 +47,12 @@ def main() -> None:
         "not_measurement_share_excluding_compile": (jobs - timed - compile_) / (jobs - compile_),
         "compile_share": compile_ / jobs,
     }
+    if "phase_wall_s_json" in rows:  # rows since the phases were recorded: where the cells' time went
+        totals: dict[str, float] = {}
+        for phases in rows.phase_wall_s_json.dropna():
+            for name, seconds in json.loads(phases).items():
+                totals[name] = totals.get(name, 0.0) + seconds
+        summary["phase_s"] = totals
     print(json.dumps(summary, indent=1))
 
 

@@ -16,7 +16,10 @@ the kernels of a decode step; the experts a step's tokens touch) -> figures and 
 from __future__ import annotations
 
 import gc
+import json
+import logging
 import time
+from contextlib import contextmanager
 
 import torch
 
@@ -47,6 +50,8 @@ from .schema import SCHEMA_VERSION
 from .spec import CellSpec, ModelEntry, canonical_json
 from .stats import PERCENTILE_METHOD
 from .timing import RunTiming, effective_settings, generation_config, isolate_generation_config, synchronize
+
+log = logging.getLogger(__name__)
 
 
 def identity(cell: CellSpec) -> dict:
@@ -139,16 +144,29 @@ def _check_context_fits(cell: CellSpec, config) -> None:
 
 
 def _measure_loaded(cell: CellSpec, device: str, config, counts: dict, meta) -> dict:
-    ceilings = _calibrate(cell, device, calibration.dominant_weight_shape(meta))  # before the model loads
+    phases: dict[str, float] = {}
+    with _phase(phases, "calibrate"):
+        ceilings = _calibrate(cell, device, calibration.dominant_weight_shape(meta))  # before the model loads
     fits = _check_batch_fits(cell, device, config, counts)
     with nvml.open_device(device) as meter_device:  # NVML stays up until the energy windows closed
         power_limit_w = nvml.try_read(meter_device.power_limit_w) if meter_device.available else None
-        ready = _load(cell, device, config, meter_device)
-        warmup_s = _warm_up(ready.run, cell)
-        prefill = _prefill_runs(ready.run, cell, meter_device)
-        decode = _decode_runs(ready.run, cell, device, meter_device)
-    after = _afterwards(cell, device, config, ready)
-    out = {**ceilings, "power_limit_w": power_limit_w, **ready.figures}
+        with _phase(phases, "load_and_idle_power"):
+            ready = _load(cell, device, config, meter_device)
+        with _phase(phases, "warm_up"):
+            warmup_s = _warm_up(ready.run, cell)
+        with _phase(phases, "ttft_runs"):
+            prefill = _prefill_runs(ready.run, cell, meter_device)
+        with _phase(phases, "decode_runs"):
+            decode = _decode_runs(ready.run, cell, device, meter_device)
+    with _phase(phases, "afterwards"):
+        after = _afterwards(cell, device, config, ready)
+    log.info("%s: phase wall s %s", cell.cell_id, phases)
+    out = {
+        **ceilings,
+        "power_limit_w": power_limit_w,
+        **ready.figures,
+        "phase_wall_s_json": json.dumps(phases),
+    }  # in phase order
     out.update(cell_figures.figures(cell, config, ready, warmup_s, prefill, decode))
     out.update(cell_figures.roofline_figures(cell, config, ready, out, counts, params.expert_split(meta), after))
     out.update(cell_figures.boundness_figures(after.step, out))
@@ -156,6 +174,16 @@ def _measure_loaded(cell: CellSpec, device: str, config, counts: dict, meta) -> 
     out["status"] = Status.OK
     out.update(cell_figures.verdict(cell, out))
     return out
+
+
+@contextmanager
+def _phase(phases: dict[str, float], name: str):
+    """Record a phase's wall time (s) under its name: where a cell's time goes besides its timed runs."""
+    start = time.perf_counter()
+    try:
+        yield
+    finally:
+        phases[name] = round(time.perf_counter() - start, 3)
 
 
 # ---------------------------------------------------------------- phase: calibrate
