@@ -77,6 +77,7 @@ def _batch_rows() -> list[dict]:
     moe = [_row("moe", 64, 1, 40.0, experts_touched_per_layer=2.0, experts_touched_uniform_prediction=2.0)]
     moe.append(_row("moe", 64, 4, 120.0, experts_touched_per_layer=5.1, experts_touched_uniform_prediction=5.5))
     dense = [_row("dense", 64, b, tps, j_per_1k_tokens=900.0 / b) for b, tps in ((1, 20.0), (4, 60.0), (8, 118.8))]
+    dense[2] |= {"gpu_busy_fraction": 0.97, "bound_by": "compute"}
     return [*moe, _failed("moe", 64, 8), *dense]
 
 
@@ -122,8 +123,11 @@ def test_batch_table_one_row_per_batch_size_with_failures_and_expert_coverage():
     failed = t.cell("decode_tps", model="moe", batch=8)
     assert failed.kind == "failed" and failed.text == "failed: oom"
     assert t.cell("tpot_ms", model="moe", batch=8).kind == "failed"
+    assert t.cell("gpu_busy_fraction", model="dense", batch=8).value == 97.0
+    assert t.cell("bound_by", model="dense", batch=8).text == "compute"
     keys = [c.key for c in t.columns]
     assert keys[:2] == ["model", "batch"] and "backend" not in keys  # one backend: held, and said in the caption
+    assert keys.index("gpu_busy_fraction") == keys.index("tpot_ms") + 1  # what bounds the step, beside it
     assert "eager" in t.caption and "batch 1" not in t.caption
 
 
