@@ -12,7 +12,7 @@ import itertools
 from deploybench import metrics
 from deploybench.report import captions
 from deploybench.report import quantities as Q
-from deploybench.report.data import AXIS_COLUMN, ReportData, Study, cell_label, is_failed
+from deploybench.report.data import AXIS_COLUMN, NUMERIC, ReportData, Study, cell_label, is_failed
 from deploybench.report.fmt import DASH, fmt_num, fmt_pct, fmt_ratio, num, pct_change, ratio
 from deploybench.report.model import (
     Cell,
@@ -109,7 +109,7 @@ def _columns(spec: TableSpec, lay: _Layout) -> list[Column]:
     for axis in lay.shown:
         if axis == "metric":
             cols.append(text_column("metric", "Metric"))
-        elif axis in ("context", "gen"):
+        elif axis in NUMERIC:
             cols.append(Column(axis, label(axis), metrics.get(AXIS_COLUMN[axis]).unit))
         else:
             cols.append(text_column(axis, label(axis)))
@@ -187,7 +187,7 @@ def _grid(spec: TableSpec, data: ReportData, st: Study, tid: str) -> Table:
             continue
         seen.add(tuple(key.items()))
         r = data.row(cell)
-        cells = {a: number_cell(eff[a]) if a in ("context", "gen") else text_cell(eff.get(a)) for a in lay.shown}
+        cells = {a: number_cell(eff[a]) if a in NUMERIC else text_cell(eff.get(a)) for a in lay.shown}
         if "metric" in lay.shown:
             unit = "" if lay.one_unit or not Q.unit(metric) else f" ({Q.unit(metric)})"
             cells["metric"] = text_cell(metric.header_label + unit)

@@ -1,7 +1,9 @@
 """Data access: the result frame as clean records, the config's studies and the reference cell.
 
-A cell is addressed by its axes {model, backend, dtype, context, gen, decoding}; a study is a
+A cell is addressed by its axes {model, backend, dtype, context, gen, decoding, batch}; a study is a
 grid of them (DESIGN.md, "Cells and studies"), read with the same defaults as deploybench.config.
+Every table, figure and finding reads batch-1 rows, except where it lays out the batch axis itself (the
+batch-scaling study): a cell that names no batch is at BATCH, and so is a row without batch_size (schema 1.x).
 """
 
 from __future__ import annotations
@@ -16,11 +18,13 @@ from deploybench.enums import StudyKind
 from deploybench.report.fmt import short, to_int
 
 OURS = "deploybench"
-AXES = ("model", "backend", "dtype", "context", "gen", "decoding")
+AXES = ("model", "backend", "dtype", "context", "gen", "decoding", "batch")
+NUMERIC = ("context", "gen", "batch")  # the axes whose values are counts
+BATCH = 1  # the batch of every cell that names none, and of every row without batch_size
 # The frame's column for each axis, the config's key for it in a study, its default where a study has none.
-AXIS_COLUMN = {axis: axis for axis in AXES} | {"context": "context_tokens", "gen": "gen_tokens"}
+AXIS_COLUMN = {axis: axis for axis in AXES} | {"context": "context_tokens", "gen": "gen_tokens", "batch": "batch_size"}
 STUDY_KEY = {axis: f"{axis}s" if axis in ("model", "backend", "dtype", "context") else axis for axis in AXES}
-STUDY_DEFAULT = {"backend": "eager", "dtype": "bfloat16", "decoding": "greedy"}
+STUDY_DEFAULT = {"backend": "eager", "dtype": "bfloat16", "decoding": "greedy", "batch": BATCH}
 
 
 def _clean(v):
@@ -72,19 +76,21 @@ def machine(r: dict) -> str:
 
 
 def cell_of(r: dict) -> dict:
-    """A row's axes as a cell."""
+    """A row's axes as a cell (a row without batch_size at BATCH)."""
     cell = {axis: r.get(col) for axis, col in AXIS_COLUMN.items()}
-    return cell | {"context": to_int(cell["context"]), "gen": to_int(cell["gen"])}
+    return cell | {a: to_int(cell[a]) for a in NUMERIC} | {"batch": to_int(cell["batch"]) or BATCH}
 
 
 def _key(cell: dict) -> tuple:
-    return tuple(to_int(cell[a]) if a in ("context", "gen") else cell[a] for a in AXES)
+    """The index key of a cell; one that names no batch is at BATCH."""
+    cell = {**cell, "batch": cell.get("batch") or BATCH}
+    return tuple(to_int(cell[a]) if a in NUMERIC else cell[a] for a in AXES)
 
 
 def cell_label(cell: dict) -> str:
     """'context 2048 tokens, 64 generated tokens, greedy, bfloat16, eager' (the axes given)."""
-    words = {"context": "context {} tokens", "gen": "{} generated tokens"}
-    order = ("context", "gen", "decoding", "dtype", "backend")
+    words = {"context": "context {} tokens", "gen": "{} generated tokens", "batch": "batch {}"}
+    order = ("context", "gen", "decoding", "dtype", "backend", "batch")
     return ", ".join(words.get(a, "{}").format(cell[a]) for a in order if a in cell)
 
 
@@ -92,7 +98,7 @@ def cell_label(cell: dict) -> str:
 class Study:
     name: str
     kind: str
-    axes: dict[str, list]  # axis -> its values, in the config's order (contexts sorted)
+    axes: dict[str, list]  # axis -> its values, in the config's order (contexts and batches sorted)
 
     @property
     def models(self) -> list[str]:
@@ -115,6 +121,7 @@ class ReportData:
         self.ours = [r for r in self.all if is_ours(r)]
         self.imported = [r for r in self.all if not is_ours(r)]
         self.index = {_key(cell_of(r)): r for r in self.ours}
+        self.batch1 = [r for r in self.ours if cell_of(r)["batch"] == BATCH]  # the rows of unbatched figures
         cfg_models = list((self.config.get("models") or {}).keys())
         seen = [r.get("model") for r in self.ours if r.get("model")]
         self.models = [m for m in cfg_models if m in seen] + sorted(set(seen) - set(cfg_models))
@@ -157,8 +164,8 @@ class ReportData:
         axes = {}
         for axis in AXES:
             values = as_list(s.get(STUDY_KEY[axis])) or seen.get(axis) or [STUDY_DEFAULT[axis]]
-            axes[axis] = [int(v) for v in values] if axis in ("context", "gen") else [str(v) for v in values]
-        axes["context"] = sorted(axes["context"])
+            axes[axis] = [int(v) for v in values] if axis in NUMERIC else [str(v) for v in values]
+        axes["context"], axes["batch"] = sorted(axes["context"]), sorted(axes["batch"])
         return Study(name=name, kind=s.get("kind", ""), axes=axes)
 
     # rows -----------------------------------------------------------------------------------

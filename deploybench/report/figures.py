@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from deploybench.enums import StudyKind
 from deploybench.report import captions
 from deploybench.report import quantities as Q
 from deploybench.report.data import ReportData, Study, cell_label, is_failed
@@ -26,9 +27,10 @@ PART_COLORS = ["#0072B2", "#E69F00", "#999999"]
 class FigureSpec:
     id: str
     title: str
-    layout: str  # lines (one per model, against context) | stacked (parts of a bar) | bars | histograms
-    metrics: tuple[str, ...]
+    layout: str  # lines (one per model, against context) | stacked (parts of a bar) | bars | histograms | frontier
+    metrics: tuple[str, ...]  # frontier: (x, y), one line per model and backend along the batch axis
     missing: str = ""  # the figure family that explains an absence: energy | memory
+    kind: StudyKind = StudyKind.MAIN_COMPARISON  # the study it draws (the first of this kind)
 
 
 # fmt: off
@@ -43,6 +45,8 @@ SPECS = (
     FigureSpec("fig-itl", "Inter-token latency distribution at the reference cell", "histograms", ("itl_ms_samples",)),
     FigureSpec("fig-roofline", "Decode speed as a fraction of the memory-bandwidth bound", "lines",
                ("roofline_fraction", "roofline_fraction_gemv")),
+    FigureSpec("fig-batch-frontier", "Throughput against latency as the batch grows", "frontier",
+               ("tpot_ms", "decode_tps"), kind=StudyKind.BATCH_SCALING),
 )
 # fmt: on
 
@@ -53,11 +57,12 @@ class Series:
     x: list[float]  # line: x values; bars: category index; histogram: bin edges (one more than y)
     y: list[float]
     color: str
+    labels: list[str] = field(default_factory=list)  # a text beside each point (frontier: its batch size)
 
 
 @dataclass
 class Panel:
-    kind: str  # line | bar | stacked | hist
+    kind: str  # line | bar | stacked | hist | frontier (a line through points of two figures, labelled)
     title: str
     x_label: str
     y_label: str
@@ -171,13 +176,28 @@ def _histograms(spec: FigureSpec, data: ReportData, st: Study, ref: dict, used: 
     return panels
 
 
-LAYOUTS = {"lines": _lines, "stacked": _stacked, "bars": _bars, "histograms": _histograms}
+def _frontier(spec: FigureSpec, data: ReportData, st: Study, ref: dict, used: list) -> list[Panel]:
+    mx, my = map(Q.get, spec.metrics)
+    p = Panel("frontier", f"{my.header_label} against {mx.header_label}", axis_label(mx), axis_label(my))
+    lines = [(model, backend) for model in st.models for backend in st.axes["backend"]]
+    for (model, backend), color in zip(lines, PALETTE * 8):
+        rows = [data.row({**ref, "model": model, "backend": backend, "batch": n}) for n in st.axes["batch"]]
+        used += rows
+        pts = [(Q.figure(mx, r), Q.figure(my, r), str(n)) for n, r in zip(st.axes["batch"], rows)]
+        pts = [pt for pt in pts if None not in pt]
+        name = model if len(st.axes["backend"]) == 1 else f"{model}, {backend}"
+        p.series.append(Series(name, [x for x, _, _ in pts], [y for _, y, _ in pts], color, [n for *_, n in pts]))
+    return [p]
+
+
+LAYOUTS = {"lines": _lines, "stacked": _stacked, "bars": _bars, "histograms": _histograms, "frontier": _frontier}
+VARIED = {"lines": ("context",), "frontier": ("backend",)}  # the axes a layout draws, not held fixed
 
 
 def build(spec: FigureSpec, data: ReportData) -> Figure:
-    st = data.main_study()
+    st = next(iter(data.studies(spec.kind)), None)
     if st is None:
-        return Figure(spec.id, spec.title, skipped="the config has no main_comparison study")
+        return Figure(spec.id, spec.title, skipped=f"the config has no {spec.kind} study")
     ref = data.study_ref(st)
     used: list = []
     panels = [p for p in LAYOUTS[spec.layout](spec, data, st, ref, used) if any(s.y for s in p.series)]
@@ -185,7 +205,7 @@ def build(spec: FigureSpec, data: ReportData) -> Figure:
         skips = captions.entries("skips")
         why = data.reason_missing(used, spec.missing)
         return Figure(spec.id, spec.title, skipped=skips[spec.id].format(reason=why) if spec.id in skips else why)
-    fixed = {k: v for k, v in ref.items() if spec.layout != "lines" or k != "context"}
+    fixed = {k: v for k, v in ref.items() if k not in VARIED.get(spec.layout, ()) or len(st.axes[k]) == 1}
     reads = {r["model"]: r["experts_read_per_token"] for r in data.study_rows(st) if r.get("experts_read_per_token")}
     experts = ", ".join(f"{m}: {v}" for m, v in reads.items()) or "not recorded"
     caption = captions.text("figures", spec.id, study=st.name, fixed=cell_label(fixed), experts=experts)

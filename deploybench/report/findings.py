@@ -8,6 +8,7 @@ missing is left out rather than printed with a gap. A finding that compares two 
 
 from __future__ import annotations
 
+import itertools
 from collections import Counter
 from dataclasses import dataclass, field
 
@@ -132,8 +133,9 @@ def compare(ra: dict | None, rb: dict | None, names) -> tuple[list[str], list[di
 
 # What each study varies and the figures its finding compares, each value against the anchor: the first value
 # (greedy for decoding); along the context, the longest against the shortest; along the models of the main
-# study, each against the baseline model; along other models, each entry against the first entry with the same
-# architecture card (they differ in one setting: experts or attention implementation).
+# study, each against the baseline model (of the batch study, at each batch size: MoE over dense where the
+# baseline is dense); along other models, each entry against the first entry with the same architecture card
+# (they differ in one setting: experts or attention implementation).
 CROSS_MODEL = ("e2e_tps", "decode_tps", "ttft_ms", "ape_e2e_tps_per_active_b", "j_per_1k_tokens")
 ABLATIONS = (
     (StudyKind.MAIN_COMPARISON, "model", (*CROSS_MODEL, "peak_allocated_bytes")),
@@ -144,7 +146,9 @@ ABLATIONS = (
     (StudyKind.BACKEND_COMPARISON, "backend", ("decode_tps", "ttft_ms")),
     (StudyKind.EXPERTS_COMPARISON, "model", ("decode_tps", "ttft_ms")),
     (StudyKind.ATTENTION_COMPARISON, "model", ("ttft_ms", "decode_tps")),
+    (StudyKind.BATCH_SCALING, "model", ("decode_tps",)),
 )
+AGAINST_BASELINE = (StudyKind.MAIN_COMPARISON, StudyKind.BATCH_SCALING)
 
 
 def _pairs(data: ReportData, st, axis: str):
@@ -154,11 +158,12 @@ def _pairs(data: ReportData, st, axis: str):
         groups: dict = {}
         for m in st.models:
             card = data.model_cfg(m).get("architecture") or data.model_cfg(m).get("id") or m
-            groups.setdefault(card if st.kind != StudyKind.MAIN_COMPARISON else "all", []).append(m)
+            groups.setdefault(card if st.kind not in AGAINST_BASELINE else "all", []).append(m)
         base = baseline_of(data, st)
-        for group in groups.values():
-            first = base if st.kind == StudyKind.MAIN_COMPARISON else group[0]
-            yield from (({**ref, "model": m}, {**ref, "model": first}, m) for m in group if m != first)
+        at = [{"batch": n} for n in st.axes["batch"]] if st.kind == StudyKind.BATCH_SCALING else [{}]
+        for group, b in itertools.product(groups.values(), at):
+            first, said = base if st.kind in AGAINST_BASELINE else group[0], f" at batch {b['batch']}" if b else ""
+            yield from (({**ref, **b, "model": m}, {**ref, **b, "model": first}, m + said) for m in group if m != first)
         return
     values = st.axes[axis]
     anchor = "greedy" if axis == "decoding" and "greedy" in values else values[0]
@@ -209,7 +214,8 @@ def host_bound(data: ReportData) -> list[Finding]:
 
 def eager_bound(data: ReportData) -> str:
     """The latency section's sentence on what bounds eager decode on this host ('' without busy fractions)."""
-    eager = [r for r in data.ours if r.get("backend") == Backend.EAGER and num(r.get("gpu_busy_fraction")) is not None]
+    eager = [r for r in data.batch1 if r.get("backend") == Backend.EAGER]
+    eager = [r for r in eager if num(r.get("gpu_busy_fraction")) is not None]
     host = [r for r in eager if Q.host_bound(r)]
     if not eager:
         return ""

@@ -56,11 +56,16 @@ def _line(ax, p: Panel) -> None:
     for i, s in enumerate(p.series):
         if s.y:
             ax.plot(s.x, s.y, color=s.color, marker=MARKERS[i % len(MARKERS)], lw=2, ms=5, label=s.name)
-    xs = sorted({x for s in p.series for x in s.x})
-    if p.log2_x:
-        ax.set_xscale("log", base=2)
-    ax.set_xticks(xs, [f"{x:.0f}" for x in xs])
-    ax.minorticks_off()
+        for x, y, text in zip(s.x, s.y, s.labels):
+            ax.annotate(text, (x, y), xytext=(4, 4), textcoords="offset points", fontsize=8, color=s.color)
+    if p.kind == "frontier":  # two measured figures: both axes from zero, their ticks matplotlib's
+        ax.set_xlim(left=0)
+    else:  # the axis values themselves as ticks
+        xs = sorted({x for s in p.series for x in s.x})
+        if p.log2_x:
+            ax.set_xscale("log", base=2)
+        ax.set_xticks(xs, [f"{x:.0f}" for x in xs])
+        ax.minorticks_off()
     if all(y >= 0 for s in p.series for y in s.y):
         ax.set_ylim(bottom=0)  # from zero, as the bars: a cut axis would magnify small differences
 
@@ -88,7 +93,7 @@ def _hist(ax, p: Panel) -> None:
     ax.set_ylim(bottom=0)
 
 
-DRAW = {"line": _line, "bar": _bars, "stacked": _stacked, "hist": _hist}
+DRAW = {"line": _line, "frontier": _line, "bar": _bars, "stacked": _stacked, "hist": _hist}
 
 
 def draw(fig: Figure) -> MplFigure:

@@ -49,6 +49,10 @@ COMPARED = (*SPEED, "decode_tps_cv", "itl_ms_p50", *BOUND, *ROOFLINE, "peak_allo
 MEMORY = ("weights_bytes", "kv_cache_bytes", "kv_cache_bytes_analytic", REST.name, "peak_allocated_bytes")
 ENERGY = ("e2e_tps", "tokens_per_j", "j_per_1k_tokens", "j_per_1k_tokens_net", "j_per_prompt_token")
 ENERGY += ("j_per_decode_token", "avg_power_w", "energy_window_s")
+# At each batch size: the aggregate and per-sequence speeds, the step and what bounds it, memory and energy of the
+# whole batch, and for MoE models the experts a step reads beside what uniform routing predicts.
+BATCH = ("decode_tps", "decode_tps_per_seq", "tpot_ms", *BOUND, "peak_allocated_bytes", "kv_cache_bytes")
+BATCH += ("j_per_1k_tokens", "roofline_fraction", "experts_touched_per_layer", "experts_touched_uniform_prediction")
 
 # fmt: off
 SPECS = (
@@ -89,6 +93,8 @@ SPECS = (
     TableSpec("table-attention", "Attention-implementation comparison", StudyKind.ATTENTION_COMPARISON,
               ("ttft_ms", "decode_tps", *BOUND), text=("attn_implementation",), pivot="context",
               change=("ttft_ms", "decode_tps"), anchor="entry", needs=("ttft_ms", "decode_tps")),
+    TableSpec("table-batch", "Batch scaling", StudyKind.BATCH_SCALING, BATCH,
+              rows=("model", "backend?", "context?", "gen?", "batch"), text=("max_batch_fit",), needs=("decode_tps",)),
 )
 # fmt: on
 BY_ID = {spec.id: spec for spec in SPECS}

@@ -18,7 +18,7 @@ def _job_counts(output: str) -> dict[str, int]:
     return {m.group(1): int(m.group(2)) for m in re.finditer(r"^(\w+)\s+(\d+)$", table, re.MULTILINE)}
 
 
-@pytest.mark.parametrize(("configfile", "cells"), [("config.yaml", 21), ("config/full-size.yaml", 34)])
+@pytest.mark.parametrize(("configfile", "cells"), [("config.yaml", 25), ("config/full-size.yaml", 46)])
 def test_dry_run_counts_cells(tmp_path, configfile, cells):
     assert len(all_cells(load_config(REPO / configfile))) == cells
     wf = copy_workflow(tmp_path / "wf")
