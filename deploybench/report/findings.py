@@ -97,15 +97,22 @@ def _runs_apart(a: Estimate, b: Estimate) -> str:
         ratio = f"{_pct(lo * 100 - 100)} to {_pct(hi * 100 - 100)} higher than"
     else:
         ratio = f"{_pct(100 - hi * 100)} to {_pct(100 - lo * 100)} lower than"
-    return captions.text("findings", "runs_apart", ratio=ratio, a=ra[2], b=rb[2])
+    subject = "its 95% interval" if ra[2] else "every run"
+    return captions.text(
+        "findings",
+        "runs_apart",
+        subject=subject,
+        ratio=ratio,
+        object="the other's 95% interval" if rb[2] else "every run of the other",
+    )
 
 
-def _spread(e: Estimate) -> tuple[float, float, str] | None:
-    """(low, high, what they are): the figure's 95% interval where it has one, else its runs' range."""
+def _spread(e: Estimate) -> tuple[float, float, bool] | None:
+    """(low, high, is an interval): the figure's 95% interval where it has one, else its runs' range."""
     if e.low is not None:
-        return e.low, e.high, "its 95% interval"
+        return e.low, e.high, True
     if e.runs is not None:
-        return e.runs[0], e.runs[1], f"its {e.runs[2]} runs"
+        return e.runs[0], e.runs[1], False
     return None
 
 
