@@ -2,16 +2,29 @@
 
 from __future__ import annotations
 
+import argparse
 import time
 from pathlib import Path
 
 import torch
 
 from deploybench import models, prompts
-from deploybench.enums import Backend, Device, DType, WeightsSource
+from deploybench.enums import Backend, Device, DType, ExpertsImplementation, WeightsSource, values
 from deploybench.environment import resolve_device
 from deploybench.spec import STANDARD_DECODING, CellSpec, parse_cell
 from deploybench.timing import synchronize
+
+
+def shape_arguments(parser: argparse.ArgumentParser, experts: str | None = "", dtype: bool = True) -> None:
+    """The arguments every GPU benchmark takes for its cell: the card, context, gen, dtype and (unless
+    experts is None) the experts implementation, with `experts` as its help text."""
+    parser.add_argument("--architecture", required=True, help="an architecture card (workflow/architectures/*.json)")
+    parser.add_argument("--context", type=int, default=2048)
+    parser.add_argument("--gen", type=int, default=64, help="the cell's generation length (sets the cache size)")
+    if dtype:
+        parser.add_argument("--dtype", default=DType.BFLOAT16, choices=values(DType))
+    if experts is not None:
+        parser.add_argument("--experts-implementation", choices=values(ExpertsImplementation), help=experts or None)
 
 
 def benchmark_cell(

@@ -26,11 +26,10 @@ import time
 from pathlib import Path
 
 import torch
-from _cell import benchmark_cell
+from _cell import benchmark_cell, shape_arguments
 
 from deploybench import batch as batching
 from deploybench import calibration, capacity, coverage, failures, kvcache, memory, models, params, roofline
-from deploybench.enums import DType, ExpertsImplementation, values
 from deploybench.environment import capture, resolve_device
 from deploybench.experts import READS_ALL
 from deploybench.spec import standard_decoding
@@ -112,12 +111,8 @@ def figures_at(out: dict, batch: int, config, split, counts, reads_all: bool, ce
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--architecture", required=True)
-    parser.add_argument("--experts-implementation", choices=values(ExpertsImplementation))
-    parser.add_argument("--context", type=int, default=2048)
-    parser.add_argument("--gen", type=int, default=64)
+    shape_arguments(parser)
     parser.add_argument("--batches", default="1,8,32", help="comma-separated batch sizes, run in this order")
-    parser.add_argument("--dtype", default=DType.BFLOAT16, choices=values(DType))
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--headroom", type=float, default=capacity.DEFAULT_HEADROOM)

@@ -28,11 +28,11 @@ import time
 from pathlib import Path
 
 import torch
-from _cell import benchmark_cell, random_model_and_prompt
+from _cell import benchmark_cell, random_model_and_prompt, shape_arguments
 
 from deploybench import calibration, experts, fusion, kvcache, models, params, roofline
 from deploybench.decode_loop import variant_facts
-from deploybench.enums import Backend, Device, DType, ExpertsImplementation, values
+from deploybench.enums import Backend, Device
 from deploybench.environment import capture, resolve_device
 from deploybench.loop_options import DecodeAttentionKernel, DecodeExperts
 from deploybench.measure import backend_runner
@@ -156,11 +156,7 @@ def _release(device: str) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--architecture", required=True)
-    parser.add_argument("--context", type=int, default=2048)
-    parser.add_argument("--gen", type=int, default=64)
-    parser.add_argument("--dtype", default=DType.BFLOAT16, choices=values(DType))
-    parser.add_argument("--experts-implementation", choices=values(ExpertsImplementation), help="the prefill's")
+    shape_arguments(parser, experts="the prefill's")
     parser.add_argument("--grid", choices=("axes", "full"), default="axes")
     parser.add_argument("--only", nargs="*", help="variant names (the baseline always runs)")
     parser.add_argument("--runs", type=int, default=3, help="measured full generates per variant")

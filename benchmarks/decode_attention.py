@@ -17,12 +17,11 @@ import json
 from pathlib import Path
 
 import torch
-from _cell import graphed, timed
+from _cell import graphed, shape_arguments, timed
 from torch.nn import functional
 
 from deploybench import attention, models
-from deploybench.enums import Device, DType
-from deploybench.enums import values as member_values
+from deploybench.enums import Device
 from deploybench.environment import capture, resolve_device
 from deploybench.stats import median
 
@@ -109,10 +108,7 @@ def reference(q, k, v, mask, scale):
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--architecture", required=True)
-    parser.add_argument("--context", type=int, default=2048)
-    parser.add_argument("--gen", type=int, default=64)
-    parser.add_argument("--dtype", default=DType.BFLOAT16, choices=member_values(DType))
+    shape_arguments(parser, experts=None)
     parser.add_argument("--layers", type=int, help="default: the card's num_hidden_layers")
     parser.add_argument("--repeats", type=int, default=20)
     parser.add_argument("--variants", nargs="*", help=f"default: all of {[*EAGER, *COMPILED, 'compiled_flex']}")

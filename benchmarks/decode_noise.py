@@ -23,7 +23,7 @@ import os
 from pathlib import Path
 
 import torch
-from _cell import benchmark_cell, random_model_and_prompt, rotated
+from _cell import benchmark_cell, random_model_and_prompt, rotated, shape_arguments
 
 from deploybench import nvml
 from deploybench.environment import capture
@@ -54,9 +54,7 @@ def run_under(condition: str, all_cpus: set[int], one_cpu: int, run):
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--architecture", required=True)
-    parser.add_argument("--context", type=int, default=2048)
-    parser.add_argument("--gen", type=int, default=64)
+    shape_arguments(parser, experts=None, dtype=False)
     parser.add_argument("--rounds", type=int, default=6)
     parser.add_argument("--out", required=True)
     args = parser.parse_args()

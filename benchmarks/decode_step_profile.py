@@ -26,12 +26,12 @@ import re
 from pathlib import Path
 
 import torch
-from _cell import benchmark_cell, graphed, random_model_and_prompt, timed
+from _cell import benchmark_cell, graphed, random_model_and_prompt, shape_arguments, timed
 
 from deploybench import calibration, models, params
 from deploybench.boundness import device_kernels
 from deploybench.decode_loop import CompiledDecodeLoop, variant_facts
-from deploybench.enums import Backend, DType, values
+from deploybench.enums import Backend, values
 from deploybench.environment import capture
 from deploybench.loop_options import (
     DEFAULT,
@@ -55,11 +55,8 @@ def kind_of(name: str) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--architecture", required=True)
-    parser.add_argument("--context", type=int, default=2048)
-    parser.add_argument("--gen", type=int, default=64, help="the cell's generation length (sets the cache size)")
+    shape_arguments(parser, experts=None)
     parser.add_argument("--profile-tokens", type=int, default=16, help="tokens generated in the profiled run")
-    parser.add_argument("--dtype", default=DType.BFLOAT16, choices=values(DType))
     parser.add_argument("--fusions", nargs="*", default=[], choices=values(Fusion))
     parser.add_argument("--decode-attention", default=DEFAULT.decode_attention, choices=values(DecodeAttentionKernel))
     parser.add_argument("--decode-experts", choices=values(DecodeExperts), help="default: the model's")

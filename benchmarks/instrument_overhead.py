@@ -20,11 +20,11 @@ import contextlib
 import json
 from pathlib import Path
 
-from _cell import benchmark_cell, random_model_and_prompt, rotated
+from _cell import benchmark_cell, random_model_and_prompt, rotated, shape_arguments
 
 from deploybench import nvml
 from deploybench.energy_meter import EnergyMeter
-from deploybench.enums import Backend, DType, ExpertsImplementation, values
+from deploybench.enums import Backend, values
 from deploybench.environment import capture
 from deploybench.measure import backend_runner
 from deploybench.stats import coefficient_of_variation, median
@@ -34,11 +34,7 @@ MODES = ("plain", "steps", "steps+sampler", "steps+sampler10")
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--architecture", required=True)
-    parser.add_argument("--experts-implementation", choices=values(ExpertsImplementation))
-    parser.add_argument("--context", type=int, default=2048)
-    parser.add_argument("--gen", type=int, default=64)
-    parser.add_argument("--dtype", default=DType.BFLOAT16, choices=values(DType))
+    shape_arguments(parser)
     parser.add_argument("--backend", default=Backend.EAGER, choices=values(Backend))
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--out", required=True)
