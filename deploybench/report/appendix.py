@@ -17,11 +17,11 @@ from deploybench.report.fmt import DASH, fmt_int, fmt_num, join, num, short, spa
 from deploybench.report.model import Cell, Row, Table, metric_cell, row_status, skipped_table, text_cell, text_column
 
 # The governance rows (config metadata keys) and environment rows (row columns): captions.yaml's `governance`
-# and `environment`. What else a machine's rows say about it: column -> (label, unit and scale of its range
-# (the catalogue's display unit), or how each value prints).
+# and `environment`. What else a machine's rows say about it: column -> (label, how each value prints, or None:
+# the range of its values in the catalogue's display unit).
 _RANGED = ("mem_bandwidth_bytes_per_s", "python_loop_ns", "power_limit_w")
 HOST_FIELDS = {
-    **{name: (Q.get(name).header_label, (Q.unit(Q.get(name)), Q.display(Q.get(name)).scale)) for name in _RANGED},
+    **{name: (Q.get(name).header_label, None) for name in _RANGED},
     "cpu_model": (Q.get("cpu_model").header_label, str),
     "cpu_count": (Q.get("cpu_count").header_label, fmt_int),
     "code_revision": ("Code revision", lambda rev: rev[:12] + ("+dirty" if rev.endswith("+dirty") else "")),
@@ -84,21 +84,13 @@ def failures(data: ReportData) -> list[Table]:
     t = Table(tid, "Failed and invalid cells", captions.text("tables", tid), cols, long=True)
     ours = sorted(data.ours, key=lambda r: str(r.get("cell_id")))
     t.rows = [_failure_row(r) for r in ours if is_failed(r) or is_invalid(r)]
-    missing = []
-    for st in data.studies():
-        for cell in st.cells():
-            cid = cell_id(**data.effective(cell))
-            if data.row(cell) is None and cid not in missing:
-                missing.append(cid)
-    no_row = "a study asks for this cell but the data has no row for it (not run yet, or its result file is absent)"
-    for cid in missing:
+    absent = [cell for st in data.studies() for cell in st.cells() if data.row(cell) is None]
+    for cid in dict.fromkeys(cell_id(**data.effective(cell)) for cell in absent):
         cells = {"cell_id": text_cell(cid), "status": Cell("missing", kind="missing")}
-        cells |= {"kind": text_cell("no row"), "reason": text_cell(no_row)}
+        cells |= {"kind": text_cell("no row"), "reason": text_cell(captions.text("notes", "no_row"))}
         t.rows.append(Row(cells, key={"cell_id": cid}, status="missing"))
     if not t.rows:
-        t.skipped = (
-            f"none: all {len(data.ours)} cells of ours ran, passed every validity check and every study cell has a row"
-        )
+        t.skipped = captions.text("notes", "no_failures", n=len(data.ours))
     return [t]
 
 
@@ -109,8 +101,7 @@ def machines(data: ReportData) -> list[dict]:
     for r in data.ours + data.imported:
         key = tuple(r.get(k) for k in keys)
         key = ("unknown",) + key[1:] if all(v is None for v in key) else key
-        g = groups.setdefault(key, {"fields": dict(zip(keys, key)), "rows": []})
-        g["rows"].append(r)
+        groups.setdefault(key, {"fields": dict(zip(keys, key)), "rows": []})["rows"].append(r)
     return list(groups.values())
 
 
@@ -126,26 +117,17 @@ def environment(data: ReportData) -> list[Table]:
     ms = machines(data)
     if not ms:
         return [skipped_table(tid, title, "the data has no rows")]
-    cols = {f"m{i}": f"Machine {i + 1}" for i in range(len(ms))}
-
-    def per_machine(fn) -> dict:
-        return {f"m{i}": fn(g) for i, g in enumerate(ms)}
-
-    facts = [
-        (k, label, per_machine(lambda g, k=k: text_cell(g["fields"].get(k))))
-        for k, label in captions.entries("environment").items()
-    ]
-    facts += [
-        (k, label, per_machine(lambda g, k=k, how=how: text_cell(_fact(g["rows"], k, how))))
-        for k, (label, how) in HOST_FIELDS.items()
-    ]
-    extra = {
+    # Each row of the table: key -> (label, the text of a machine's cell from its group).
+    fields = {k: (label, lambda g, k=k: g["fields"].get(k)) for k, label in captions.entries("environment").items()}
+    fields |= {k: (label, lambda g, k=k, how=how: _fact(g["rows"], k, how)) for k, (label, how) in HOST_FIELDS.items()}
+    fields |= {
         "sources": ("Source of the rows", lambda g: ", ".join(sorted({r.get("source") or OURS for r in g["rows"]}))),
         "cells": ("Rows", lambda g: str(len(g["rows"]))),
         "models": ("Models", lambda g: ", ".join(sorted({str(r.get("model")) for r in g["rows"]}))),
         "started": ("Measured (UTC)", lambda g: _date_range([r.get("started_at") for r in g["rows"]])),
     }
-    facts += [(k, label, per_machine(lambda g, fn=fn: text_cell(fn(g)))) for k, (label, fn) in extra.items()]
+    facts = [(k, label, {f"m{i}": text_cell(fn(g)) for i, g in enumerate(ms)}) for k, (label, fn) in fields.items()]
+    cols = {f"m{i}": f"Machine {i + 1}" for i in range(len(ms))}
     t = field_table(tid, title, cols, facts, min(0.5, 0.66 / len(ms)))
     t.notes.append(captions.text("notes", "environment_dash"))
     return [t]
@@ -163,7 +145,7 @@ def _ranged(rows: list[dict], col: str) -> str | None:
 
 
 def _fact(rows: list[dict], col: str, how) -> str | None:
-    return _span(rows, col, *how) if isinstance(how, tuple) else join(_distinct(rows, col), how)
+    return _ranged(rows, col) if how is None else join(_distinct(rows, col), how)
 
 
 def _distinct(rows: list[dict], col: str) -> list:
@@ -222,8 +204,8 @@ def methodology(data: ReportData) -> list[Table]:
 
     counts = Counter(map(row_status, data.ours))
     wins, mem_null = _span(ok, "energy_window_s", "s"), join(_distinct(ok, "memory_null_reason"))
+    memory = f"allocator figures not recorded: {mem_null}" if mem_null else captions.text("methodology", "memory")
     ref = data.reference()
-    text = captions.entries("methodology")
     cells = f"{len(data.ours)} of ours ({len(ok)} ran, {counts['failed']} failed, {counts['invalid']} invalid)"
     # fmt: off
     items = [
@@ -232,8 +214,8 @@ def methodology(data: ReportData) -> list[Table]:
         ("95% interval of each median", join(_distinct(ok, "ci_method")), "no intervals in the rows"),
         ("Warm-up runs (discarded, full shape)", runs("warmup_runs"), None),
         ("Percentile method", join(_distinct(ok, "percentile_method")), None),
-        ("TTFT", " ".join(text["ttft"].split()), None),
-        ("Generated tokens", text["generated"], None),
+        ("TTFT", captions.text("methodology", "ttft"), None),
+        ("Generated tokens", captions.text("methodology", "generated"), None),
         ("Prompt mode", join(_distinct(ok, "prompt_mode")), None),
         ("Weights source", _per_model(data, data.ours, "weights_source"), None),
         ("Model reference", _per_model(data, data.ours, "model_ref"), None),
@@ -245,8 +227,7 @@ def methodology(data: ReportData) -> list[Table]:
          "no energy window: energy not measured"),
         *_how(ok),
         ("Idle power (after cool-down, before the cell)", _span(ok, "idle_power_w", "W"), "not measured"),
-        ("Memory", f"allocator figures not recorded: {mem_null}" if mem_null else " ".join(text["memory"].split()),
-         None),
+        ("Memory", memory, None),
         ("Seed", join(_distinct(ok, "seed"), lambda v: str(to_int(v))), None),
         ("Harness version", join(_distinct(data.ours, "harness_version")), None),
         ("Result schema version", join(_distinct(data.ours, "schema_version")), None),

@@ -22,8 +22,6 @@ from deploybench.report.model import (
     finish,
     metric_cell,
     metric_column,
-    number_cell,
-    pct_cell,
     row_status,
     runs_cell,
     skipped_table,
@@ -39,11 +37,6 @@ def label(field: str) -> str:
     return metrics.get(AXIS_COLUMN.get(field, field)).header_label
 
 
-def table_id(base: str, i: int) -> str:
-    """The first study's table keeps the spec's id; further studies of the kind get -2, -3, ..."""
-    return base if i == 0 else f"{base}-{i + 1}"
-
-
 def baseline_of(data: ReportData, st: Study) -> str | None:
     return data.baseline if data.baseline in st.models else next(iter(st.models), None)
 
@@ -53,7 +46,9 @@ def build(spec: TableSpec, data: ReportData) -> list[Table]:
     if not studies:
         return [skipped_table(spec.id, spec.title, f"the config has no {spec.kind} study")]
     build_one = _gap if spec.layout == "gap" else _grid
-    return [_machines(build_one(spec, data, st, table_id(spec.id, i)), data, st) for i, st in enumerate(studies)]
+    # The first study's table keeps the spec's id; further studies of the kind get -2, -3, ...
+    ids = [spec.id] + [f"{spec.id}-{i}" for i in range(2, len(studies) + 1)]
+    return [_machines(build_one(spec, data, st, tid), data, st) for st, tid in zip(studies, ids)]
 
 
 def _machines(t: Table, data: ReportData, st: Study) -> Table:
@@ -79,8 +74,7 @@ class _Layout:
             self.pivots = [self.pivots[0], self.pivots[-1]]
         self.fixed = {a: v for a, v in self.ref.items() if a not in self.shown and a != spec.pivot}
         anchor_values = {"model": [baseline_of(data, st)], "entry": st.models[:1], "pivot": self.pivots}
-        if "greedy" in st.axes["decoding"]:
-            anchor_values["decoding"] = ["greedy"]
+        anchor_values["decoding"] = ["greedy"] if "greedy" in st.axes["decoding"] else []  # else the first value
         self.anchor = spec.anchor
         self.anchor_axis = {"pivot": spec.pivot, "entry": "model"}.get(spec.anchor, spec.anchor)
         self.anchor_value = next(iter(anchor_values.get(spec.anchor) or values.get(spec.anchor) or []), None)
@@ -158,7 +152,8 @@ def _change(lay: _Layout, data: ReportData, m, cell: dict, r: dict | None) -> Ce
     if lay.anchor != "pivot" and cell[axis] == lay.anchor_value:
         return Cell("baseline" if lay.anchor == "model" else "reference", kind="baseline")
     compared = data.row({**cell, axis: lay.pivots[-1]}) if lay.anchor == "pivot" else r
-    return pct_cell(pct_change(Q.figure(m, compared), Q.figure(m, data.row({**cell, axis: lay.anchor_value}))))
+    p = num(pct_change(Q.figure(m, compared), Q.figure(m, data.row({**cell, axis: lay.anchor_value}))))
+    return Cell(fmt_pct(p), value=p, kind="num" if p is not None else "missing")
 
 
 def _with_ratio(c: Cell, m, r: dict, base_r: dict | None, base: str) -> Cell:
@@ -187,7 +182,8 @@ def _grid(spec: TableSpec, data: ReportData, st: Study, tid: str) -> Table:
             continue
         seen.add(tuple(key.items()))
         r = data.row(cell)
-        cells = {a: number_cell(eff[a]) if a in NUMERIC else text_cell(eff.get(a)) for a in lay.shown}
+        cells = {a: text_cell(eff.get(a)) for a in lay.shown}
+        cells |= {a: Cell(str(eff[a]), value=eff[a], raw=eff[a]) for a in lay.shown if a in NUMERIC}  # the counts
         if "metric" in lay.shown:
             unit = "" if lay.one_unit or not Q.unit(metric) else f" ({Q.unit(metric)})"
             cells["metric"] = text_cell(metric.header_label + unit)
@@ -227,12 +223,10 @@ def _gap(spec: TableSpec, data: ReportData, st: Study, tid: str) -> Table:
     rows = [data.row({**lay.ref, "model": model}) for model in st.models]
     values = {model: Q.figure(m, r) for model, r in zip(st.models, rows)}
     have = [model for model in st.models if values[model] is not None]
-    if not have:
-        reason = f"needs {m.header_label}: {data.reason_missing(rows, spec.missing)}"
-        return skipped_table(tid, spec.title, reason, st.name)
     if len(have) < 2:
-        reason = f"fewer than two models have a {m.header_label} figure: no gap to compute"
-        return skipped_table(tid, spec.title, reason, st.name)
+        no_model = f"needs {m.header_label}: {data.reason_missing(rows, spec.missing)}"
+        one_model = f"fewer than two models have a {m.header_label} figure: no gap to compute"
+        return skipped_table(tid, spec.title, one_model if have else no_model, st.name)
     unit = Q.unit(m)
     cols = [text_column("model", label("model"))] + [Column(f"vs_{b}", f"vs {b}", f"{unit}; % of B") for b in have]
     t = Table(tid, spec.title, _caption(spec, lay, st, None), cols, study=st.name)

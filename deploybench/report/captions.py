@@ -27,8 +27,7 @@ def _load(path: Path) -> dict:
 
 def text(section: str, key: str, **fields) -> str:
     """One entry of captions.yaml, its placeholders filled; folded YAML lines are joined."""
-    entry = _load(_active[0] / "captions.yaml")[section][key]
-    return " ".join(str(entry).split()).format(**fields)
+    return " ".join(str(entries(section)[key]).split()).format(**fields)
 
 
 def entries(section: str) -> dict:

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import pandas as pd
 
 from deploybench.enums import StudyKind
+from deploybench.report import captions
 from deploybench.report.fmt import short, to_int
 
 OURS = "deploybench"
@@ -35,15 +36,11 @@ def _clean(v):
         v = v.tolist()
     if isinstance(v, float) and not math.isfinite(v):
         return None
-    if isinstance(v, (list, tuple)):
-        return [_clean(x) for x in v]
-    return v
+    return [_clean(x) for x in v] if isinstance(v, (list, tuple)) else v
 
 
 def records(df: pd.DataFrame | None) -> list[dict]:
-    if df is None or len(df) == 0:
-        return []
-    return [{k: _clean(v) for k, v in r.items()} for r in df.to_dict("records")]
+    return [] if df is None else [{k: _clean(v) for k, v in r.items()} for r in df.to_dict("records")]
 
 
 def as_list(v) -> list:
@@ -131,11 +128,8 @@ class ReportData:
         self.baseline = configured if configured in self.models else next(iter(self.models), None)
         self.baseline_note = None
         if self.baseline is not None and self.baseline != configured:
-            why = f"analysis.baseline_model {configured!r} has no rows in the data" if configured else None
-            instead = " as the baseline instead" if configured else ""
-            self.baseline_note = (
-                f"{why or 'no analysis.baseline_model in the config'}; {self.baseline!r} is used{instead}"
-            )
+            why = "baseline_absent" if configured else "baseline_unset"
+            self.baseline_note = captions.text("notes", why, configured=configured, baseline=self.baseline)
 
     # config ---------------------------------------------------------------------------------
     def model_cfg(self, model: str) -> dict:
@@ -144,23 +138,14 @@ class ReportData:
     def metadata(self, model: str) -> dict:
         return self.model_cfg(model).get("metadata") or {}
 
-    def dtype_for(self, model: str, dtype: str) -> str:
-        return self.model_cfg(model).get("dtype") or dtype
-
     def studies(self, kind: StudyKind | None = None) -> list[Study]:
-        return [
-            self._study(name, s)
-            for name, s in (self.config.get("studies") or {}).items()
-            if isinstance(s, dict) and (kind is None or s.get("kind") == kind)
-        ]
+        studies = (self.config.get("studies") or {}).items()
+        return [self._study(name, s) for name, s in studies if isinstance(s, dict) and kind in (None, s.get("kind"))]
 
     def _study(self, name: str, s: dict) -> Study:
         # An absent models / contexts / gen axis falls back to what the rows hold.
-        seen = {
-            "model": self.models,
-            "context": sorted({to_int(r.get("context_tokens")) for r in self.ours} - {None}),
-            "gen": sorted({to_int(r.get("gen_tokens")) for r in self.ours} - {None}),
-        }
+        seen = {a: sorted({to_int(r.get(AXIS_COLUMN[a])) for r in self.ours} - {None}) for a in ("context", "gen")}
+        seen["model"] = self.models
         axes = {}
         for axis in AXES:
             values = as_list(s.get(STUDY_KEY[axis])) or seen.get(axis) or [STUDY_DEFAULT[axis]]
@@ -171,18 +156,14 @@ class ReportData:
     # rows -----------------------------------------------------------------------------------
     def effective(self, cell: dict) -> dict:
         """The cell as measured: a model's own dtype overrides the study's."""
-        return {**cell, "dtype": self.dtype_for(cell["model"], cell["dtype"])}
+        return {**cell, "dtype": self.model_cfg(cell["model"]).get("dtype") or cell["dtype"]}
 
     def row(self, cell: dict) -> dict | None:
         return self.index.get(_key(self.effective(cell)))
 
     def study_rows(self, st: Study) -> list[dict]:
-        out = []
-        for cell in st.cells():
-            r = self.row(cell)
-            if r is not None and r not in out:
-                out.append(r)
-        return out
+        """The rows of a study's cells, each once (two cells share a row where a model's own dtype overrides)."""
+        return list({id(r): r for r in map(self.row, st.cells()) if r is not None}.values())
 
     def machines(self, st: Study) -> list[str]:
         """The machines a study's cells were measured on."""
@@ -200,12 +181,9 @@ class ReportData:
             ref[axis] = want if want in values else fallback.get(axis, values[0] if values else None)
         return ref
 
-    def main_study(self) -> Study | None:
-        return next(iter(self.studies(StudyKind.MAIN_COMPARISON)), None)
-
     def reference(self) -> dict | None:
         """The report's reference cell: from the main study (or any study) with the config's values."""
-        st = self.main_study() or next(iter(self.studies()), None)
+        st = next(iter(self.studies(StudyKind.MAIN_COMPARISON) + self.studies()), None)
         return self.study_ref(st) if st else None
 
     def reason_missing(self, rows, what: str = "") -> str:

@@ -81,7 +81,6 @@ class Figure:
     skipped: str | None = None
     notes: list[str] = field(default_factory=list)
     columns: int = 2
-    kind: str = "figure"
 
 
 def axis_label(m) -> str:

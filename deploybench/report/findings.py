@@ -98,22 +98,15 @@ def _runs_apart(a: Estimate, b: Estimate) -> str:
     else:
         ratio = f"{_pct(100 - hi * 100)} to {_pct(100 - lo * 100)} lower than"
     subject = "its 95% interval" if ra[2] else "every run"
-    return captions.text(
-        "findings",
-        "runs_apart",
-        subject=subject,
-        ratio=ratio,
-        object="the other's 95% interval" if rb[2] else "every run of the other",
-    )
+    other = "the other's 95% interval" if rb[2] else "every run of the other"
+    return captions.text("findings", "runs_apart", subject=subject, ratio=ratio, object=other)
 
 
 def _spread(e: Estimate) -> tuple[float, float, bool] | None:
     """(low, high, is an interval): the figure's 95% interval where it has one, else its runs' range."""
     if e.low is not None:
         return e.low, e.high, True
-    if e.runs is not None:
-        return e.runs[0], e.runs[1], False
-    return None
+    return None if e.runs is None else (e.runs[0], e.runs[1], False)
 
 
 # How a finding names a figure (default: its catalogue label).
@@ -206,11 +199,8 @@ def host_bound(data: ReportData) -> list[Finding]:
     for st in data.studies():
         rows = [r for r in data.study_rows(st) if not is_failed(r)]
         if host := [r for r in rows if Q.host_bound(r)]:
-            nums[st.name] = {
-                "host_bound": len(host),
-                "cells": len(rows),
-                "busy": [Q.value(Q.get("gpu_busy_fraction"), r) for r in host],
-            }
+            busy = [Q.value(Q.get("gpu_busy_fraction"), r) for r in host]
+            nums[st.name] = {"host_bound": len(host), "cells": len(rows), "busy": busy}
             seen += [r for r in host if r not in seen]
     if not nums:
         return []
@@ -221,8 +211,9 @@ def host_bound(data: ReportData) -> list[Finding]:
 
 def eager_bound(data: ReportData) -> str:
     """The latency section's sentence on what bounds eager decode on this host ('' without busy fractions)."""
-    eager = [r for r in data.batch1 if r.get("backend") == Backend.EAGER]
-    eager = [r for r in eager if num(r.get("gpu_busy_fraction")) is not None]
+    eager = [
+        r for r in data.batch1 if r.get("backend") == Backend.EAGER and num(r.get("gpu_busy_fraction")) is not None
+    ]
     host = [r for r in eager if Q.host_bound(r)]
     if not eager:
         return ""
@@ -262,8 +253,7 @@ def study(data: ReportData) -> list[Finding]:
 
 def findings(data: ReportData) -> list[Finding]:
     out = []
-    makers = (ablations, host_bound, study, quality, devices)
-    for fn in makers:
+    for fn in (ablations, host_bound, study, quality, devices):
         try:
             out += fn(data)
         except Exception as exc:  # one broken finding must not take the report down
@@ -280,8 +270,7 @@ def _model_facts(data: ReportData, m: str) -> dict:
     sources = sorted({str(r.get("weights_source")) for r in rows if r.get("weights_source")})
     refs = sorted({str(r.get("model_ref")) for r in rows if r.get("model_ref")})
     act, tot = (
-        next((num(r.get(c)) for r in rows if num(r.get(c)) is not None), None)
-        for c in ("active_params", "total_params")
+        next((v for r in rows if (v := num(r.get(c))) is not None), None) for c in ("active_params", "total_params")
     )
     return {
         "name": m,
@@ -292,11 +281,9 @@ def _model_facts(data: ReportData, m: str) -> dict:
     }
 
 
-NOT_MEASURED = {  # a figure family no row of ours may have -> the column that says why (captions: missing.<family>)
-    "j_per_1k_tokens": "energy_source",
-    "peak_allocated_bytes": "memory_null_reason",
-    "gpu_busy_fraction": "boundness_null_reason",
-}
+# A figure family no row of ours may have -> the column that says why (captions: missing.<family>).
+NOT_MEASURED = {"j_per_1k_tokens": "energy_source", "peak_allocated_bytes": "memory_null_reason"}
+NOT_MEASURED |= {"gpu_busy_fraction": "boundness_null_reason"}
 
 
 def _not_measured(ok: list[dict], column: str, reason: str) -> list[str]:

@@ -35,9 +35,8 @@ def fmt_num(x, sig: int = 4) -> str:
     if v == 0:
         return "0"
     decimals = max(0, sig - 1 - math.floor(math.log10(abs(v))))
-    if decimals > 8:
-        return f"{v:.{sig - 1}e}".replace("-", MINUS)
-    return f"{v:,.{decimals}f}".replace("-", MINUS)
+    text = f"{v:.{sig - 1}e}" if decimals > 8 else f"{v:,.{decimals}f}"
+    return text.replace("-", MINUS)
 
 
 def fmt_int(x) -> str:
@@ -78,9 +77,7 @@ def pct_change(new, old) -> float | None:
 
 def ratio(a, b) -> float | None:
     x, y = num(a), num(b)
-    if x is None or y is None or y == 0:
-        return None
-    return x / y
+    return None if x is None or not y else x / y  # not y: None or zero
 
 
 def short(text, limit: int = 90) -> str:

@@ -195,9 +195,8 @@ def tpot_check(data: ReportData) -> list[Table]:
     t = Table(tid, title, captions.text("tables", tid, tolerance=f"{tpot.TOLERANCE:.0%}"), cols, long=True)
     for r in sorted(rows, key=lambda r: (str(r.get("model")), cell_of(r)["context"] or 0, str(r.get("decoding")))):
         cell = cell_of(r)
-        cells = {k: text_cell(r.get(k)) for k in ("model", "decoding", "dtype")} | {
-            "kept": metric_cell(r, e2e, failed_text=True)
-        }
+        cells = {k: text_cell(r.get(k)) for k in ("model", "decoding", "dtype")}
+        cells["kept"] = metric_cell(r, e2e, failed_text=True)
         cells["cell"] = text_cell(f"{cell['context'] if cell['context'] is not None else 'unknown'}/{cell['gen']}")
         cells["flag"] = Cell("yes" if r.get("tpot_artifact") is True else "no", kind="text", raw=r.get("tpot_artifact"))
         cells["check"] = text_cell(short(r.get("tpot_check"), 200) if r.get("tpot_check") else None)

@@ -49,9 +49,8 @@ def _lines(text: str, width: int) -> list[str]:
 
 
 def tex_header(col: Column) -> str:
-    parts = _lines(col.label, 14)
     second = " ".join(x for x in ((f"({col.unit})" if col.unit else ""), col.arrow) if x)
-    parts = [tex_escape(p) for p in parts + (_lines(second, 16) if second else [])]
+    parts = [tex_escape(p) for p in _lines(col.label, 14) + (_lines(second, 16) if second else [])]
     if len(parts) == 1:
         return parts[0]
     align = "r" if col.align == "r" and not col.wrap else "l"
@@ -73,21 +72,12 @@ def tex_url(url: str) -> str:
 
 def environment(templates_dir: Path) -> jinja2.Environment:
     """Jinja delimiters that do not clash with TeX: \\VAR{...}, \\BLOCK{...}, %# comments."""
-    env = jinja2.Environment(
-        loader=jinja2.FileSystemLoader(str(templates_dir)),
-        block_start_string=r"\BLOCK{",
-        block_end_string="}",
-        variable_start_string=r"\VAR{",
-        variable_end_string="}",
-        comment_start_string=r"\#{",
-        comment_end_string="}",
-        line_comment_prefix="%#",
-        trim_blocks=True,
-        lstrip_blocks=True,
-        autoescape=False,
-        undefined=jinja2.StrictUndefined,
-        keep_trailing_newline=True,
-    )
+    starts = {"block": r"\BLOCK{", "variable": r"\VAR{", "comment": r"\#{"}
+    delimiters = {f"{what}_start_string": start for what, start in starts.items()}
+    delimiters |= {f"{what}_end_string": "}" for what in starts}
+    options = {"trim_blocks": True, "lstrip_blocks": True, "undefined": jinja2.StrictUndefined}
+    options |= {"line_comment_prefix": "%#", "autoescape": False, "keep_trailing_newline": True}
+    env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(templates_dir)), **delimiters, **options)
     env.filters["tex"] = tex_escape
     env.filters["tex_url"] = tex_url
     env.globals.update(tex_colspec=tex_colspec, tex_header=tex_header, tex_cell=tex_cell)
@@ -108,18 +98,11 @@ def compile_pdf(tex_path: Path, timeout_s: int = 240) -> tuple[Path | None, str]
     log_copy = tex_path.with_suffix(".latex.log")
     with tempfile.TemporaryDirectory(prefix="report-latex-") as build:
         cmd = [exe, "-interaction=nonstopmode", "-halt-on-error", "-file-line-error", f"-output-directory={build}"]
-        env = {**os.environ, "max_print_line": "1000"}
+        run = {"cwd": tex_path.parent, "capture_output": True, "text": True, "errors": "replace", "timeout": timeout_s}
+        run["env"] = {**os.environ, "max_print_line": "1000"}
         for _ in range(2):
             try:
-                proc = subprocess.run(
-                    [*cmd, tex_path.name],
-                    cwd=tex_path.parent,
-                    capture_output=True,
-                    text=True,
-                    timeout=timeout_s,
-                    env=env,
-                    errors="replace",
-                )
+                proc = subprocess.run([*cmd, tex_path.name], **run)
             except subprocess.TimeoutExpired:
                 return None, f"not built: pdflatex ran over {timeout_s} s"
             log = Path(build, tex_path.with_suffix(".log").name)

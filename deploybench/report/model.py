@@ -14,7 +14,7 @@ from deploybench.metrics import Metric, ValueType
 from deploybench.report import captions
 from deploybench.report import quantities as Q
 from deploybench.report.data import is_failed, is_invalid, reasons
-from deploybench.report.fmt import DASH, fmt_int, fmt_pct, num, short
+from deploybench.report.fmt import DASH, fmt_int, num, short
 
 
 @dataclass
@@ -122,19 +122,10 @@ def metric_cell(r: dict | None, m: Metric, failed_text: bool = False) -> Cell:
     return c
 
 
-def pct_cell(p, note: str | None = None) -> Cell:
-    v = num(p)
-    return Cell(fmt_pct(v), value=v, kind="num" if v is not None else "missing", note=note)
-
-
 def text_cell(text, note: str | None = None, href: str | None = None) -> Cell:
     if text is None or (isinstance(text, str) and not text.strip()):
         return Cell(DASH, kind="missing", note=note or "not given")
     return Cell(str(text), raw=text, kind="text", note=note, href=href)
-
-
-def number_cell(v) -> Cell:
-    return Cell(str(v), value=v, raw=v)
 
 
 def runs_cell(r: dict | None) -> Cell:

@@ -22,23 +22,11 @@ except ImportError:  # a GPU node without it still renders the report, figures s
     matplotlib = None
 
 MISSING = "matplotlib is not installed (pip install -r requirements.txt)"
-RC = {
-    "svg.hashsalt": "deploybench-report",
-    "svg.fonttype": "none",
-    "pdf.fonttype": 42,
-    "font.family": "DejaVu Sans",
-    "font.size": 9.5,
-    "axes.titlesize": 10,
-    "axes.titleweight": "bold",
-    "axes.spines.top": False,
-    "axes.spines.right": False,
-    "axes.grid": True,
-    "axes.axisbelow": True,
-    "grid.color": "#e3e3e3",
-    "axes.formatter.useoffset": False,
-    "axes.formatter.limits": (-5, 6),
-    "legend.frameon": False,
-}
+RC = {"svg.hashsalt": "deploybench-report", "svg.fonttype": "none", "pdf.fonttype": 42}  # deterministic, text as text
+RC |= {"font.family": "DejaVu Sans", "font.size": 9.5, "axes.titlesize": 10, "axes.titleweight": "bold"}
+RC |= {"axes.spines.top": False, "axes.spines.right": False, "legend.frameon": False}
+RC |= {"axes.grid": True, "axes.axisbelow": True, "grid.color": "#e3e3e3"}
+RC |= {"axes.formatter.useoffset": False, "axes.formatter.limits": (-5, 6)}
 SVG_METADATA = {"Creator": None, "Date": None, "Format": None, "Type": None}
 PDF_METADATA = {"Creator": None, "Producer": None, "CreationDate": None, "ModDate": None}
 MARKERS = ["o", "s", "^", "D"]
@@ -121,9 +109,7 @@ def draw(fig: Figure) -> MplFigure:
     if any(p.kind != "hist" for p in fig.panels):  # one legend above the panels
         handles, labels = axes[0].get_legend_handles_labels()
         if any(p.kind == "bar" for p in fig.panels):  # bars: each model's colour, from every panel
-            seen = {}
-            for ax in axes[:n]:
-                seen |= dict(zip(*reversed(ax.get_legend_handles_labels())))
+            seen = {label: h for ax in axes[:n] for h, label in zip(*ax.get_legend_handles_labels())}
             labels, handles = list(seen), list(seen.values())
         out.legend(handles, labels, loc="outside upper center", ncols=min(len(labels), 6))
     return out
@@ -140,9 +126,8 @@ def _inline(svg: str, fig: Figure) -> str:
     svg = svg.replace(' xmlns:xlink="http://www.w3.org/1999/xlink"', "").replace("xlink:href=", "href=")
     svg = re.sub(r'\bid="([^"]+)"', lambda m: f'id="{fig.id}-{m.group(1)}"', svg)
     svg = re.sub(r'(href="#|url\(#)([^")]+)', lambda m: f"{m.group(1)}{fig.id}-{m.group(2)}", svg)
-    svg = svg.replace(
-        "<svg ", f'<svg class="chart" role="img" aria-label="{escape(fig.title, {chr(34): "&quot;"})}" ', 1
-    )
+    label = escape(fig.title, {'"': "&quot;"})
+    svg = svg.replace("<svg ", f'<svg class="chart" role="img" aria-label="{label}" ', 1)
     head = svg.index(">") + 1  # the accessible name, inside the element (metadata would add RDF namespaces)
     return f"{svg[:head]}<title>{escape(fig.title)}</title>{svg[head:]}"
 

@@ -111,15 +111,12 @@ def no_interval(m: Metric, r: dict) -> str:
 
 
 def text(m: Metric, v) -> str:
-    if m.type is ValueType.INT and display(m).scale == 1.0:
-        return fmt_int(v)
-    return fmt_num(v, display(m).sig)
+    return fmt_int(v) if m.type is ValueType.INT and display(m).scale == 1.0 else fmt_num(v, display(m).sig)
 
 
 def directions(names) -> str:
     """'TTFT: lower is better. ...' for the metrics that have a direction."""
-    ms = [get(n) for n in names]
-    return " ".join(f"{m.header_label}: {m.better} is better." for m in ms if m.better)
+    return " ".join(f"{m.header_label}: {m.better} is better." for m in map(get, names) if m.better)
 
 
 def host_bound(r: dict | None) -> bool:

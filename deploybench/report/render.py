@@ -29,15 +29,11 @@ HTML_JINJA = {"autoescape": True, "undefined": jinja2.StrictUndefined, "trim_blo
 FIGURE_FILES = ("svg", "pdf", "tex")  # .tex: the pgfplots figures of earlier versions, removed on sight
 
 # Every table, by id: the study tables from their specs, then the others.
-TABLES = {spec.id: partial(builder.build, spec) for spec in specs.SPECS} | {
-    "table-governance": appendix.governance,
-    "table-study-figures": imported.figures,
-    "table-tpot-check": imported.tpot_check,
-    "table-methodology": appendix.methodology,
-    "table-definitions": appendix.definitions,
-    "table-environment": appendix.environment,
-    "table-failures": appendix.failures,
-}
+TABLES = {spec.id: partial(builder.build, spec) for spec in specs.SPECS}
+TABLES |= {"table-study-figures": imported.figures, "table-tpot-check": imported.tpot_check}
+TABLES |= {"table-governance": appendix.governance, "table-methodology": appendix.methodology}
+TABLES |= {"table-definitions": appendix.definitions, "table-environment": appendix.environment}
+TABLES |= {"table-failures": appendix.failures}
 # Sections in reading order, each with its tables and figures: captions.yaml's `sections` (with titles, intros).
 
 
@@ -45,9 +41,8 @@ def _tables(tid: str, data: ReportData) -> list:
     try:
         return TABLES[tid](data)
     except Exception as exc:  # one broken table must not take the report down
-        return [
-            skipped_table(tid, tid.removeprefix("table-").capitalize(), f"could not be built: {short(repr(exc), 200)}")
-        ]
+        title = tid.removeprefix("table-").capitalize()
+        return [skipped_table(tid, title, f"could not be built: {short(repr(exc), 200)}")]
 
 
 def _figure_item(fig) -> dict:
