@@ -26,6 +26,8 @@ class Finding:
     id: str
     text: str
     numbers: dict = field(default_factory=dict)  # the raw figures the sentence quotes
+    head: str = ""  # where a finding lists comparisons: what they share, and the comparisons one by one
+    items: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -188,8 +190,9 @@ def ablations(data: ReportData) -> list[Finding]:
                     nums += [{"cell": what, "anchor": against, **n} for n in parts[1]]
             if clauses:
                 fixed = {a: v for a, v in data.study_ref(st).items() if a != axis}
-                text = f"Study {st.name}, by {axis} ({cell_label(fixed)}): " + "; ".join(clauses) + "."
-                out.append(Finding(f"{axis}-{st.name}", text, {"pairs": nums}))
+                head = f"Study {st.name}, by {axis} ({cell_label(fixed)}):"
+                text = f"{head} " + "; ".join(clauses) + "."
+                out.append(Finding(f"{axis}-{st.name}", text, {"pairs": nums}, head, [f"{c}." for c in clauses]))
     return out
 
 

@@ -9,6 +9,7 @@ demo of tests/fixtures/report_demo.py; the study's figures section is checked on
 from __future__ import annotations
 
 import random
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -18,7 +19,7 @@ from deploybench.report import builder, imported
 from deploybench.report import findings as FN
 from deploybench.report import quantities as Q
 from deploybench.report.data import ReportData
-from deploybench.report.render import build_report
+from deploybench.report.render import build_report, render_report
 from deploybench.report.specs import BY_ID
 from deploybench.schema import to_table
 from tests.fixtures.report_demo import demo_config, demo_frame, on_second_machine
@@ -303,3 +304,18 @@ def test_run_range_reads_the_samples_in_the_unit_printed():
     low, high, n = Q.run_range(Q.get("e2e_tps"), row)  # tok/s is the inverse of the wall time
     assert (round(low, 3), round(high, 3), n) == (25.6, 40.0, 3)
     assert Q.run_range(Q.get("decode_tps"), row | {"decode_tps_samples": [24.0]}) is None
+
+
+def test_a_study_finding_lists_its_comparisons_one_by_one_in_html_and_tex(tmp_path):
+    ctx = build_report(demo_frame("gpu"), demo_config("gpu"))
+    (main,) = [f for f in ctx["findings"] if f.id == "model-main"]
+    assert main.head.startswith("Study main, by model") and len(main.items) >= 2
+    assert main.text == main.head + " " + "; ".join(i.removesuffix(".") for i in main.items) + "."
+    templates = Path(__file__).resolve().parents[2] / "workflow" / "templates"
+    paths = render_report(demo_frame("gpu"), demo_config("gpu"), tmp_path, templates, pdf=False)
+    html = paths["html"].read_text()
+    start = html.index('<li id="finding-model-main">')
+    block = html[start : html.index("</ul>", start)]
+    assert block.count("<li>") == len(main.items) and main.head in block
+    tex = paths["tex"].read_text()
+    assert tex.count("\\begin{itemize}") >= 1
