@@ -63,7 +63,8 @@ def test_meter_with_fake_device_real_time():
             time.sleep(0.05)
     r = m.reading
     assert r.source == "nvml_total_energy_counter"
-    assert 1.0 <= r.window_s < 1.3
+    # The window closes at the first poll after 1 s; a loaded CI host may oversleep, not by a second.
+    assert 1.0 <= r.window_s < 2.0
     # The counter moves in 100 ms steps: within one tick (25 J) of 250 W * window.
     assert abs(r.energy_j - 250.0 * r.window_s) <= 25.0 + 1e-9
     assert r.sampler_energy_j == pytest.approx(250.0 * r.sampler_window_s)
