@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
-from deploybench import metrics
+from deploybench import energy, metrics
 
 # What can explain a machine-to-machine spread, in the order a reader checks it.
 EXPLAINING = (
@@ -26,12 +26,7 @@ EXPLAINING = (
     "launch_us",
     "python_loop_ns",
     "power_limit_w",
-    "sm_clock_mhz_mean",
-    "sm_clock_mhz_min",
-    "mem_clock_mhz_mean",
-    "power_violation_s",
-    "thermal_violation_s",
-    "throttle_reasons",
+    *energy.WINDOW_STATE_FIELDS,
     "mem_bandwidth_bytes_per_s",
     "gemv_bandwidth_bytes_per_s",
     "gpu_busy_fraction",

@@ -12,6 +12,16 @@ from dataclasses import dataclass
 
 SOURCE_COUNTER = "nvml_total_energy_counter"
 
+# What the device did through the window: the figures a machine-to-machine difference is checked against.
+WINDOW_STATE_FIELDS = (
+    "sm_clock_mhz_mean",
+    "sm_clock_mhz_min",
+    "mem_clock_mhz_mean",
+    "power_violation_s",
+    "thermal_violation_s",
+    "throttle_reasons",
+)
+
 ENERGY_FIELDS = (
     "energy_source",
     "energy_window_s",
@@ -31,12 +41,7 @@ ENERGY_FIELDS = (
     "gpu_temp_c_end",
     "sm_clock_mhz_start",
     "sm_clock_mhz_end",
-    "sm_clock_mhz_mean",
-    "sm_clock_mhz_min",
-    "mem_clock_mhz_mean",
-    "power_violation_s",
-    "thermal_violation_s",
-    "throttle_reasons",
+    *WINDOW_STATE_FIELDS,
     "other_gpu_processes",
 )
 

@@ -15,35 +15,28 @@ from deploybench.report.figures import SPECS as FIGURES
 from deploybench.report.figures import build as build_figure
 from deploybench.report.specs import BY_ID
 from deploybench.schema import to_table
+from tests.unit.test_report_tables import _row as hand_row
 
 
 def _row(model, ctx, batch, decode, **kw):
     """A row of ours; decode tok/s (aggregate) with a 95% interval of ±1%; TPOT the step time it implies."""
-    return {
-        "cell_id": f"{model}/eager-bfloat16/c{ctx}-g8-b{batch or 1}-greedy",
-        "model": model,
-        "backend": "eager",
-        "dtype": "bfloat16",
-        "context_tokens": ctx,
-        "gen_tokens": 8,
-        "decoding": "greedy",
-        "batch_size": batch,
-        "source": "deploybench",
-        "status": "ok",
-        "valid": True,
-        "weights_source": "random",
-        "ttft_ms": 10.0 * ctx / 64,
-        "e2e_ms_p50": 100.0,
-        "e2e_tps": 80.0 * (batch or 1),
-        "decode_tps": decode,
-        "decode_tps_ci95_low": decode * 0.99,
-        "decode_tps_ci95_high": decode * 1.01,
-        "decode_tps_per_seq": decode / (batch or 1),
-        "tpot_ms": 1000 * (batch or 1) / decode,
-        "peak_allocated_bytes": 2_000_000_000 + 100_000_000 * (batch or 1),
-        "weights_bytes": 2_000_000_000,
-        "kv_cache_bytes": 10_000_000 * (batch or 1),
-    } | kw
+    b = batch or 1
+    figures = dict(
+        cell_id=f"{model}/eager-bfloat16/c{ctx}-g8-b{b}-greedy",
+        batch_size=batch,
+        ttft_ms=10.0 * ctx / 64,
+        e2e_ms_p50=100.0,
+        e2e_tps=80.0 * b,
+        decode_tps=decode,
+        decode_tps_ci95_low=decode * 0.99,
+        decode_tps_ci95_high=decode * 1.01,
+        decode_tps_per_seq=decode / b,
+        tpot_ms=1000 * b / decode,
+        peak_allocated_bytes=2_000_000_000 + 100_000_000 * b,
+        weights_bytes=2_000_000_000,
+        kv_cache_bytes=10_000_000 * b,
+    )
+    return hand_row(model, ctx, **(figures | kw))
 
 
 def _failed(model, ctx, batch):
