@@ -224,7 +224,7 @@ def _header(args, config, meta) -> dict:
         "ttft_runs": args.ttft_runs,
         "params_read_per_token": params_read,
         "kv_bytes_read_per_token": kv_read,
-        "decode_bytes_per_token": roofline.decode_bytes_per_token(params_read, dtype, kv_read),
+        "decode_bytes_per_token": roofline.decode_bytes_per_step(params_read, dtype, kv_read),
         "ceilings": {"copy_bandwidth_bytes_per_s": copy_bw, "gemv_bandwidth_bytes_per_s": gemv_bw},
         "environment": {"device": device, **capture(device)},
         "variants": {},

@@ -50,11 +50,18 @@ def new_tokens_per_row(sequences: torch.Tensor, context: int, eos_ids: list[int]
     return first.tolist()
 
 
-def timed_generate_batch(model, input_ids, attention_mask, gen_config, device: str, seed: int, clock: bool):
+def timed_generate_batch(
+    model, input_ids, attention_mask, gen_config, device: str, seed: int, clock: bool, eos_ids: list[int] | None = None
+):
     """timing.timed_generate on a (B, context) batch, then checks that EVERY row got exactly
-    max_new_tokens new tokens (GenerationCountError naming the rows otherwise). Returns (RunTiming, output)."""
+    max_new_tokens new tokens (GenerationCountError naming the rows otherwise). Returns (RunTiming, output).
+
+    `eos_ids`: effective_eos_ids of the cell, resolved once by a caller that runs many times (runs sit inside
+    the energy windows); None resolves them here."""
     timing, output = timed_generate(model, input_ids, attention_mask, gen_config, device, seed, clock)
-    per_row = new_tokens_per_row(output.sequences, input_ids.shape[1], effective_eos_ids(model, gen_config))
+    if eos_ids is None:
+        eos_ids = effective_eos_ids(model, gen_config)
+    per_row = new_tokens_per_row(output.sequences, input_ids.shape[1], eos_ids)
     short = {row: n for row, n in enumerate(per_row) if n != gen_config.max_new_tokens}
     if short:
         raise GenerationCountError(

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import torch
 
-from . import module_swap
+from . import module_swap, params
 from .loop_options import DecodeExperts
 
 TAG = "DecodeExperts"
@@ -72,17 +72,12 @@ def _by_phase_forward(self, hidden_states, top_k_index, top_k_weights):
     return super(type(self), self).forward(hidden_states, top_k_index, top_k_weights)
 
 
-def experts_modules(model: torch.nn.Module) -> list[torch.nn.Module]:
-    """The modules transformers dispatches through its experts interface (they carry has_gate)."""
-    return [m for m in model.modules() if hasattr(m, "has_gate") and hasattr(m, "down_proj")]
-
-
 def install(model: torch.nn.Module, path: DecodeExperts | None, decode_tokens: int = 1) -> int:
     """Route decode calls (<= decode_tokens tokens) of every experts module through `path`; None: leave the
     model's. Returns how many modules were changed."""
     if path is None:
         return 0
-    modules = experts_modules(model)
+    modules = [module for _, module, _ in params.expert_modules(model)]
     function = decode_function(path)
     for module in modules:
         module_swap.specialise(module, TAG, _by_phase_forward, decode_path=function, decode_tokens=decode_tokens)

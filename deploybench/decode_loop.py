@@ -40,7 +40,7 @@ class LoopOutput:
 
 
 class CompiledDecodeLoop:
-    """One model, one cell shape: a static cache for context + gen - 1 tokens and a compiled step.
+    """One model, one cell shape: a static cache for batch x (context + gen - 1) tokens and a compiled step.
 
     `options` are built into the model itself (fused weights, its experts modules' forward): a model
     takes one variant, so build a fresh one to try another.
@@ -54,13 +54,16 @@ class CompiledDecodeLoop:
         gen: int,
         device: str,
         options: CompiledLoopOptions = DEFAULT,
+        batch: int = 1,
     ):
         from transformers import StaticCache
 
         fused = fusion.fuse(model, options.fusions)  # before the cache and the compile: they see the fused layers
         # K and V read in place rather than copied once per query head; prefill through SDPA (attention.py).
         model.set_attn_implementation(attention.register(model, options.decode_attention))
-        decode_experts.install(model, options.decode_experts)
+        # A decode step feeds the experts one token per sequence: batch tokens take the decode path.
+        decode_experts.install(model, options.decode_experts, decode_tokens=batch)
+        self.batch = batch  # the static cache and the compiled graph hold this batch
         model.deploybench_variant = _variant_facts(model, options, fused)
         self.model = model
         self.device = device
@@ -88,8 +91,6 @@ class CompiledDecodeLoop:
     def run(self, input_ids: torch.Tensor, new_tokens: int, seed: int, clock: bool):
         """One synchronised generation of exactly `new_tokens` tokens for each of the (batch, context) rows
         (equal lengths: no padding mask is carried). Returns (RunTiming, LoopOutput)."""
-        # The static cache (and the compiled graph) take their batch from the first run: one loop per batch.
-        self.batch = getattr(self, "batch", input_ids.shape[0])
         if input_ids.shape[0] != self.batch:
             raise ValueError(
                 f"this loop runs batch {self.batch}; build another CompiledDecodeLoop for batch {input_ids.shape[0]}"

@@ -22,6 +22,16 @@ WINDOW_STATE_FIELDS = (
     "throttle_reasons",
 )
 
+# The meter's own readings, copied into the record as they are.
+READING_FIELDS = (
+    "gpu_temp_c_start",
+    "gpu_temp_c_end",
+    "sm_clock_mhz_start",
+    "sm_clock_mhz_end",
+    *WINDOW_STATE_FIELDS,
+    "other_gpu_processes",
+)
+
 ENERGY_FIELDS = (
     "energy_source",
     "energy_window_s",
@@ -37,12 +47,7 @@ ENERGY_FIELDS = (
     "j_per_1k_tokens",
     "j_per_1k_tokens_net",
     "tokens_per_j",
-    "gpu_temp_c_start",
-    "gpu_temp_c_end",
-    "sm_clock_mhz_start",
-    "sm_clock_mhz_end",
-    *WINDOW_STATE_FIELDS,
-    "other_gpu_processes",
+    *READING_FIELDS,
 )
 
 
@@ -117,17 +122,7 @@ def summarize(reading: EnergyReading, idle_power_w: float | None, tokens: int | 
         "j_per_1k_tokens": j_per_1k,
         "j_per_1k_tokens_net": ratio(None if e_net is None else e_net * 1000.0, tokens),
         "tokens_per_j": ratio(1000.0, j_per_1k),
-        "gpu_temp_c_start": reading.gpu_temp_c_start,
-        "gpu_temp_c_end": reading.gpu_temp_c_end,
-        "sm_clock_mhz_start": reading.sm_clock_mhz_start,
-        "sm_clock_mhz_end": reading.sm_clock_mhz_end,
-        "sm_clock_mhz_mean": reading.sm_clock_mhz_mean,
-        "sm_clock_mhz_min": reading.sm_clock_mhz_min,
-        "mem_clock_mhz_mean": reading.mem_clock_mhz_mean,
-        "power_violation_s": reading.power_violation_s,
-        "thermal_violation_s": reading.thermal_violation_s,
-        "throttle_reasons": reading.throttle_reasons,
-        "other_gpu_processes": reading.other_gpu_processes,
+        **{name: getattr(reading, name) for name in READING_FIELDS},
     }
 
 

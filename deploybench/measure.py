@@ -271,9 +271,12 @@ def backend_runner(cell: CellSpec, loaded, config, input_ids, device: str, with_
     With `with_settings`, also the generation settings a full-length run applies.
     """
     seed = cell.measurement.seed
+    isolate_generation_config(loaded.model)  # every backend: the afterwards pass runs generate() on this model
     if cell.backend is Backend.COMPILED_LOOP:
         options = cell.model.compiled_loop or DEFAULT_LOOP_OPTIONS
-        loop = CompiledDecodeLoop(loaded.model, cell.decoding, cell.context, cell.gen, device, options)
+        loop = CompiledDecodeLoop(
+            loaded.model, cell.decoding, cell.context, cell.gen, device, options, batch=input_ids.shape[0]
+        )
         temperature, top_k, top_p = cell.decoding.filters  # what its own sampler applies
         settings = {"do_sample": cell.decoding.do_sample, "max_new_tokens": cell.gen, "min_new_tokens": cell.gen}
         if cell.decoding.do_sample:
@@ -281,18 +284,21 @@ def backend_runner(cell: CellSpec, loaded, config, input_ids, device: str, with_
         run = lambda new_tokens, i, clock: loop.run(input_ids, new_tokens, seed + i, clock)  # noqa: E731
         return (run, settings) if with_settings else run
 
-    isolate_generation_config(loaded.model)
     pad_id = _pad_id(loaded, config)
     cache_impl = CacheImplementation.STATIC if cell.backend is Backend.COMPILED else None
     attention_mask = torch.ones_like(input_ids)
+    full_length = generation_config(cell.decoding, cell.gen, pad_id, cache_impl)
+    eos_ids = batch.effective_eos_ids(loaded.model, full_length)  # once: the same for every run's length
 
     def run(new_tokens, i, clock):
         gen_config = generation_config(cell.decoding, new_tokens, pad_id, cache_impl)
-        return batch.timed_generate_batch(loaded.model, input_ids, attention_mask, gen_config, device, seed + i, clock)
+        return batch.timed_generate_batch(
+            loaded.model, input_ids, attention_mask, gen_config, device, seed + i, clock, eos_ids
+        )
 
     if not with_settings:
         return run
-    return run, effective_settings(loaded.model, generation_config(cell.decoding, cell.gen, pad_id, cache_impl))
+    return run, effective_settings(loaded.model, full_length)
 
 
 def _pad_id(loaded, config) -> int:
@@ -393,7 +399,6 @@ def _afterwards(cell: CellSpec, device: str, config, ready: Ready) -> Afterwards
     routed = ready.figures["experts_read_per_token"] == READS_ROUTED
     if not routed or cell.gen < 2:
         return Afterwards(step, None)
-    isolate_generation_config(ready.loaded.model)  # compiled_loop's model has not had it set aside yet
     gen_config = generation_config(cell.decoding, cell.gen, _pad_id(ready.loaded, config))
     torch.manual_seed(cell.measurement.seed)
     mask = torch.ones_like(ready.input_ids)

@@ -22,7 +22,7 @@ def build_meta_model(config):
         return AutoModelForCausalLM.from_config(config)
 
 
-def _expert_modules(model) -> list[tuple[str, torch.nn.Module, int]]:
+def expert_modules(model) -> list[tuple[str, torch.nn.Module, int]]:
     """Modules holding stacked expert weights: (name, module, n_experts)."""
     found = []
     for name, module in model.named_modules():
@@ -43,8 +43,8 @@ def count_params(model) -> dict:
             total += param.numel()
 
     top_k = getattr(config, "num_experts_per_tok", None)
-    expert_modules = _expert_modules(model)
-    if top_k and not expert_modules:
+    experts = expert_modules(model)
+    if top_k and not experts:
         raise ParamCountError(
             f"{config.model_type}: config says mixture-of-experts (num_experts_per_tok={top_k}) but no "
             "stacked experts module was found; set active_params in the model's config entry"
@@ -54,7 +54,7 @@ def count_params(model) -> dict:
     output = model.get_output_embeddings()
     tied = output is not None and output.weight is embedding
     expert_params = {}
-    for _, module, n_experts in expert_modules:
+    for _, module, n_experts in experts:
         for param in module.parameters():
             expert_params[id(param)] = top_k / n_experts
 
@@ -90,7 +90,7 @@ def expert_split(model) -> dict:
     all_experts_params = dense_params + expert_params.
     """
     counts = count_params(model)  # raises ParamCountError for a MoE config it cannot read
-    modules = _expert_modules(model)
+    modules = expert_modules(model)
     per_expert = set()
     expert_params = 0
     for name, module, n_experts in modules:

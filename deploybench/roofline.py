@@ -16,16 +16,6 @@ def params_read_per_token(active_params: int, all_experts_params: int, experts_r
     return all_experts_params if experts_read == READS_ALL else active_params
 
 
-def decode_bytes_per_token(params_read: int, dtype: torch.dtype, kv_read_bytes: float) -> float:
-    """Weights a decode step multiplies plus the KV it attends over."""
-    return params_read * dtype.itemsize + kv_read_bytes
-
-
-def decode_flops_per_token(params_read: int, attention_flops: float) -> float:
-    """2 FLOPs (multiply, add) per weight multiplied, plus attention's."""
-    return 2 * params_read + attention_flops
-
-
 def roofline(decode_tps: float | None, bandwidth: float | None, bytes_per_token: float, suffix: str = "") -> dict:
     """roofline_tps<suffix> (the bound) and roofline_fraction<suffix> (decode_tps against it)."""
     if not bandwidth or not bytes_per_token:

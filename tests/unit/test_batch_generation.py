@@ -110,7 +110,7 @@ def test_compiled_loop_runs_a_batch_unchanged(family, context, own_compile_cache
     model = models.load_model(random_model(family), "float32", "cpu").model
     batch, gen = 3, 8
     ids = torch.randint(3, 1000, (batch, context), generator=torch.Generator().manual_seed(1))
-    loop = CompiledDecodeLoop(model, GREEDY, context=context, gen=gen, device="cpu")
+    loop = CompiledDecodeLoop(model, GREEDY, context=context, gen=gen, device="cpu", batch=batch)
     timing, output = loop.run(ids, gen, seed=0, clock=True)
     assert timing.new_tokens == gen and output.sequences.shape == (batch, context + gen)
     config = generation_config(GREEDY, gen, 0, CacheImplementation.STATIC)

@@ -84,10 +84,9 @@ def test_batch_1_with_top_k_touched_is_the_batch_1_roofline(tiny):
     config, split, counts = tiny
     figures = roofline.decode_step_figures(config, split, counts["active_params"], K, torch.bfloat16, 40, 8, 1)
     kv = kvcache.kv_bytes_read_per_token(config, 40, 8, torch.bfloat16)
-    assert figures["decode_bytes_per_step"] == roofline.decode_bytes_per_token(
-        counts["active_params"], torch.bfloat16, kv
-    )
-    flops = roofline.decode_flops_per_token(counts["active_params"], kvcache.attention_flops_per_token(config, 40, 8))
+    # batch 1: the active weights once (2 bytes each in bf16) plus one sequence's KV; 2 FLOPs per weight + attention
+    assert figures["decode_bytes_per_step"] == counts["active_params"] * 2 + kv
+    flops = 2 * counts["active_params"] + kvcache.attention_flops_per_token(config, 40, 8)
     assert figures["decode_flops_per_step"] == flops
     assert roofline.batch_roofline(50.0, 1e12, None, figures["decode_bytes_per_step"], flops, 1) == {
         **roofline.roofline(50.0, 1e12, figures["decode_bytes_per_step"]),

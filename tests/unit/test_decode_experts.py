@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from deploybench import decode_experts, models
+from deploybench import decode_experts, models, params
 from deploybench.enums import CacheImplementation
 from deploybench.loop_options import DecodeExperts
 from deploybench.spec import standard_decoding
@@ -36,7 +36,7 @@ def routed(tokens: int, experts_module, dtype, seed: int):
 def test_every_path_computes_grouped_mm(path, tokens, dtype):
     from transformers.integrations.moe import ALL_EXPERTS_FUNCTIONS
 
-    module = decode_experts.experts_modules(gpt_oss(dtype))[0]
+    module = params.expert_modules(gpt_oss(dtype))[0][1]
     hidden, index, weights = routed(tokens, module, models.TORCH_DTYPES[dtype], seed=tokens)
     with torch.no_grad():
         expected = ALL_EXPERTS_FUNCTIONS["grouped_mm"](module, hidden, index, weights).float()

@@ -193,7 +193,7 @@ def test_other_backends_record_no_variant():
 
 
 def test_one_loop_runs_one_batch_size(llama):
-    loop = CompiledDecodeLoop(llama, standard_decoding("greedy"), context=10, gen=3, device="cpu")
+    loop = CompiledDecodeLoop(llama, standard_decoding("greedy"), context=10, gen=3, device="cpu", batch=2)
     ids = torch.randint(3, 1000, (2, 10), generator=torch.Generator().manual_seed(6))
     assert loop.run(ids, 3, seed=0, clock=False)[1].sequences.shape == (2, 13)
     with pytest.raises(ValueError, match="this loop runs batch 2"):
