@@ -112,6 +112,12 @@ _FIELDS = {f.name for f in fields(Metric)} - {"name", "group", "family", "family
 _ENUMS = {name: obj for name, obj in vars(enums).items() if isinstance(obj, type) and issubclass(obj, StrEnum)}
 
 
+def _definition(entry: dict) -> str:
+    """The entry's definition, enum placeholders expanded and its parameters filled in."""
+    text = _expand_enums(entry["definition"])
+    return text.format(**entry["parameters"]) if entry.get("parameters") else text
+
+
 def _expand_enums(text: str) -> str:
     """'{Backend}' -> 'eager | compiled | compiled_loop'."""
     for name, enum in _ENUMS.items():
@@ -134,9 +140,7 @@ def _metric(group: str, name: str, entry: dict) -> Metric:
             "stage": Stage(entry.get("stage", "cell")),
             "display": Display(**entry["display"]) if entry.get("display") else None,
             "elsewhere": Elsewhere(**entry["elsewhere"]) if entry.get("elsewhere") else None,
-            "definition": _expand_enums(entry["definition"]).format(**entry.get("parameters", {}))
-            if entry.get("parameters")
-            else _expand_enums(entry["definition"]),
+            "definition": _definition(entry),
             "parameters": tuple(sorted((entry.get("parameters") or {}).items())),
         }
     except (ValueError, TypeError) as exc:

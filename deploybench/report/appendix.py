@@ -141,7 +141,7 @@ def _span(rows: list[dict], col: str, unit: str, scale: float = 1.0) -> str | No
 def _ranged(rows: list[dict], col: str) -> str | None:
     """The range of a catalogue column over the rows, in its display unit."""
     m = Q.get(col)
-    return _span(rows, col, Q.unit(m), Q.display(m).scale)
+    return _span(rows, col, Q.unit(m), m.display_scale)
 
 
 def _fact(rows: list[dict], col: str, how) -> str | None:

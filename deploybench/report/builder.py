@@ -182,8 +182,10 @@ def _grid(spec: TableSpec, data: ReportData, st: Study, tid: str) -> Table:
             continue
         seen.add(tuple(key.items()))
         r = data.row(cell)
-        cells = {a: text_cell(eff.get(a)) for a in lay.shown}
-        cells |= {a: Cell(str(eff[a]), value=eff[a], raw=eff[a]) for a in lay.shown if a in NUMERIC}  # the counts
+        # the axes: counts (context, gen, batch) as numbers, the rest as text
+        cells = {
+            a: Cell(str(eff[a]), value=eff[a], raw=eff[a]) if a in NUMERIC else text_cell(eff.get(a)) for a in lay.shown
+        }
         if "metric" in lay.shown:
             unit = "" if lay.one_unit or not Q.unit(metric) else f" ({Q.unit(metric)})"
             cells["metric"] = text_cell(metric.header_label + unit)

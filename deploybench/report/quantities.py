@@ -48,12 +48,8 @@ def get(name: str) -> Metric:
     return REST if name == REST.name else metrics.get(name)
 
 
-def display(m: Metric) -> Display:
-    return m.display or Display(m.unit or "")
-
-
 def unit(m: Metric) -> str:
-    return display(m).unit
+    return m.display_unit or ""
 
 
 def raw(m: Metric, row: dict | None):
@@ -65,7 +61,7 @@ def raw(m: Metric, row: dict | None):
 def value(m: Metric, row: dict | None) -> float | None:
     """The figure in the unit the report prints (GB, %, ...)."""
     v = num(raw(m, row))
-    return None if v is None else v * display(m).scale
+    return None if v is None else v * m.display_scale
 
 
 def figure(m: Metric, r: dict | None) -> float | None:
@@ -111,7 +107,7 @@ def no_interval(m: Metric, r: dict) -> str:
 
 
 def text(m: Metric, v) -> str:
-    return fmt_int(v) if m.type is ValueType.INT and display(m).scale == 1.0 else fmt_num(v, display(m).sig)
+    return fmt_int(v) if m.type is ValueType.INT and m.display_scale == 1.0 else fmt_num(v, m.sig)
 
 
 def directions(names) -> str:
