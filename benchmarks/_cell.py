@@ -58,10 +58,11 @@ def benchmark_cell(
     )
 
 
-def random_model_and_prompt(cell: CellSpec):
-    """(LoadedModel, input ids of `cell.context` tokens, device) for the cell, as the harness builds them."""
+def random_model_and_prompt(cell: CellSpec, seed: int | None = None):
+    """(LoadedModel, input ids of `cell.context` tokens, device) for the cell, as the harness builds them;
+    `seed` seeds the random weights (models.load_model)."""
     device = resolve_device(Device.AUTO)
-    loaded = models.load_model(cell.model, cell.dtype, device)
+    loaded = models.load_model(cell.model, cell.dtype, device, seed=seed)
     prompt = prompts.random_prompt(loaded.model.config.vocab_size, cell.context, seed=0)
     return loaded, torch.tensor([prompt.input_ids], device=device), device
 

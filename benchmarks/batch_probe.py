@@ -141,8 +141,8 @@ def main() -> None:
         torch.cuda.empty_cache()
     free_before_load = torch.cuda.mem_get_info()[0] if on_gpu else None
 
-    torch.manual_seed(args.seed)  # the same random weights (and so the same routing) on every run of the probe
-    loaded = models.load_model(cell.model, cell.dtype, device)
+    # the same random weights (and so the same routing) on every run of the probe
+    loaded = models.load_model(cell.model, cell.dtype, device, seed=args.seed)
     synchronize(device)
     weights = memory.allocated_bytes(device)
     implementations = models.implementations(loaded.model)

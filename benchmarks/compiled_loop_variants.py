@@ -95,8 +95,7 @@ def measure_variant(args, options: dict, ceilings: dict, bytes_per_token: float,
         args.experts_implementation,
         options,
     )
-    torch.manual_seed(args.seed)  # every variant gets the same random weights
-    loaded, ids, device = random_model_and_prompt(cell)
+    loaded, ids, device = random_model_and_prompt(cell, seed=args.seed)  # every variant: the same random weights
     run = backend_runner(cell, loaded, loaded.model.config, ids, device)  # fuses, picks the kernels
     built = {**variant_facts(loaded.model), **models.implementations(loaded.model)}
     logits = first_step_logits(loaded.model, ids)

@@ -66,13 +66,6 @@ def _sdpa_prefill(module, query, key, value, attention_mask, scaling, dropout=0.
     return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling, **kwargs)
 
 
-def sdpa_prefill_attention(module, query, key, value, attention_mask, scaling, dropout=0.0, **kwargs):
-    """Several query positions (prefill): transformers' SDPA; one (a decode step): gqa_eager_attention."""
-    if query.shape[2] > 1:
-        return _sdpa_prefill(module, query, key, value, attention_mask, scaling, dropout, **kwargs)
-    return gqa_eager_attention(module, query, key, value, attention_mask, scaling, dropout, **kwargs)
-
-
 def sdpa_gqa_decode(module, query, key, value, attention_mask, scaling, dropout=0.0, **kwargs):
     """One decode step through torch's SDPA with enable_gqa.
 
@@ -217,7 +210,8 @@ def register(model=None, kernel=DecodeAttentionKernel.GQA_MATMUL) -> str:
 
     AttentionInterface.register(GQA_EAGER, gqa_eager_attention)
     AttentionMaskInterface.register(GQA_EAGER, eager_mask)
-    AttentionInterface.register(GQA_SDPA_PREFILL, sdpa_prefill_attention)
+    # several query positions (prefill): transformers' SDPA; one (a decode step): gqa_eager_attention
+    AttentionInterface.register(GQA_SDPA_PREFILL, _by_phase(_sdpa_prefill, gqa_eager_attention))
     AttentionMaskInterface.register(GQA_SDPA_PREFILL, _mask_by_phase)
     prefill_sdpa = model is not None and getattr(model, "_supports_sdpa", False)
     name = implementation_name(prefill_sdpa, kernel)
