@@ -16,6 +16,7 @@ and are not nn.Linear.
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 
 import torch
@@ -42,12 +43,24 @@ class FusionResult:
     skipped: list[str] = field(default_factory=list)  # "<fusion>: <why it does not apply>"
 
 
+@dataclass(frozen=True)
+class _Plan:
+    """One fusion: the layers it applies to, the nn.Linear parts it joins, and the forward that uses them."""
+
+    tag: str
+    classes: Collection[str]  # base class names it applies to
+    parts: tuple[str, ...]
+    fused: str  # the attribute of the joined nn.Linear
+    forward: Callable
+    shared: Callable[[torch.nn.Module], dict | None] = lambda m: None  # the fused class's, from one layer
+    attributes: Callable[[torch.nn.Module], dict] = lambda m: {}  # the fused layer's own, read before its parts go
+
+
 def fuse(model: torch.nn.Module, fusions) -> FusionResult:
     """Fuse what `fusions` asks for, in place; idempotent. Returns what is in effect and what did not apply."""
     result = FusionResult()
     for fusion in sorted({Fusion(f) for f in fusions}, key=list(Fusion).index):
-        fused = _fuse_qkv(model) if fusion is Fusion.QKV else _fuse_gate_up(model)
-        if fused:
+        if _fuse(model, _PLANS[fusion]):
             result.applied.append(fusion.value)
         else:
             result.skipped.append(f"{fusion.value}: {_why_not(model, fusion)}")
@@ -56,26 +69,26 @@ def fuse(model: torch.nn.Module, fusions) -> FusionResult:
 
 def applicable(model: torch.nn.Module) -> list[str]:
     """The fusions `model` has modules for (works on a meta model: nothing is changed)."""
-    found = set()
-    for module in model.modules():
-        if _supported(module, _ATTENTION_EXTRAS) and _linears(module, "q_proj", "k_proj", "v_proj"):
-            found.add(Fusion.QKV)
-        if _supported(module, _GATED_MLPS) and _linears(module, "gate_proj", "up_proj"):
-            found.add(Fusion.GATE_UP)
-    return [f.value for f in Fusion if f in found]
+    modules = list(model.modules())
+    return [f.value for f, plan in _PLANS.items() if any(_applies(m, plan) for m in modules)]
 
 
-def _fuse_qkv(model) -> int:
+def _fuse(model, plan: _Plan) -> int:
+    """Fuse every layer `plan` applies to; the number of layers fused (earlier fusions included)."""
     count = 0
     for module in list(model.modules()):  # listed first: fusing edits the module tree
-        if module_swap.tag_of(module) == QKV_TAG:
+        if module_swap.tag_of(module) == plan.tag:
             count += 1
-        elif _supported(module, _ATTENTION_EXTRAS) and _linears(module, "q_proj", "k_proj", "v_proj"):
-            sizes = [module.q_proj.out_features, module.k_proj.out_features, module.v_proj.out_features]
-            module.qkv_proj = _concatenated(module, "q_proj", "k_proj", "v_proj")
-            module_swap.specialise(module, QKV_TAG, _qkv_forward, _family(module), qkv_sizes=sizes)
+        elif _applies(module, plan):
+            attributes = plan.attributes(module)
+            setattr(module, plan.fused, _concatenated(module, *plan.parts))
+            module_swap.specialise(module, plan.tag, plan.forward, plan.shared(module), **attributes)
             count += 1
     return count
+
+
+def _applies(module, plan: _Plan) -> bool:
+    return module_swap.base_class(module).__name__ in plan.classes and _linears(module, *plan.parts)
 
 
 def _family(module) -> dict:
@@ -91,22 +104,6 @@ def _family(module) -> dict:
         "attention_extras": _ATTENTION_EXTRAS[base.__name__],
         "attention_functions": ALL_ATTENTION_FUNCTIONS,
     }
-
-
-def _fuse_gate_up(model) -> int:
-    count = 0
-    for module in list(model.modules()):
-        if module_swap.tag_of(module) == GATE_UP_TAG:
-            count += 1
-        elif _supported(module, _GATED_MLPS) and _linears(module, "gate_proj", "up_proj"):
-            module.gate_up_proj = _concatenated(module, "gate_proj", "up_proj")
-            module_swap.specialise(module, GATE_UP_TAG, _gate_up_forward)
-            count += 1
-    return count
-
-
-def _supported(module, classes) -> bool:
-    return module_swap.base_class(module).__name__ in classes
 
 
 def _linears(module, *names) -> bool:
@@ -174,8 +171,26 @@ def _gate_up_forward(self, x):
     return self.down_proj(self.act_fn(gate) * up)
 
 
+_QKV = ("q_proj", "k_proj", "v_proj")
+_PLANS = {
+    Fusion.QKV: _Plan(
+        QKV_TAG,
+        classes=_ATTENTION_EXTRAS,
+        parts=_QKV,
+        fused="qkv_proj",
+        forward=_qkv_forward,
+        shared=_family,
+        attributes=lambda m: {"qkv_sizes": [getattr(m, name).out_features for name in _QKV]},
+    ),
+    Fusion.GATE_UP: _Plan(
+        GATE_UP_TAG, classes=_GATED_MLPS, parts=("gate_proj", "up_proj"), fused="gate_up_proj", forward=_gate_up_forward
+    ),
+}
+assert set(_PLANS) == set(Fusion), "every Fusion has a plan"
+
+
 def _why_not(model, fusion: Fusion) -> str:
     if fusion is Fusion.GATE_UP and any(hasattr(m, "gate_up_proj") for m in model.modules()):
         return "the experts already hold gate and up in one stacked tensor (gate_up_proj), not as nn.Linear"
-    supported = sorted(_ATTENTION_EXTRAS) if fusion is Fusion.QKV else sorted(_GATED_MLPS)
+    supported = sorted(_PLANS[fusion].classes)
     return f"no module of a supported class ({', '.join(supported)}) with these projections as nn.Linear"
