@@ -40,12 +40,7 @@ def gqa_eager_attention(module, query, key, value, attention_mask, scaling, drop
     batch, heads, q_len, dim = query.shape
     kv_heads = key.shape[1]
     groups = heads // kv_heads
-    # Query head h uses KV head h // groups (the order repeat_kv produces).
-    grouped = query.reshape(batch, kv_heads, groups * q_len, dim)
-    logits = torch.matmul(grouped, key.transpose(2, 3)) * scaling
-    logits = logits.view(batch, kv_heads, groups, q_len, -1)
-    if attention_mask is not None:
-        logits = logits + attention_mask[:, :, None, :, : logits.shape[-1]]
+    logits = _grouped_logits(query, key, attention_mask, scaling)
     sinks = getattr(module, "sinks", None)
     if sinks is not None:
         sink = sinks.reshape(1, kv_heads, groups, 1, 1).expand(batch, -1, -1, q_len, -1).to(logits.dtype)
@@ -145,14 +140,22 @@ def with_sinks(out: torch.Tensor, lse: torch.Tensor, sinks: torch.Tensor) -> tor
 
 def logsumexp_by_matmul(query, key, mask, scaling) -> torch.Tensor:
     """log sum_j exp(q.k_j * scaling + mask_j) per query head and position: (batch, heads, q)."""
+    batch, heads, q_len, _ = query.shape
+    return torch.logsumexp(_grouped_logits(query, key, mask, scaling, torch.float32), dim=-1).reshape(
+        batch, heads, q_len
+    )
+
+
+def _grouped_logits(query, key, mask, scaling, dtype=None) -> torch.Tensor:
+    """q.k_j * scaling + mask_j as (batch, kv_heads, groups, q, keys), in `dtype` (default the matmul's): each
+    KV head's query heads folded into the query length, so K is read once, in place. Query head h uses KV
+    head h // groups, the order repeat_kv produces."""
     batch, heads, q_len, dim = query.shape
     kv_heads = key.shape[1]
-    grouped = query.reshape(batch, kv_heads, heads // kv_heads * q_len, dim)
-    logits = torch.matmul(grouped, key.transpose(2, 3)).float() * scaling
+    logits = torch.matmul(query.reshape(batch, kv_heads, heads // kv_heads * q_len, dim), key.transpose(2, 3))
+    logits = (logits if dtype is None else logits.to(dtype)) * scaling
     logits = logits.view(batch, kv_heads, heads // kv_heads, q_len, -1)
-    if mask is not None:
-        logits = logits + mask[:, :, None].float()
-    return torch.logsumexp(logits, dim=-1).reshape(batch, heads, q_len)
+    return logits if mask is None else logits + mask[:, :, None, :, : logits.shape[-1]]
 
 
 def _mask_for(attention_mask, key):
