@@ -73,11 +73,12 @@ class _Layout:
         if spec.pivot_ends and len(self.pivots) > 1:
             self.pivots = [self.pivots[0], self.pivots[-1]]
         self.fixed = {a: v for a, v in self.ref.items() if a not in self.shown and a != spec.pivot}
-        anchor_values = {"model": [baseline_of(data, st)], "entry": st.models[:1], "pivot": self.pivots}
-        anchor_values["decoding"] = ["greedy"] if "greedy" in st.axes["decoding"] else []  # else the first value
+        anchor_values = {"model": baseline_of(data, st), "entry": next(iter(st.models), None)}
+        anchor_values["pivot"] = next(iter(self.pivots), None)
         self.anchor = spec.anchor
         self.anchor_axis = {"pivot": spec.pivot, "entry": "model"}.get(spec.anchor, spec.anchor)
-        self.anchor_value = next(iter(anchor_values.get(spec.anchor) or values.get(spec.anchor) or []), None)
+        # Else an axis of the study (decoding, context, backend): the study's anchor on it.
+        self.anchor_value = anchor_values.get(spec.anchor, st.anchor(spec.anchor) if spec.anchor in st.axes else None)
         self.metric_rows = "metric" in self.iterated  # metrics as rows, the pivot's values as columns
         self.one_unit = len({Q.unit(m) for m in self.metrics}) == 1  # else each metric row names its unit
 

@@ -108,6 +108,14 @@ class Study:
     def cells(self) -> list[dict]:
         return [dict(zip(AXES, values)) for values in itertools.product(*(self.axes[a] for a in AXES))]
 
+    def anchor(self, axis: str):
+        """The value of `axis` its other values are compared against: greedy decoding where the study has it,
+        else the study's first value (None where it has none)."""
+        values = self.axes[axis]
+        if axis == "decoding" and "greedy" in values:
+            return "greedy"
+        return values[0] if values else None
+
 
 class ReportData:
     """The frame split into our rows and imported rows, indexed by cell, plus the config."""
@@ -172,13 +180,10 @@ class ReportData:
     def study_ref(self, st: Study) -> dict:
         """The reference cell inside a study: analysis.reference_cell where the study has it."""
         fallback = {"context": max(st.contexts)} if st.contexts else {}
-        if "greedy" in st.axes["decoding"]:
-            fallback["decoding"] = "greedy"
         ref = {}
         for axis in ("context", "gen", "decoding", "dtype", "backend"):
             want = to_int(self.ref.get(axis)) if axis in ("context", "gen") else self.ref.get(axis)
-            values = st.axes[axis]
-            ref[axis] = want if want in values else fallback.get(axis, values[0] if values else None)
+            ref[axis] = want if want in st.axes[axis] else fallback.get(axis, st.anchor(axis))
         return ref
 
     def reference(self) -> dict | None:

@@ -167,8 +167,7 @@ def _pairs(data: ReportData, st, axis: str):
             first, said = base if st.kind in AGAINST_BASELINE else group[0], f" at batch {b['batch']}" if b else ""
             yield from (({**ref, **b, "model": m}, {**ref, **b, "model": first}, m + said) for m in group if m != first)
         return
-    values = st.axes[axis]
-    anchor = "greedy" if axis == "decoding" and "greedy" in values else values[0]
+    values, anchor = st.axes[axis], st.anchor(axis)
     compared = [v for v in (values[-1:] if axis == "context" else values) if v != anchor]
     for m in st.models:
         for v in compared:
