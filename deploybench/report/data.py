@@ -126,6 +126,7 @@ class ReportData:
         self.ours = [r for r in self.all if is_ours(r)]
         self.imported = [r for r in self.all if not is_ours(r)]
         self.index = {_key(cell_of(r)): r for r in self.ours}
+        self._built: dict = {}
         self.batch1 = [r for r in self.ours if cell_of(r)["batch"] == BATCH]  # the rows of unbatched figures
         cfg_models = list((self.config.get("models") or {}).keys())
         seen = [r.get("model") for r in self.ours if r.get("model")]
@@ -138,6 +139,12 @@ class ReportData:
         if self.baseline is not None and self.baseline != configured:
             why = "baseline_absent" if configured else "baseline_unset"
             self.baseline_note = captions.text("notes", why, configured=configured, baseline=self.baseline)
+
+    def once(self, key: str, build):
+        """build(), computed once per report: what a table and a finding both read."""
+        if key not in self._built:
+            self._built[key] = build()
+        return self._built[key]
 
     # config ---------------------------------------------------------------------------------
     def model_cfg(self, model: str) -> dict:

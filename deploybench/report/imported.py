@@ -32,6 +32,7 @@ FIGURES |= {"ape_e2e_tps_per_active_b": "bandwidth"}
 DECODE_PACED = set(FIGURES) - {"ttft_ms", "peak_allocated_bytes"}
 IMPLEMENTATIONS = {"attn_implementation": "attention", "experts_implementation": "experts"}
 SHEET = {"bandwidth": ("memory_bandwidth_tb_s", "TB/s"), "compute": ("bf16_tflops", "TFLOP/s")}
+STUDY_WAY = {"backend": Backend.EAGER, "dtype": "bfloat16", "decoding": "greedy"}  # how the study ran its cells
 
 
 @cache
@@ -47,7 +48,7 @@ def _limits(sheet: dict) -> str:
 def roles(data: ReportData, model: str) -> tuple[dict, dict | None, dict | None]:
     """(the study-way cell, our row there, our compiled_loop row) for an imported model at the reference cell."""
     entry = ((data.config.get("analysis") or {}).get("study_way") or {}).get(model, model)
-    cell = {**data.ref, "model": entry, "backend": Backend.EAGER, "dtype": "bfloat16", "decoding": "greedy"}
+    cell = {**data.ref, "model": entry, **STUDY_WAY}
     return cell, data.row(cell), data.row({**cell, "model": model, "backend": Backend.COMPILED_LOOP})
 
 
@@ -130,7 +131,7 @@ def _row(data: ReportData, name: str, imp: dict) -> Row:
     cells["best"] = metric_cell(best, m, failed_text=True)
     if mine is None or theirs is None:
         family = {"power": "energy", "bytes": "memory"}.get(FIGURES[name], "")
-        entry = f"{cell['model']} at {cell['context']}/{cell['gen']}, eager, bfloat16"
+        entry = f"{cell['model']} at {cell['context']}/{cell['gen']}, {cell['backend']}, {cell['dtype']}"
         why = f"our cell {entry}: {data.reason_missing([ours], family)}" if mine is None else "no study figure"
         gone = Cell(DASH, kind="missing", note=why)
         return Row(cells | {"ratio": gone, "predicted": gone, "cause": text_cell(why)}, key=key | {"kind": "missing"})
@@ -142,11 +143,16 @@ def _row(data: ReportData, name: str, imp: dict) -> Row:
 
 
 def figures(data: ReportData) -> list[Table]:
-    """The study's figures beside ours, one row per figure and model at the reference cell."""
+    """The study's figures beside ours, one row per figure and model at the reference cell (built once per
+    report: the headline finding reads it too)."""
+    return data.once("table-study-figures", lambda: _figures(data))
+
+
+def _figures(data: ReportData) -> list[Table]:
     tid, title = "table-study-figures", "The study's figures beside ours, measured its way and ours"
     ref = {a: to for a, to in data.ref.items() if a in ("context", "gen")}
     imported = [r for r in data.imported if not is_failed(r) and {a: cell_of(r)[a] for a in ref} == ref]
-    imported = [r for r in imported if r.get("decoding") == "greedy" and r.get("dtype") == "bfloat16"]
+    imported = [r for r in imported if all(cell_of(r)[a] == v for a, v in STUDY_WAY.items())]
     if not imported:
         why = "the data has no imported row at the reference cell" if data.imported else "the data has no imported rows"
         return [skipped_table(tid, title, why)]
