@@ -2,7 +2,7 @@
 
 Every row has the same length, so the batch needs no padding; the attention mask (all ones) is
 passed anyway, as at batch 1. A decode step produces one token per row: per-sequence decode speed
-is RunTiming.decode_tps (steps per second), the aggregate over the batch is B times it.
+is RunTiming.decode_tps (steps per second), the aggregate over the batch B times it (cell_figures.latency_figures).
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 
 from . import prompts
-from .timing import GenerationCountError, RunTiming, timed_generate
+from .timing import GenerationCountError, timed_generate
 
 
 def prompt_batch(loaded, config, context: int, batch: int, seed: int) -> prompts.PromptBatch:
@@ -26,7 +26,12 @@ def prompt_batch(loaded, config, context: int, batch: int, seed: int) -> prompts
 def batch_tensors(batch: prompts.PromptBatch, device: str) -> tuple[torch.Tensor, torch.Tensor]:
     """(input_ids, attention_mask), each (B, context), on `device`."""
     input_ids = torch.tensor(batch.input_ids, device=device)
-    return input_ids, torch.ones_like(input_ids)
+    return input_ids, attention_mask(input_ids)
+
+
+def attention_mask(input_ids: torch.Tensor) -> torch.Tensor:
+    """All ones: every row of a batch is exactly `context` tokens, so nothing is padding."""
+    return torch.ones_like(input_ids)
 
 
 def effective_eos_ids(model, gen_config) -> list[int]:
@@ -68,9 +73,3 @@ def timed_generate_batch(
             f"rows {sorted(short)} got {sorted(set(short.values()))} new tokens, expected {gen_config.max_new_tokens}"
         )
     return timing, output
-
-
-def decode_tps_figures(timing: RunTiming, batch: int) -> dict:
-    """decode_tps_per_seq = (gen - 1) / (t_last - t_first) of one row; decode_tps = B x that, the batch's."""
-    per_seq = timing.decode_tps
-    return {"decode_tps_per_seq": per_seq, "decode_tps": batch * per_seq if per_seq else None}

@@ -286,7 +286,7 @@ def backend_runner(cell: CellSpec, loaded, config, input_ids, device: str, with_
 
     pad_id = _pad_id(loaded, config)
     cache_impl = CacheImplementation.STATIC if cell.backend is Backend.COMPILED else None
-    attention_mask = torch.ones_like(input_ids)
+    attention_mask = batch.attention_mask(input_ids)
     full_length = generation_config(cell.decoding, cell.gen, pad_id, cache_impl)
     eos_ids = batch.effective_eos_ids(loaded.model, full_length)  # once: the same for every run's length
 
@@ -401,5 +401,5 @@ def _afterwards(cell: CellSpec, device: str, config, ready: Ready) -> Afterwards
         return Afterwards(step, None)
     gen_config = generation_config(cell.decoding, cell.gen, _pad_id(ready.loaded, config))
     torch.manual_seed(cell.measurement.seed)
-    mask = torch.ones_like(ready.input_ids)
+    mask = batch.attention_mask(ready.input_ids)
     return Afterwards(step, coverage.record_generate(ready.loaded.model, ready.input_ids, mask, gen_config))

@@ -37,7 +37,7 @@ def test_batch_generate_kv_and_peak_on_gpu(family):
     kv = kvcache.measured_kv_bytes(output.past_key_values)
     assert kv == kvcache.analytic_kv_bytes(loaded.model.config, 256, 16, torch.bfloat16, batch=4)
     assert memory.peak_figures("cuda")["peak_allocated_bytes"] >= weights + kv
-    assert timing.new_tokens == 16 and batching.decode_tps_figures(timing, 4)["decode_tps"] > 0
+    assert timing.new_tokens == 16 and timing.decode_tps > 0
 
 
 def test_router_choices_stay_on_the_gpu():

@@ -42,8 +42,7 @@ def test_every_row_gets_gen_tokens_and_kv_is_batch_times_one_sequence(family, ca
     measured = measured_kv_bytes(output.past_key_values)
     one = analytic_kv_bytes(config, context, gen, torch.bfloat16, cache)
     assert measured == analytic_kv_bytes(config, context, gen, torch.bfloat16, cache, batch=batch) == batch * one > 0
-    figures = batching.decode_tps_figures(timing, batch)
-    assert figures["decode_tps"] == pytest.approx(batch * figures["decode_tps_per_seq"])
+    assert timing.decode_tps > 0  # steps per second; the row's aggregate (x B): test_batch_cells
 
 
 def test_eos_cannot_stop_any_row():
