@@ -6,8 +6,8 @@ row with status=failed; anything else raises, so a harness bug fails the job lou
 
 The phases, in the order they run (each timed region synchronised, on a monotonic clock):
 calibrate (copy and GEMV bandwidth, GEMM rate, launch cost; a batch that cannot fit becomes an
-out-of-memory row here) -> load (NVML device, model, the batch's prompts, backend runner, idle power
-after a cool-down) -> warm up -> TTFT runs (inside the prefill energy window) -> decode runs (the
+out-of-memory row here) -> load (model, the batch's prompts, backend runner) -> idle power (after a
+cool-down decided by temperature) -> warm up -> TTFT runs (inside the prefill energy window) -> decode runs (the
 full shape warmed again, then inside the decode energy window) -> afterwards (outside every window:
 the kernels of a decode step; the experts a step's tokens touch) -> figures and verdict
 (deploybench.cell_figures). The records the phases hand on are in deploybench.runs.
@@ -15,6 +15,7 @@ the kernels of a decode step; the experts a step's tokens touch) -> figures and 
 
 from __future__ import annotations
 
+import dataclasses
 import gc
 import json
 import logging
@@ -41,7 +42,7 @@ from . import (
     uncertainty,
 )
 from .decode_loop import CompiledDecodeLoop, variant_facts
-from .energy_meter import EnergyMeter, measure_idle
+from .energy_meter import EnergyMeter, IdleReading, measure_idle
 from .enums import Backend, CacheImplementation, Status
 from .experts import READS_ROUTED
 from .loop_options import DEFAULT as DEFAULT_LOOP_OPTIONS
@@ -150,8 +151,10 @@ def _measure_loaded(cell: CellSpec, device: str, config, counts: dict, meta) -> 
     fits = _check_batch_fits(cell, device, config, counts)
     with nvml.open_device(device) as meter_device:  # NVML stays up until the energy windows closed
         power_limit_w = nvml.try_read(meter_device.power_limit_w) if meter_device.available else None
-        with _phase(phases, "load_and_idle_power"):
-            ready = _load(cell, device, config, meter_device)
+        with _phase(phases, "load"):
+            ready = _load(cell, device, config)
+        with _phase(phases, "idle_power"):
+            ready = _idle_power(cell, ready, meter_device)
         with _phase(phases, "warm_up"):
             warmup_s = _warm_up(ready.run, cell)
         with _phase(phases, "ttft_runs"):
@@ -234,8 +237,8 @@ def _max_batch_fit(fits: capacity.BatchEstimate | None, out: dict, batch_size: i
 # ---------------------------------------------------------------- phase: load
 
 
-def _load(cell: CellSpec, device: str, config, meter_device: nvml.NvmlDevice | nvml.UnavailableDevice) -> Ready:
-    """Build or load the model (timed), the batch's prompts and the backend runner, then the idle power."""
+def _load(cell: CellSpec, device: str, config) -> Ready:
+    """Build or load the model (timed), the batch's prompts and the backend runner."""
     figures = {}
     load_start = time.perf_counter()
     loaded = models.load_model(cell.model, cell.dtype, device, seed=cell.measurement.seed)
@@ -251,16 +254,21 @@ def _load(cell: CellSpec, device: str, config, meter_device: nvml.NvmlDevice | n
     figures["generation_settings_json"] = canonical_json(settings)
     figures.update(models.implementations(loaded.model))  # after the runner: compiled_loop sets its attention
     figures.update(variant_facts(loaded.model))  # compiled_loop's fusions, decode kernel and decode experts path
+    return Ready(loaded, prompts, input_ids, run, IdleReading(), figures)
 
-    # Idle power with the weights resident, after a cool-down, before any generate of this cell.
+
+def _idle_power(cell: CellSpec, ready: Ready, meter_device) -> Ready:
+    """Idle power with the weights resident, after a cool-down, before any generate of this cell."""
     measurement = cell.measurement
     idle = measure_idle(
         meter_device, measurement.idle_cooldown_s, measurement.idle_cooldown_max_s, measurement.idle_window_s
     )
-    figures.update(
-        idle_cooldown_s_measured=idle.cooldown_s, idle_temp_c_start=idle.temp_c_start, idle_temp_c_end=idle.temp_c_end
-    )
-    return Ready(loaded, prompts, input_ids, run, idle, figures)
+    figures = ready.figures | {
+        "idle_cooldown_s_measured": idle.cooldown_s,
+        "idle_temp_c_start": idle.temp_c_start,
+        "idle_temp_c_end": idle.temp_c_end,
+    }
+    return dataclasses.replace(ready, idle=idle, figures=figures)
 
 
 def backend_runner(cell: CellSpec, loaded, config, input_ids, device: str, with_settings: bool = False):
