@@ -77,9 +77,8 @@ def predicted(name: str, ours: dict, theirs: dict) -> tuple[float | None, str]:
     return value, f"{law} {sheets[0][key]:g} vs {sheets[1][key]:g} {unit}"
 
 
-def causes(name: str, ours: dict, theirs: dict, rt: float) -> tuple[str, str]:
-    """(kind, words): what the rows say about the gap between ours and the study's figure."""
-    pred, facts = predicted(name, ours, theirs)
+def causes(name: str, ours: dict, theirs: dict, rt: float, pred: float | None, facts: str) -> tuple[str, str]:
+    """(kind, words): what the rows say about the gap `rt` (ours ÷ theirs) beside the hardware's `pred`."""
     if Q.host_bound(ours) and name in DECODE_PACED:
         kind, said = "host", [captions.text("study", "host", busy=Q.busy_words([ours]))]
     elif pred is None:
@@ -136,7 +135,7 @@ def _row(data: ReportData, name: str, imp: dict) -> Row:
         gone = Cell(DASH, kind="missing", note=why)
         return Row(cells | {"ratio": gone, "predicted": gone, "cause": text_cell(why)}, key=key | {"kind": "missing"})
     pred, facts = predicted(name, ours, imp)
-    kind, words = causes(name, ours, imp, mine / theirs)
+    kind, words = causes(name, ours, imp, mine / theirs, pred, facts)
     cells |= {"ratio": Cell(fmt_ratio(mine / theirs), value=mine / theirs), "cause": text_cell(words)}
     cells["predicted"] = Cell(fmt_ratio(pred), value=pred, note=facts, kind="num" if pred else "missing")
     return Row(cells, key=key | {"kind": kind})
