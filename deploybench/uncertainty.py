@@ -12,8 +12,9 @@ of the median with the sample size replaced by an effective sample size:
   autocorrelation bias-corrected (E[r] ~ rho - (1 + 3 rho) / n, Kendall 1954; the AR(1) form,
   which reacts in short series) and (b) Geyer's initial monotone sequence estimate (the sum of
   paired autocorrelations while positive, as MCMC effective sample sizes are computed; it sees
-  slow spells that last longer than lag 1 suggests), clamped to [1, 39]: never narrower than the
-  independent interval.
+  slow spells that last longer than lag 1 suggests), clamped to [1, min(39, n)]: never narrower
+  than the independent interval, and never above n, since the count below the median lies in
+  [0, n] and so varies by at most n^2/4 (n samples are worth at least one).
 - n_eff = n / tau. The interval is [x_(l), x_(n+1-l)] with
   l = floor(n/2 + 1/2 - z_0.975 sqrt(n tau) / 2), the normal approximation with continuity
   correction (for tau = 1 it gives the exact binomial ranks at small n: min..max at n = 6, 96.9%).
@@ -54,7 +55,7 @@ MAX_VARIANCE_INFLATION = (1 + MAX_LAG1) / (1 - MAX_LAG1)  # 39
 CI_METHOD = (
     "95% order-statistic (sign-test) interval of the median with an effective sample size n_eff = n / tau, "
     "tau from the rank autocorrelations of the runs in temporal order (the larger of the AR(1) form of the "
-    "bias-corrected lag-1 and Geyer's initial monotone sequence, in [1, 39]); withheld where n_eff admits "
+    "bias-corrected lag-1 and Geyer's initial monotone sequence, in [1, min(39, n)]); withheld where n_eff admits "
     "no 95% interval"
 )
 
@@ -109,7 +110,8 @@ def variance_inflation(samples: Sequence[float]) -> float:
     """tau: how many times the variance of the count below the median exceeds its independent n/4.
 
     The larger of the AR(1) form of the bias-corrected lag-1 rank autocorrelation and Geyer's
-    initial monotone sequence sum, clamped to [1, MAX_VARIANCE_INFLATION].
+    initial monotone sequence sum, clamped to [1, min(MAX_VARIANCE_INFLATION, n)]: the count below the
+    median lies in [0, n], so its variance is at most n^2/4, n times the independent n/4.
     """
     n = len(samples)
     if n < 3:
@@ -121,7 +123,7 @@ def variance_inflation(samples: Sequence[float]) -> float:
     positive = np.flatnonzero(pairs <= 0)
     pairs = np.minimum.accumulate(pairs[: positive[0] if len(positive) else len(pairs)])  # monotone
     geyer = 2 * float(pairs.sum()) - 1
-    return float(min(max(ar1, geyer, 1.0), MAX_VARIANCE_INFLATION))
+    return float(min(max(ar1, geyer, 1.0), MAX_VARIANCE_INFLATION, n))
 
 
 def median_interval(samples: Sequence[float], independent: bool = False) -> MedianInterval:

@@ -121,6 +121,18 @@ def test_a_trend_is_worth_few_independent_runs():
     assert median_interval(shuffled).low is not None
 
 
+def test_n_runs_are_worth_at_least_one():
+    # The count below the median lies in [0, n]: its variance is at most n^2/4, so tau <= n. The
+    # default run's 7 top_p decode runs (a drift upward) were once reported as worth 0.5 runs.
+    drift = [214.1, 197.7, 208.8, 218.3, 233.2, 229.8, 230.3]
+    assert variance_inflation(drift) == len(drift)
+    for n in range(3, 40):
+        series = [float(i) for i in range(n)]
+        assert 1.0 <= variance_inflation(series) <= n
+        assert median_interval(series).n_eff >= 1.0
+    assert median_interval(drift).low is None  # as before: no 95% interval from these
+
+
 def test_equal_samples_tie_and_give_a_zero_width_interval():
     assert list(average_ranks([2.0, 1.0, 2.0, 3.0])) == [2.5, 1.0, 2.5, 4.0]
     interval = median_interval([5.0] * 12)
