@@ -73,7 +73,8 @@ class _Layout:
         if spec.pivot_ends and len(self.pivots) > 1:
             self.pivots = [self.pivots[0], self.pivots[-1]]
         self.fixed = {a: v for a, v in self.ref.items() if a not in self.shown and a != spec.pivot}
-        anchor_values = {"model": baseline_of(data, st), "entry": next(iter(st.models), None)}
+        anchor_values = {"model": baseline_of(data, st), "entry": "same-card entry"}
+        self.same_card = lambda model: data.same_card(st, model)
         anchor_values["pivot"] = next(iter(self.pivots), None)
         self.anchor = spec.anchor
         self.anchor_axis = {"pivot": spec.pivot, "entry": "model"}.get(spec.anchor, spec.anchor)
@@ -150,10 +151,11 @@ def _text(name: str, data: ReportData, cell: dict, r: dict | None) -> Cell:
 def _change(lay: _Layout, data: ReportData, m, cell: dict, r: dict | None) -> Cell:
     """(figure / the anchor's figure − 1) × 100; the anchor's own row says so instead."""
     axis = lay.anchor_axis
-    if lay.anchor != "pivot" and cell[axis] == lay.anchor_value:
+    anchor = lay.same_card(cell["model"]) if lay.anchor == "entry" else lay.anchor_value
+    if lay.anchor != "pivot" and cell[axis] == anchor:
         return Cell("baseline" if lay.anchor == "model" else "reference", kind="baseline")
     compared = data.row({**cell, axis: lay.pivots[-1]}) if lay.anchor == "pivot" else r
-    p = num(pct_change(Q.figure(m, compared), Q.figure(m, data.row({**cell, axis: lay.anchor_value}))))
+    p = num(pct_change(Q.figure(m, compared), Q.figure(m, data.row({**cell, axis: anchor}))))
     return Cell(fmt_pct(p), value=p, kind="num" if p is not None else "missing")
 
 

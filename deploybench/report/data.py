@@ -153,6 +153,12 @@ class ReportData:
     def metadata(self, model: str) -> dict:
         return self.model_cfg(model).get("metadata") or {}
 
+    def same_card(self, st: Study, model: str) -> str:
+        """The study's first entry built from `model`'s card: what an entry that varies one setting of the
+        same model (attention, experts) is compared with."""
+        card = {m: self.model_cfg(m).get("architecture") or self.model_cfg(m).get("id") or m for m in st.models}
+        return next((m for m in st.models if card[m] == card.get(model, model)), model)
+
     def studies(self, kind: StudyKind | None = None) -> list[Study]:
         studies = (self.config.get("studies") or {}).items()
         return [self._study(name, s) for name, s in studies if isinstance(s, dict) and kind in (None, s.get("kind"))]

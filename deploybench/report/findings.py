@@ -159,8 +159,7 @@ def _pairs(data: ReportData, st, axis: str):
     if axis == "model":
         groups: dict = {}
         for m in st.models:
-            card = data.model_cfg(m).get("architecture") or data.model_cfg(m).get("id") or m
-            groups.setdefault(card if st.kind not in AGAINST_BASELINE else "all", []).append(m)
+            groups.setdefault(data.same_card(st, m) if st.kind not in AGAINST_BASELINE else "all", []).append(m)
         base = baseline_of(data, st)
         at = [{"batch": n} for n in st.axes["batch"]] if st.kind == StudyKind.BATCH_SCALING else [{}]
         for group, b in itertools.product(groups.values(), at):

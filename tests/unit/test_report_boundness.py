@@ -8,6 +8,7 @@ memory-bound compiled ones, its CPU variant has every boundness column null with
 from __future__ import annotations
 
 import functools
+import itertools
 from pathlib import Path
 
 import pytest
@@ -149,19 +150,23 @@ def test_the_latency_section_says_eager_decode_is_bound_by_the_cpu():
 
 def test_attention_table_compares_entries_at_each_context():
     (t,) = tables("table-attention")
-    assert t.skipped is None and [row.key["model"] for row in t.rows] == ["qwen3-32b", "qwen3-32b-eager"]
+    entries = ["qwen3-32b", "qwen3-32b-eager", "yi-34b", "yi-34b-eager"]
+    assert t.skipped is None and [row.key["model"] for row in t.rows] == entries
     assert t.cell("attn_implementation", model="qwen3-32b").text == "sdpa"
     assert t.cell("attn_implementation", model="qwen3-32b-eager").text == "eager"
     df, _ = frame("gpu")
+    # Each eager entry against its own model's default-attention entry (yi-34b-eager against yi-34b, not
+    # against the study's first entry qwen3-32b).
+    for ctx, (base, eager) in itertools.product((512, 2048), (entries[:2], entries[2:])):
+        a, b = (ours(df, model=m, context_tokens=ctx, backend="eager").iloc[0] for m in (base, eager))
+        assert t.cell(f"ttft_ms@{ctx}", model=eager).value == b.ttft_ms
+        assert t.cell(f"d_ttft_ms@{ctx}", model=eager).value == pytest.approx((b.ttft_ms / a.ttft_ms - 1) * 100)
+        assert t.cell(f"d_decode_tps@{ctx}", model=eager).value == pytest.approx(
+            (b.decode_tps / a.decode_tps - 1) * 100
+        )
+        assert t.cell(f"d_decode_tps@{ctx}", model=base).kind == "baseline"
     for ctx in (512, 2048):
-        a, b = (
-            ours(df, model=m, context_tokens=ctx, backend="eager").iloc[0] for m in ("qwen3-32b", "qwen3-32b-eager")
-        )
-        assert t.cell(f"ttft_ms@{ctx}", model="qwen3-32b-eager").value == b.ttft_ms
-        assert t.cell(f"d_ttft_ms@{ctx}", model="qwen3-32b-eager").value == pytest.approx(
-            (b.ttft_ms / a.ttft_ms - 1) * 100
-        )
-        assert t.cell(f"d_decode_tps@{ctx}", model="qwen3-32b").kind == "baseline"
+        b = ours(df, model="qwen3-32b-eager", context_tokens=ctx, backend="eager").iloc[0]
         assert t.cell(f"bound_by@{ctx}", model="qwen3-32b-eager").text == b.bound_by
         assert t.cell(f"gpu_busy_fraction@{ctx}", model="qwen3-32b-eager").value == pytest.approx(
             b.gpu_busy_fraction * 100
@@ -171,7 +176,7 @@ def test_attention_table_compares_entries_at_each_context():
         "gpu_busy_fraction@512",
         "bound_by@512",
     ]
-    # The change is against the study's first entry, whatever the report's baseline model is.
+    # The change is against the same-card entry, whatever the report's baseline model is.
     df, cfg = frame("gpu")
     other = {**cfg, "analysis": {**cfg["analysis"], "baseline_model": "qwen3-32b-eager"}}
     (t2,) = builder.build(BY_ID["table-attention"], ReportData(df, other))
