@@ -1,10 +1,10 @@
 """The TPOT-artifact step (DESIGN.md, "TPOT artifact").
 
 An older pipeline wrote 1000/ttft_ms where an end-to-end tok/s figure belonged. Every row gets a
-check: rows with raw e2e samples are checked against gen / median(samples); rows without samples
-(imported tables) get the artifact rule: a tok/s figure within 3% of 1000/ttft_ms is recomputed
-as gen / (e2e_ms_p50 / 1000). A changed figure is never silent: the raw value stays in
-`e2e_tps_raw`, `tpot_artifact` flags it and `tpot_check` says what was done.
+check: rows with raw e2e samples are checked against tokens / median(samples), tokens = batch_size x gen
+(every sequence's); rows without samples (imported tables, batch 1) get the artifact rule: a tok/s figure
+within 3% of 1000/ttft_ms is recomputed as tokens / (e2e_ms_p50 / 1000). A changed figure is never
+silent: the raw value stays in `e2e_tps_raw`, `tpot_artifact` flags it and `tpot_check` says what was done.
 """
 
 from __future__ import annotations
@@ -40,15 +40,16 @@ def check_row(row: dict) -> tuple[float | None, float | None, bool, str]:
         return raw, None, False, "not checked: failed row"
     if not gen:
         return raw, None, False, "not checked: no gen_tokens"
+    tokens = gen * (_num(row.get("batch_size")) or 1)  # every sequence's: a run of batch B makes B x gen
     samples = [s for s in _samples(row.get("e2e_ms_samples")) if s > 0]
     if samples:
-        return _check_samples(raw, gen, samples)
-    return _check_artifact(raw, gen, _num(row.get("ttft_ms")), _num(row.get("e2e_ms_p50")))
+        return _check_samples(raw, tokens, samples)
+    return _check_artifact(raw, tokens, _num(row.get("ttft_ms")), _num(row.get("e2e_ms_p50")))
 
 
-def _check_samples(raw, gen, samples):
-    rec = gen / (statistics.median(samples) / 1000.0)
-    basis = f"gen / median of {len(samples)} e2e samples = {rec:.4g}"
+def _check_samples(raw, tokens, samples):
+    rec = tokens / (statistics.median(samples) / 1000.0)
+    basis = f"tokens / median of {len(samples)} e2e samples = {rec:.4g}"
     if raw is None:
         return rec, rec, True, f"e2e_tps was empty: set to {basis}"
     diff = abs(raw - rec) / rec
@@ -62,8 +63,8 @@ def _check_samples(raw, gen, samples):
     return raw, rec, False, f"ok: e2e_tps {raw:.4g} within {diff:.2%} of {basis}"
 
 
-def _check_artifact(raw, gen, ttft_ms, p50_ms):
-    rec = gen / (p50_ms / 1000.0) if p50_ms and p50_ms > 0 else None
+def _check_artifact(raw, tokens, ttft_ms, p50_ms):
+    rec = tokens / (p50_ms / 1000.0) if p50_ms and p50_ms > 0 else None
     if raw is None:
         return None, rec, False, "not checked: no e2e_tps figure"
     if not ttft_ms or ttft_ms <= 0:
@@ -79,10 +80,10 @@ def _check_artifact(raw, gen, ttft_ms, p50_ms):
                 True,
                 f"{what}; no e2e_ms_p50 to recompute from: withdrawn (null)",
             )
-        return rec, rec, True, f"{what}; recomputed as gen / p50 s = {rec:.4g}"
+        return rec, rec, True, f"{what}; recomputed as tokens / p50 s = {rec:.4g}"
     text = f"ok: e2e_tps {raw:.4g} is {off:.0%} off 1000/ttft_ms = {inv:.4g}"
     if rec is not None:
-        text += f"; gen / p50 s = {rec:.4g} ({(raw - rec) / rec:+.2%})"
+        text += f"; tokens / p50 s = {rec:.4g} ({(raw - rec) / rec:+.2%})"
     return raw, rec, False, text
 
 

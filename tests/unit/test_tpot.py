@@ -70,6 +70,16 @@ def test_measured_rows_are_checked_against_raw_samples():
     assert "14.1% off" in out["tpot_check"][1] and "replaced" in out["tpot_check"][1]
 
 
+def test_a_batch_row_counts_every_sequence_s_tokens():
+    # batch 4: a run makes 4 x 64 tokens, so 4 x 64 / 1.1 s = 232.7 tok/s is the figure, not an artifact
+    samples = [1000.0, 1200.0, 1100.0]
+    batch = row(source="deploybench", batch_size=4, e2e_tps=4 * 64 / 1.1, e2e_ms_samples=samples)
+    out = run(batch, {**batch, "e2e_tps": 64 / 1.1}).to_dict("records")
+    assert out[0]["tpot_artifact"] is False and out[0]["e2e_tps"] == pytest.approx(4 * 64 / 1.1)
+    assert out[0]["e2e_tps_recomputed"] == pytest.approx(4 * 64 / 1.1)
+    assert out[1]["tpot_artifact"] is True and out[1]["e2e_tps"] == pytest.approx(4 * 64 / 1.1)  # batch 1's: replaced
+
+
 def test_failed_rows_are_not_checked():
     out = run(row(status="failed", e2e_tps=None)).iloc[0]
     assert bool(out["tpot_artifact"]) is False and math.isnan(out["e2e_tps"])
