@@ -127,13 +127,8 @@ def measure_cell(cell: CellSpec) -> dict:
 
 
 def _param_counts(model: ModelEntry, meta_model) -> dict:
-    counts = params.count_params(meta_model)
-    if model.active_params:
-        counts["active_params"] = int(model.active_params)
-        counts["active_params_source"] = "config override"
-    else:
-        counts["active_params_source"] = "counted"
-    return counts
+    counts = params.count_params(meta_model, model.active_params or None)
+    return counts | {"active_params_source": "config override" if model.active_params else "counted"}
 
 
 def _check_context_fits(cell: CellSpec, config) -> None:
@@ -171,7 +166,11 @@ def _measure_loaded(cell: CellSpec, device: str, config, counts: dict, meta) -> 
         "phase_wall_s_json": json.dumps(phases),
     }  # in phase order
     out.update(cell_figures.figures(cell, config, ready, warmup_s, prefill, decode))
-    out.update(cell_figures.roofline_figures(cell, config, ready, out, counts, params.expert_split(meta), after))
+    out.update(
+        cell_figures.roofline_figures(
+            cell, config, ready, out, counts, params.expert_split(meta, cell.model.active_params or None), after
+        )
+    )
     out.update(cell_figures.boundness_figures(after.step, out))
     out["max_batch_fit"] = _max_batch_fit(fits, out, cell.batch)
     out["status"] = Status.OK

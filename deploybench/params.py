@@ -32,8 +32,12 @@ def expert_modules(model) -> list[tuple[str, torch.nn.Module, int]]:
     return found
 
 
-def count_params(model) -> dict:
-    """{'total_params', 'active_params', 'all_experts_params'} from a (meta or real) model."""
+def count_params(model, active_override: int | None = None) -> dict:
+    """{'total_params', 'active_params', 'all_experts_params'} from a (meta or real) model.
+
+    `active_override` (a model entry's active_params) replaces the counted active figure; it also lets
+    a mixture-of-experts model whose experts the counter cannot find be counted (every weight then
+    counts towards all_experts_params)."""
     config = model.config
     seen: set[int] = set()
     total = 0
@@ -44,7 +48,7 @@ def count_params(model) -> dict:
 
     top_k = getattr(config, "num_experts_per_tok", None)
     experts = expert_modules(model)
-    if top_k and not experts:
+    if top_k and not experts and active_override is None:
         raise ParamCountError(
             f"{config.model_type}: config says mixture-of-experts (num_experts_per_tok={top_k}) but no "
             "stacked experts module was found; set active_params in the model's config entry"
@@ -70,7 +74,7 @@ def count_params(model) -> dict:
         every_expert += param.numel()
     return {
         "total_params": int(total),
-        "active_params": int(round(active)),
+        "active_params": int(round(active)) if active_override is None else int(active_override),
         "all_experts_params": int(every_expert),  # what a token multiplies when every expert is computed
     }
 
@@ -79,7 +83,7 @@ def count_from_config(config) -> dict:
     return count_params(build_meta_model(config))
 
 
-def expert_split(model) -> dict:
+def expert_split(model, active_override: int | None = None) -> dict:
     """How the weights a token multiplies split into dense and routed-expert parts (meta or real model).
 
     {'dense_params': every weight a token multiplies outside the expert modules (attention, router,
@@ -87,10 +91,14 @@ def expert_split(model) -> dict:
     'expert_params': all expert weights, 'params_per_expert': one expert of one layer (its biases
     included), 'moe_layers', 'n_experts', 'top_k'}. A dense model has expert_params 0 and moe_layers 0.
     Identities: active_params = dense_params + top_k x params_per_expert x moe_layers, and
-    all_experts_params = dense_params + expert_params.
+    all_experts_params = dense_params + expert_params. A mixture-of-experts model whose experts the
+    counter cannot find, with `active_override`, is split as dense: a token reads its active_params.
     """
-    counts = count_params(model)  # raises ParamCountError for a MoE config it cannot read
+    counts = count_params(model, active_override)  # raises ParamCountError for a MoE config it cannot read
     modules = expert_modules(model)
+    if not modules and getattr(model.config, "num_experts_per_tok", None):  # unreadable, overridden
+        dense = {"dense_params": counts["active_params"], "expert_params": 0, "params_per_expert": 0}
+        return dense | {"moe_layers": 0, "n_experts": 0, "top_k": 0}
     per_expert = set()
     expert_params = 0
     for name, module, n_experts in modules:

@@ -6,13 +6,14 @@ import json
 import re
 import subprocess
 import sys
+from pathlib import Path
 
 import pyarrow.parquet as pq
 import pynvml
 import pytest
 import torch
 
-from deploybench import cell_figures, failures, measure, models, nvml, uncertainty
+from deploybench import cell_figures, failures, measure, models, nvml, params, uncertainty
 from deploybench.enums import FailureKind, ThrottleReason
 from deploybench.kvcache import analytic_kv_bytes, measured_kv_bytes
 from deploybench.schema import read_rows, write_row
@@ -199,6 +200,20 @@ def test_decoding_modes_are_seeded(decoding):
     config = generation_config(standard_decoding(decoding), 8, 0)
     runs = [timed_generate(model, ids, torch.ones_like(ids), config, "cpu", seed=5, clock=False)[1] for _ in range(2)]
     assert torch.equal(runs[0].sequences, runs[1].sequences)
+
+
+def test_active_params_in_the_entry_counts_a_moe_the_counter_cannot_read(tmp_path):
+    # A card that says mixture-of-experts but whose modules hold no stacked experts: the counter refuses
+    # it and its error asks for active_params; with active_params set, the cell runs and reads that many.
+    card = json.loads(Path(CARDS["llama"]).read_text()) | {"num_experts_per_tok": 2}
+    (tmp_path / "moe-llama.json").write_text(json.dumps(card))
+    entry = ModelEntry(source="random", architecture=str(tmp_path / "moe-llama.json"))
+    with pytest.raises(params.ParamCountError, match="set active_params"):
+        measure.measure_cell(make_cell(entry, context=8, gen=3))
+    row = measure.measure_cell(make_cell(entry.model_copy(update={"active_params": 123_456}), context=8, gen=3))
+    assert row["status"] == "ok", row.get("error")
+    assert row["active_params"] == 123_456 and row["active_params_source"] == "config override"
+    assert row["params_read_per_token"] == 123_456 and row["total_params"] > 123_456
 
 
 def test_context_over_the_limit_is_a_failed_row_before_loading(monkeypatch):
