@@ -78,17 +78,13 @@ def busy_fraction(gpu_kernel_ms_per_token: float | None, tpot_ms: float | None) 
 
 
 def bound_by(busy: float | None, intensity_flops_per_byte: float | None, ridge_flops_per_byte: float | None):
-    """host | memory_bandwidth | compute | mixed (None without a busy fraction)."""
+    """host | memory_bandwidth | compute | mixed (None without a busy fraction, or GPU-busy without a ridge)."""
     if busy is None:
         return None
     if busy < HOST_BELOW:
         return BoundBy.HOST
     if busy < GPU_AT_LEAST:
         return BoundBy.MIXED
-    if (
-        intensity_flops_per_byte is not None
-        and ridge_flops_per_byte
-        and intensity_flops_per_byte >= ridge_flops_per_byte
-    ):
-        return BoundBy.COMPUTE
-    return BoundBy.MEMORY_BANDWIDTH
+    if intensity_flops_per_byte is None or not ridge_flops_per_byte:
+        return None  # the GPU is busy, but without the ridge compute and memory cannot be told apart
+    return BoundBy.COMPUTE if intensity_flops_per_byte >= ridge_flops_per_byte else BoundBy.MEMORY_BANDWIDTH

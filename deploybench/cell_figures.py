@@ -100,21 +100,29 @@ def _experts_touched(reads: str, split: dict, after: Afterwards) -> float:
     return split["top_k"]
 
 
-def boundness_figures(step: boundness.StepProfile | None, out: dict) -> dict:
+def boundness_figures(step: boundness.StepProfile | None, out: dict, device: str) -> dict:
     """Kernel figures of a decode step, the GPU-busy fraction and what bounds the step."""
     if step is None:
-        return {"boundness_null_reason": "no CUDA device: the kernel profile and the calibrations need CUDA"}
+        if not str(device).startswith("cuda"):
+            return {"boundness_null_reason": "no CUDA device: the kernel profile and the calibrations need CUDA"}
+        return {"boundness_null_reason": "gen below 2: no decode step to profile"}
     busy = boundness.busy_fraction(step.gpu_kernel_ms_per_token, out.get("tpot_ms"))
     bandwidth = out.get("gemv_bandwidth_bytes_per_s") or out.get("mem_bandwidth_bytes_per_s")
     ridge = out["gemm_flops_per_s"] / bandwidth if out.get("gemm_flops_per_s") and bandwidth else None
     intensity = out["decode_flops_per_step"] / out["decode_bytes_per_step"]
-    return {
+    verdict = boundness.bound_by(busy, intensity, ridge)
+    figures = {
         "profile_tokens": step.profile_tokens,
         "kernels_per_token": step.kernels_per_token,
         "gpu_kernel_ms_per_token": step.gpu_kernel_ms_per_token,
         "gpu_busy_fraction": busy,
-        "bound_by": boundness.bound_by(busy, intensity, ridge),
+        "bound_by": verdict,
     }
+    if verdict is None and busy is not None:
+        figures["boundness_null_reason"] = (
+            "no ridge (measure_bandwidth off): compute and memory bandwidth not told apart"
+        )
+    return figures
 
 
 def latency_figures(prefill: PrefillRuns, decode: DecodeRuns, gen: int, batch: int = 1) -> dict:

@@ -171,7 +171,7 @@ def _measure_loaded(cell: CellSpec, device: str, config, counts: dict, meta) -> 
             cell, config, ready, out, counts, params.expert_split(meta, cell.model.active_params or None), after
         )
     )
-    out.update(cell_figures.boundness_figures(after.step, out))
+    out.update(cell_figures.boundness_figures(after.step, out, device))
     out["max_batch_fit"] = _max_batch_fit(fits, out, cell.batch)
     out["status"] = Status.OK
     out.update(cell_figures.verdict(cell, out))

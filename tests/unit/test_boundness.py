@@ -20,7 +20,8 @@ from deploybench.enums import BoundBy
         (0.5, 1.0, 200.0, BoundBy.MIXED),
         (0.79, 1.0, 200.0, BoundBy.MIXED),
         (0.8, 1.0, 200.0, BoundBy.MEMORY_BANDWIDTH),
-        (0.99, 1.0, None, BoundBy.MEMORY_BANDWIDTH),
+        (0.99, 1.0, None, None),  # GPU-busy, but no ridge to tell compute from memory bandwidth
+        (0.3, 1.0, None, BoundBy.HOST),  # the host verdict needs no ridge
         (0.99, 250.0, 200.0, BoundBy.COMPUTE),
     ],
 )
@@ -86,3 +87,17 @@ def test_source_hash_follows_the_library_text(tmp_path, monkeypatch):
     before = host.source_sha256()
     (tmp_path / "a.py").write_text("x = 2\n")
     assert host.source_sha256() != before
+
+
+def test_a_null_verdict_says_why():
+    from deploybench.cell_figures import boundness_figures
+
+    assert "no CUDA device" in boundness_figures(None, {}, "cpu")["boundness_null_reason"]
+    assert boundness_figures(None, {}, "cuda:0")["boundness_null_reason"] == "gen below 2: no decode step to profile"
+    step = boundness.StepProfile(profile_tokens=8, kernels_per_token=100.0, gpu_kernel_ms_per_token=9.5)
+    out = {"tpot_ms": 10.0, "decode_flops_per_step": 2e9, "decode_bytes_per_step": 1e9}
+    no_ridge = boundness_figures(step, out, "cuda:0")
+    assert no_ridge["bound_by"] is None and "no ridge" in no_ridge["boundness_null_reason"]
+    ridge = {"gemm_flops_per_s": 7e14, "gemv_bandwidth_bytes_per_s": 4e12}
+    measured = boundness_figures(step, out | ridge, "cuda:0")
+    assert measured["bound_by"] == "memory_bandwidth" and "boundness_null_reason" not in measured
