@@ -133,6 +133,10 @@ class ModelEntry(Settings):
                 raise Invalid("id", f"local model directory {self.id!r} does not exist")
             if directory is not None and not (directory / PRETRAINED_CARD_FILES[0]).is_file():
                 raise Invalid("id", f"local model directory {self.id!r} has no {PRETRAINED_CARD_FILES[0]}")
+        all_experts = self.experts_implementation is ExpertsImplementation.ALL_EXPERTS
+        if all_experts and self.compiled_loop is not None and self.compiled_loop.decode_experts is not None:
+            # The decode paths read the routed experts only: the row would judge them against all 32.
+            raise Invalid("compiled_loop.decode_experts", "replaces the decode path of all_experts with a routed one")
         return self
 
     @property
