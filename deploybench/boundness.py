@@ -56,7 +56,12 @@ def profile_decode_steps(run, tokens: int, device: str) -> StepProfile | None:
     if not str(device).startswith("cuda") or tokens < 2:
         return None
     totals = {}
-    for new_tokens in (1, tokens):
+    # Each shape warm when profiled: the full one first, straight after the decode runs at that shape (the
+    # compiled backend re-warmed in a full generate that followed one-token ones: measure._decode_runs),
+    # then the one-token one after an unprofiled one-token run (a prefill: cheap).
+    for new_tokens in (tokens, 1):
+        if new_tokens == 1:
+            run(1, 0, False)
         # Device activity only: the kernels are all we read, and host-op events would cost seconds to collect.
         with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as profile:
             _, output = run(new_tokens, 0, False)
