@@ -107,9 +107,7 @@ def machines(data: ReportData) -> list[dict]:
 
 def _date_range(values) -> str | None:
     vals = sorted(str(v) for v in values if v)
-    if not vals:
-        return None
-    return vals[0] if vals[0] == vals[-1] else f"{vals[0]} to {vals[-1]}"
+    return (vals[0] if vals[0] == vals[-1] else f"{vals[0]} to {vals[-1]}") if vals else None
 
 
 def environment(data: ReportData) -> list[Table]:

@@ -69,7 +69,7 @@ class _Layout:
         self.values = {a: values[a] for a in self.iterated}
         self.shown = [a.rstrip("?") for a in spec.rows if not a.endswith("?") or len(values[a.rstrip("?")]) > 1]
         self.pivot = spec.pivot
-        self.pivots = st.axes[spec.pivot] if spec.pivot else []
+        self.pivots = data.measured(st, spec.pivot) if spec.pivot else []
         if spec.pivot_ends and len(self.pivots) > 1:
             self.pivots = [self.pivots[0], self.pivots[-1]]
         self.fixed = {a: v for a, v in self.ref.items() if a not in self.shown and a != spec.pivot}
@@ -78,8 +78,8 @@ class _Layout:
         anchor_values["pivot"] = next(iter(self.pivots), None)
         self.anchor = spec.anchor
         self.anchor_axis = {"pivot": spec.pivot, "entry": "model"}.get(spec.anchor, spec.anchor)
-        # Else an axis of the study (decoding, context, backend): the study's anchor on it.
-        self.anchor_value = anchor_values.get(spec.anchor, st.anchor(spec.anchor) if spec.anchor in st.axes else None)
+        on_axis = data.anchor(st, spec.anchor) if spec.anchor in st.axes else None  # decoding, context, backend
+        self.anchor_value = anchor_values.get(spec.anchor, on_axis)
         self.metric_rows = "metric" in self.iterated  # metrics as rows, the pivot's values as columns
         self.one_unit = len({Q.unit(m) for m in self.metrics}) == 1  # else each metric row names its unit
 
@@ -152,8 +152,9 @@ def _change(lay: _Layout, data: ReportData, m, cell: dict, r: dict | None) -> Ce
     """(figure / the anchor's figure − 1) × 100; the anchor's own row says so instead."""
     axis = lay.anchor_axis
     anchor = lay.same_card(cell["model"]) if lay.anchor == "entry" else lay.anchor_value
-    if lay.anchor != "pivot" and cell[axis] == anchor:
-        return Cell("baseline" if lay.anchor == "model" else "reference", kind="baseline")
+    if lay.anchor != "pivot" and cell[axis] == anchor:  # the anchor's own row (a dash where it has no data)
+        said = "baseline" if lay.anchor == "model" else "reference"
+        return Cell(said, kind="baseline") if Q.figure(m, r) is not None else Cell(DASH, kind="missing")
     compared = data.row({**cell, axis: lay.pivots[-1]}) if lay.anchor == "pivot" else r
     p = num(pct_change(Q.figure(m, compared), Q.figure(m, data.row({**cell, axis: anchor}))))
     return Cell(fmt_pct(p), value=p, kind="num" if p is not None else "missing")

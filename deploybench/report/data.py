@@ -108,14 +108,6 @@ class Study:
     def cells(self) -> list[dict]:
         return [dict(zip(AXES, values)) for values in itertools.product(*(self.axes[a] for a in AXES))]
 
-    def anchor(self, axis: str):
-        """The value of `axis` its other values are compared against: greedy decoding where the study has it,
-        else the study's first value (None where it has none)."""
-        values = self.axes[axis]
-        if axis == "decoding" and "greedy" in values:
-            return "greedy"
-        return values[0] if values else None
-
 
 class ReportData:
     """The frame split into our rows and imported rows, indexed by cell, plus the config."""
@@ -154,8 +146,7 @@ class ReportData:
         return self.model_cfg(model).get("metadata") or {}
 
     def same_card(self, st: Study, model: str) -> str:
-        """The study's first entry built from `model`'s card: what an entry that varies one setting of the
-        same model (attention, experts) is compared with."""
+        """The study's first entry from `model`'s card: what an entry varying one setting of it is compared with."""
         card = {m: self.model_cfg(m).get("architecture") or self.model_cfg(m).get("id") or m for m in st.models}
         return next((m for m in st.models if card[m] == card.get(model, model)), model)
 
@@ -186,6 +177,17 @@ class ReportData:
         """The rows of a study's cells, each once (two cells share a row where a model's own dtype overrides)."""
         return list({id(r): r for r in map(self.row, st.cells()) if r is not None}.values())
 
+    def measured(self, st: Study, axis: str) -> list:
+        """The values of a counted axis (context, gen, batch) that some row of the study has, else all of them."""
+        seen = {cell_of(r)[axis] for r in self.study_rows(st)} if axis in NUMERIC else set(st.axes[axis])
+        return [v for v in st.axes[axis] if v in seen] or st.axes[axis]
+
+    def anchor(self, st: Study, axis: str):
+        """The value of `axis` a study's other values are compared with: greedy decoding where the study has it,
+        else its first value (of a counted axis, the first some row has; None where it has none)."""
+        values = self.measured(st, axis)
+        return "greedy" if axis == "decoding" and "greedy" in values else next(iter(values), None)
+
     def machines(self, st: Study) -> list[str]:
         """The machines a study's cells were measured on."""
         return sorted({machine(r) for r in self.study_rows(st)})
@@ -196,7 +198,7 @@ class ReportData:
         ref = {}
         for axis in ("context", "gen", "decoding", "dtype", "backend"):
             want = to_int(self.ref.get(axis)) if axis in ("context", "gen") else self.ref.get(axis)
-            ref[axis] = want if want in st.axes[axis] else fallback.get(axis, st.anchor(axis))
+            ref[axis] = want if want in st.axes[axis] else fallback.get(axis, self.anchor(st, axis))
         return ref
 
     def reference(self) -> dict | None:
@@ -214,6 +216,7 @@ class ReportData:
         col, label = {
             "energy": ("energy_source", "energy not measured"),
             "memory": ("memory_null_reason", "device memory not measured"),
+            "tail": ("tail_null_reason", "too few runs"),
         }.get(what, (None, None))
         if not label:
             return "the rows have no figures for it"

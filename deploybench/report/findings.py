@@ -119,8 +119,7 @@ WORDS |= {"peak_allocated_bytes": "peak memory"}
 def compare(ra: dict | None, rb: dict | None, names) -> tuple[list[str], list[dict]]:
     """'e2e tok/s between ... higher' for each figure both rows have (figures whose verdicts read alike share
     a clause; one clause for those without an interval by nature), and the numbers behind each."""
-    said: dict[str, list[str]] = {}
-    nums = []
+    said, nums = {}, []  # verdict words -> the figures they describe; the numbers behind each
     for name in names:
         a, b = estimate(ra, name), estimate(rb, name)
         if a is None or b is None:
@@ -166,7 +165,7 @@ def _pairs(data: ReportData, st, axis: str):
             first, said = base if st.kind in AGAINST_BASELINE else group[0], f" at batch {b['batch']}" if b else ""
             yield from (({**ref, **b, "model": m}, {**ref, **b, "model": first}, m + said) for m in group if m != first)
         return
-    values, anchor = st.axes[axis], st.anchor(axis)
+    values, anchor = data.measured(st, axis), data.anchor(st, axis)  # along the context, the shortest measured
     compared = [v for v in (values[-1:] if axis == "context" else values) if v != anchor]
     for m in st.models:
         for v in compared:
@@ -189,8 +188,8 @@ def ablations(data: ReportData) -> list[Finding]:
             if clauses:
                 fixed = {a: v for a, v in data.study_ref(st).items() if a != axis}
                 head = f"Study {st.name}, by {axis} ({cell_label(fixed)}):"
-                text = f"{head} " + "; ".join(clauses) + "."
-                out.append(Finding(f"{axis}-{st.name}", text, {"pairs": nums}, head, [f"{c}." for c in clauses]))
+                text, items = f"{head} " + "; ".join(clauses) + ".", [f"{c}." for c in clauses]
+                out.append(Finding(f"{axis}-{st.name}", text, {"pairs": nums}, head, items))
     return out
 
 

@@ -23,8 +23,7 @@ def num(x) -> float | None:
 
 
 def to_int(x) -> int | None:
-    v = num(x)
-    return None if v is None else int(round(v))
+    return None if (v := num(x)) is None else int(round(v))
 
 
 def fmt_num(x, sig: int = 4) -> str:
@@ -40,8 +39,7 @@ def fmt_num(x, sig: int = 4) -> str:
 
 
 def fmt_int(x) -> str:
-    v = to_int(x)
-    return DASH if v is None else f"{v:,d}".replace("-", MINUS)
+    return DASH if (v := to_int(x)) is None else f"{v:,d}".replace("-", MINUS)
 
 
 def fmt_pct(p, decimals: int = 1, signed: bool = True) -> str:
@@ -54,14 +52,12 @@ def fmt_pct(p, decimals: int = 1, signed: bool = True) -> str:
 
 
 def fmt_ratio(r) -> str:
-    v = num(r)
-    return DASH if v is None else f"{fmt_num(v, 3)}×"
+    return DASH if (v := num(r)) is None else f"{fmt_num(v, 3)}×"
 
 
 def fmt_params(n) -> str:
     """A parameter count for prose: 3.61 B, 218 M, 2.56 k (B = 10^9, M = 10^6, k = 10^3)."""
-    v = num(n)
-    if v is None:
+    if (v := num(n)) is None:
         return DASH
     for div, suffix in ((1e9, "B"), (1e6, "M"), (1e3, "k")):
         if abs(v) >= div:
@@ -71,8 +67,7 @@ def fmt_params(n) -> str:
 
 def pct_change(new, old) -> float | None:
     """(new / old - 1) x 100, None when either is missing or old is zero."""
-    r = ratio(new, old)
-    return None if r is None else (r - 1.0) * 100.0
+    return None if (r := ratio(new, old)) is None else (r - 1.0) * 100.0
 
 
 def ratio(a, b) -> float | None:
@@ -86,9 +81,8 @@ def short(text, limit: int = 90) -> str:
 
 
 def join(values, fmt=str) -> str | None:
-    """'a, b, c' of the formatted values, None when there are none."""
-    out = [fmt(v) for v in values]
-    return ", ".join(out) if out else None
+    """'a, b, c' of the formatted values, None when there are none (or one that prints empty)."""
+    return ", ".join(map(fmt, values)) or None
 
 
 def span(values: list[float], unit: str) -> str | None:

@@ -91,8 +91,9 @@ def causes(name: str, ours: dict, theirs: dict, rt: float, pred: float | None, f
         kind = "path" if path == "routed" and kind == "unexplained" else kind
         read = Q.text(Q.get("params_read_per_token"), Q.value(Q.get("params_read_per_token"), ours))
         said.append(captions.text("study", path, read=read))
-    if method := _method(name, ours, theirs):
-        kind = "method" if kind == "unexplained" else kind
+    if method := _method(name, ours, theirs):  # e2e tok/s: the study's method moves it only where flagged
+        moves = name != "e2e_tps" or theirs.get("tpot_artifact") is True
+        kind = "method" if kind == "unexplained" and moves else kind
         said.append(method)
     return kind, "; ".join(said)
 
@@ -114,7 +115,8 @@ def _method(name: str, ours: dict, theirs: dict) -> str | None:
         return captions.text("study", "memory" if len(words) > 1 else "gib", **words)
     if name in ("tokens_per_j", "j_per_1k_tokens"):
         power = ratio(ours.get("avg_power_w"), theirs.get("avg_power_w"))
-        speed = ratio(Q.figure(Q.get("e2e_tps"), ours), Q.figure(Q.get("e2e_tps"), theirs))
+        window = ratio(ours.get("energy_tokens"), ours.get("energy_window_s"))  # the speed the energy came at
+        speed = ratio(window, Q.figure(Q.get("e2e_tps"), theirs))
         source = short(theirs.get("energy_source") or "not recorded", 80)
         return captions.text("study", "energy", source=source, power=fmt_ratio(power), speed=fmt_ratio(speed))
     return None
@@ -129,11 +131,11 @@ def _row(data: ReportData, name: str, imp: dict) -> Row:
     cells["theirs"] = Cell(Q.text(m, theirs), value=theirs, raw=Q.raw(m, imp), kind="num" if theirs else "missing")
     cells["best"] = metric_cell(best, m, failed_text=True)
     if mine is None or theirs is None:
-        family = {"power": "energy", "bytes": "memory"}.get(FIGURES[name], "")
+        family = {"power": "energy", "bytes": "memory"}.get(FIGURES[name], "tail" if name == "e2e_ms_p95" else "")
         entry = f"{cell['model']} at {cell['context']}/{cell['gen']}, {cell['backend']}, {cell['dtype']}"
         why = f"our cell {entry}: {data.reason_missing([ours], family)}" if mine is None else "no study figure"
-        gone = Cell(DASH, kind="missing", note=why)
-        return Row(cells | {"ratio": gone, "predicted": gone, "cause": text_cell(why)}, key=key | {"kind": "missing"})
+        gone, kind = Cell(DASH, kind="missing", note=why), "unmeasured" if ours and theirs else "missing"
+        return Row(cells | {"ratio": gone, "predicted": gone, "cause": text_cell(why)}, key=key | {"kind": kind})
     pred, facts = predicted(name, ours, imp)
     kind, words = causes(name, ours, imp, mine / theirs, pred, facts)
     cells |= {"ratio": Cell(fmt_ratio(mine / theirs), value=mine / theirs), "cause": text_cell(words)}

@@ -73,26 +73,27 @@ def figure(m: Metric, r: dict | None) -> float | None:
 SAMPLES_OF = {"ttft_ms": "ttft_ms_samples", "e2e_ms_p50": "e2e_ms_samples", "decode_tps": "decode_tps_samples"}
 
 
-def run_range(m: Metric, r: dict | None) -> tuple[float, float, int] | None:
-    """(lowest, highest, runs): the figure over its runs, in the unit printed; None where the row has no samples."""
+def _scaled(m: Metric, r: dict | None, ends: list) -> tuple[float, float] | None:
+    """The figure at its median's `ends` (in the median's unit), in the unit printed, low first."""
     source, power = INTERVAL_OF.get(m.name, (None, 0))
     v, median = figure(m, r), num((r or {}).get(source))
-    samples = [x for x in ((r or {}).get(SAMPLES_OF.get(source, "")) or []) if num(x)]
-    if source is None or v is None or not median or len(samples) < 2:
+    if source is None or v is None or not median or None in ends:
         return None
-    low, high = sorted(v * (end / median) ** power for end in (min(samples), max(samples)))
-    return low, high, len(samples)
+    return tuple(sorted(v * (end / median) ** power for end in ends))
+
+
+def run_range(m: Metric, r: dict | None) -> tuple[float, float, int] | None:
+    """(lowest, highest, runs): the figure over its runs, in the unit printed; None where the row has no samples."""
+    source = INTERVAL_OF.get(m.name, ("",))[0]
+    samples = [x for x in ((r or {}).get(SAMPLES_OF.get(source, "")) or []) if num(x)]
+    ends = _scaled(m, r, [min(samples), max(samples)]) if len(samples) >= 2 else None
+    return None if ends is None else (*ends, len(samples))
 
 
 def interval(m: Metric, r: dict | None) -> tuple[float, float] | None:
     """The figure's 95% interval in the unit printed, from its median's; None where the row has none."""
-    source, power = INTERVAL_OF.get(m.name, (None, 0))
-    v, median = figure(m, r), num((r or {}).get(source))
-    ends = [num((r or {}).get(f"{source}_ci95_{end}")) for end in ("low", "high")]
-    if source is None or v is None or not median or None in ends:
-        return None
-    low, high = sorted(v * (end / median) ** power for end in ends)
-    return low, high
+    source = INTERVAL_OF.get(m.name, ("",))[0]
+    return _scaled(m, r, [num((r or {}).get(f"{source}_ci95_{end}")) for end in ("low", "high")])
 
 
 def no_interval(m: Metric, r: dict) -> str:
