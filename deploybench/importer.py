@@ -15,7 +15,17 @@ from pathlib import Path
 
 import pandas as pd
 
-from deploybench.enums import Backend, Device, DType, FailureKind, PromptMode, Status, WeightsSource
+from deploybench.enums import (
+    Backend,
+    Device,
+    DType,
+    ExpertsImplementation,
+    FailureKind,
+    PromptMode,
+    Status,
+    WeightsSource,
+)
+from deploybench.experts import READS_ALL
 from deploybench.naming import cell_id
 from deploybench.schema import SCHEMA_VERSION, to_table
 from deploybench.spec import STANDARD_DECODING, canonical_json
@@ -153,12 +163,22 @@ _SHORT_PROMPTS = {
     "decoding": "Explain the benefits of renewable energy in 2–3 sentences.",
     "precision": "Write a short poem about artificial intelligence.",
 }
-# Environment stated in the study's PROVENANCE (one H100 NVL, torch 2.7.1, transformers 4.55.2).
+# Environment stated in the study (one H100 NVL; its paper gives "PyTorch 2.7.1+ with Transformers 4.55.2+":
+# minimums, not versions its CSVs recorded), and its batch (one request at a time).
 _ENV = {
     "device": Device.CUDA,
     "device_name": "NVIDIA H100 NVL",
-    "torch_version": "2.7.1",
-    "transformers_version": "4.55.2",
+    "torch_version": "2.7.1+",
+    "transformers_version": "4.55.2+",
+    "batch_size": 1,
+}
+# What the study's transformers ran (its defaults, DESIGN.md): eager attention and every expert for every token
+# for gpt-oss (no SDPA: attention sinks), SDPA for the dense models.
+_IMPLEMENTATIONS = {
+    "openai/gpt-oss-20b": {"attn_implementation": "eager", "experts_implementation": ExpertsImplementation.ALL_EXPERTS}
+    | {"experts_read_per_token": READS_ALL},
+    "Qwen/Qwen3-32B": {"attn_implementation": "sdpa"},
+    "01-ai/Yi-34B": {"attn_implementation": "sdpa"},
 }
 _ABLATION_NOTE = "ablation: 5 runs; p50 = middle run, p95 = index ceil(0.95*(n-1)) = the maximum"
 
@@ -202,6 +222,7 @@ class _Cells:
                 "model_ref": model_id,
                 **decoding_settings,
                 **_ENV,
+                **_IMPLEMENTATIONS.get(model_id, {}),
                 **self.params.get(model_id, {}),
                 "notes": [],
             }
@@ -261,7 +282,7 @@ def _params(cells: _Cells, path: Path, df: pd.DataFrame) -> None:
         cells.params[model_id] = {
             "total_params": round(float(total[0]) * 1e9),
             "active_params": round(float(active[0]) * 1e9),
-            "active_params_source": f"study figure {float(active[0])}B ({path.name})",
+            "active_params_source": f"study figures {float(total[0])}B total, {float(active[0])}B active ({path.name})",
         }
 
 
@@ -292,10 +313,13 @@ def _latency(cells: _Cells, path: Path, df: pd.DataFrame) -> None:
 
 
 def _memory(cells: _Cells, path: Path, df: pd.DataFrame) -> None:
+    # Allocated after load: only a model's first cell was measured straight after loading (later ones carry
+    # ~32 MiB left from the previous run), so every cell takes the model's smallest.
+    weights = df.groupby("model")["baseline_alloc_mb"].min()
     for r in df.to_dict("records"):
         row = cells.get(path, r["model"], r["context_length"], r["gen_tokens"])
         fig = {
-            "weights_bytes": round(r["baseline_alloc_mb"] * MIB),  # allocated after load
+            "weights_bytes": round(weights[r["model"]] * MIB),
             "peak_allocated_bytes": round(r["peak_alloc_mb"] * MIB),
             "peak_reserved_bytes": round(r["peak_reserved_mb"] * MIB),
             "device_name": r["device_name"],
