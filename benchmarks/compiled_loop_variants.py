@@ -135,7 +135,7 @@ def measure_variant(args, options: dict, ceilings: dict, bytes_per_token: float,
 
 
 def _against_baseline(result: dict, logits: torch.Tensor, baseline: dict) -> dict:
-    reference = torch.tensor(baseline["logits"])
+    reference = torch.tensor(baseline["logits"], device=logits.device)  # stored as a list; logits sit on the GPU
     differing = [i for i, (a, b) in enumerate(zip(result["tokens"], baseline["tokens"])) if a != b]
     return {
         "tokens_equal_baseline": not differing and len(result["tokens"]) == len(baseline["tokens"]),

@@ -54,7 +54,7 @@ def test_compiled_loop_at_batch_b_on_gpu(family):
     """CUDA graphs over a (B, context) batch: B x gen tokens, a static cache of B sequences."""
     model = models.load_model(random_model(family), "bfloat16", "cuda").model
     ids = torch.randint(3, 1000, (4, 128), device="cuda", generator=torch.Generator("cuda").manual_seed(0))
-    loop = CompiledDecodeLoop(model, GREEDY, context=128, gen=16, device="cuda")
+    loop = CompiledDecodeLoop(model, GREEDY, context=128, gen=16, device="cuda", batch=4)
     for _ in range(2):  # compile, then a replay
         timing, output = loop.run(ids, 16, seed=0, clock=True)
     assert output.sequences.shape == (4, 144) and timing.new_tokens == 16 and len(timing.token_times) == 16

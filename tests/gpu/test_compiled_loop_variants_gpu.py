@@ -39,6 +39,7 @@ def test_compiled_kernel_matches_float64_math(kernel, card, dtype):
     generator = torch.Generator(device="cuda").manual_seed(0)
     sinks = torch.randn(heads, generator=generator, device="cuda").to(dtype) if has_sinks else None
     layer = Layer(sinks).cuda()
+    torch._dynamo.reset()  # each case compiles afresh: 4 cards x 2 dtypes would near the recompile limit (8)
     compiled = torch.compile(attention.DECODE_KERNELS[kernel], fullgraph=True)
     for slots, valid in [*FILLS, (2111, range(0, 2048))]:  # and a Qwen3-32B-sized cache at 2048 + 64
         query = torch.randn(1, heads, 1, dim, generator=generator, device="cuda").to(dtype)

@@ -107,7 +107,7 @@ def decode_logits(model, ids: torch.Tensor, slots: int) -> torch.Tensor:
     from transformers import StaticCache
 
     cache = StaticCache(config=model.config, max_cache_len=slots)
-    positions = torch.arange(ids.shape[1])[None]
+    positions = torch.arange(ids.shape[1], device=ids.device)[None]
     with torch.no_grad():
         model(input_ids=ids[:, :-1], position_ids=positions[:, :-1], past_key_values=cache, use_cache=True)
         return model(input_ids=ids[:, -1:], position_ids=positions[:, -1:], past_key_values=cache).logits[0, -1]
