@@ -54,7 +54,9 @@ def add_ape(df: pd.DataFrame) -> pd.DataFrame:
 
 
 def _key(row: dict) -> tuple:
-    # Null and NaN identity values (an unknown context) compare equal to each other.
+    # Null and NaN identity values (an unknown context) compare equal to each other; a row that names no
+    # batch size ran one request at a time (schema 1.x rows, imported tables).
+    row = {**row, "batch_size": 1 if pd.isna(row.get("batch_size")) else int(row["batch_size"])}
     return tuple(None if pd.isna(row.get(c)) else row.get(c) for c in CELL_KEY)
 
 

@@ -186,7 +186,7 @@ def _ratio_metrics(bases: list[Metric]) -> list[Metric]:
 
 RATIO_PREFIX = "ratio_to_baseline_"
 # A row and its baseline row must agree on every one of these to be compared.
-BASELINE_CELL_KEY = ("source", "backend", "dtype", "context_tokens", "gen_tokens", "decoding")
+BASELINE_CELL_KEY = ("source", "backend", "dtype", "context_tokens", "gen_tokens", "decoding", "batch_size")
 
 
 def ratio_column(metric: str) -> str:

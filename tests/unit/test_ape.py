@@ -74,6 +74,22 @@ def test_other_sources_and_backends_are_other_cells():
     assert out["ratio_to_baseline_e2e_tps"].isna().tolist() == [False, True, True]
 
 
+def test_a_batch_row_is_compared_with_the_baseline_at_its_batch():
+    # The baseline in a batch study has one row per batch at a cell: each row pairs with its own batch's
+    # (they were all lost as "several baseline rows"), and a row without a batch size is at batch 1.
+    df = pd.DataFrame(
+        [
+            row("base", decode_tps=40.0),  # no batch_size: batch 1
+            row("base", batch_size=4, decode_tps=120.0),
+            row("moe", batch_size=1, decode_tps=60.0),
+            row("moe", batch_size=4, decode_tps=150.0),
+            row("moe", batch_size=8, decode_tps=200.0),  # no baseline at batch 8
+        ]
+    )
+    ratios = compute_ape(df, "base")["ratio_to_baseline_decode_tps"].tolist()
+    assert ratios[:4] == pytest.approx([1.0, 1.0, 1.5, 1.25]) and nan(ratios[4])
+
+
 def test_failed_baseline_and_failed_rows_give_nan():
     df = pd.DataFrame([row("base", status="failed", e2e_tps=None), row("a")])
     out = compute_ape(df, "base")
