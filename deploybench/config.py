@@ -219,7 +219,7 @@ def cells_by_study(config: WorkflowConfig) -> dict[str, list[str]]:
 
 def cell_spec(config: WorkflowConfig, cell: Cell) -> CellSpec:
     """Everything that determines this cell's measurement, and nothing else."""
-    model = config.models[cell.model].without_metadata()
+    model = config.models[cell.model].measured_by(Backend(cell.backend))
     return CellSpec(
         model_name=cell.model,
         model=model,

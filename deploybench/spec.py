@@ -144,9 +144,12 @@ class ModelEntry(Settings):
         """The card or checkpoint the weights come from."""
         return self.architecture if self.source is WeightsSource.RANDOM else self.id
 
-    def without_metadata(self) -> ModelEntry:
-        """This entry as a cell spec holds it: the keys the user wrote, less what no measurement reads."""
-        return ModelEntry.model_validate(self.model_dump(exclude_unset=True, exclude={"metadata"}))
+    def measured_by(self, backend: Backend) -> ModelEntry:
+        """This entry as a cell spec of `backend` holds it: the keys the user wrote, less what no measurement on
+        that backend reads (metadata; compiled_loop's options, except on compiled_loop). So editing either
+        reruns no cell it cannot change."""
+        unread = {"metadata"} | (set() if backend is Backend.COMPILED_LOOP else {"compiled_loop"})
+        return ModelEntry.model_validate(self.model_dump(exclude_unset=True, exclude=unread))
 
 
 def _check_card(path: str) -> None:

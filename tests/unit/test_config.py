@@ -279,6 +279,17 @@ def test_editing_a_card_changes_the_params_of_exactly_its_models_cells(tmp_path)
     assert changed == {"m-qwen3"}
 
 
+def test_compiled_loop_options_change_only_compiled_loop_cells():
+    # Other backends ignore them: adding fusions to a model must not rerun its eager cells.
+    both = lambda c: put(c, ["eager", "compiled_loop"], "studies", "main", "backends")  # noqa: E731
+    config = validate_config(small(both))
+    before = {cell: cell_params(config, cell) for cell in all_cells(config)}
+    fusions = lambda c: put(both(c), {"fusions": ["qkv"]}, "models", "m-qwen3", "compiled_loop")  # noqa: E731
+    fused = validate_config(small(fusions))
+    changed = {(cell.model, cell.backend) for cell in before if cell_params(fused, cell) != before[cell]}
+    assert changed == {("m-qwen3", Backend.COMPILED_LOOP)}
+
+
 @pytest.mark.parametrize("configfile", SHIPPED_CONFIGS)
 def test_cell_paths_match_the_snakemake_wildcards(configfile):
     """The measure rule's output pattern, with common.smk's constraints, reads every cell path back."""
