@@ -130,6 +130,13 @@ class WorkflowConfig(Settings):
         baseline = self.analysis.baseline_model
         if baseline is not None and baseline not in self.models:
             raise Invalid(("analysis", "baseline_model"), f"model {baseline!r} is not defined under models")
+        reference = self.analysis.reference_cell
+        if reference is not None and reference.decoding is not None and reference.decoding not in self.decoding:
+            why = f"decoding mode {reference.decoding!r} is not defined under decoding"
+            raise Invalid(("analysis", "reference_cell", "decoding"), why)
+        for imported, entry in self.analysis.study_way.items():
+            if entry not in self.models:
+                raise Invalid(("analysis", "study_way", imported), f"model {entry!r} is not defined under models")
         return self
 
 

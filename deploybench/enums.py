@@ -40,6 +40,18 @@ WeightsSource = closed_set(
 )
 
 
+AttentionImplementation = closed_set(
+    "AttentionImplementation",
+    "eager",
+    "sdpa",
+    "flex_attention",
+    "flash_attention_2",
+    "flash_attention_3",
+    doc="transformers' attention implementations a model entry may ask for (its own, unset: what transformers "
+    "chooses); flash_attention_* need the flash-attn package on the GPU node.",
+)
+
+
 class ExpertsImplementation(StrEnum):
     """transformers' mixture-of-experts code paths (gpt-oss)."""
 

@@ -16,7 +16,15 @@ from typing import Annotated
 from pydantic import Field, StringConstraints, ValidationError, field_serializer, model_validator
 
 from . import naming
-from .enums import Backend, CacheImplementation, Device, DType, ExpertsImplementation, WeightsSource
+from .enums import (
+    AttentionImplementation,
+    Backend,
+    CacheImplementation,
+    Device,
+    DType,
+    ExpertsImplementation,
+    WeightsSource,
+)
 from .loop_options import CompiledLoopOptions
 from .validation import Choice, Invalid, Settings, describe
 
@@ -76,6 +84,11 @@ class MeasurementSettings(Settings):
     def _max_runs_reach_n_runs(self) -> MeasurementSettings:
         if self.max_runs < self.n_runs:
             raise Invalid("max_runs", f"must be at least n_runs ({self.n_runs}), got {self.max_runs}")
+        if self.idle_cooldown_max_s < self.idle_cooldown_s:
+            raise Invalid(
+                "idle_cooldown_max_s",
+                f"must be at least idle_cooldown_s ({self.idle_cooldown_s}), got {self.idle_cooldown_max_s}",
+            )
         return self
 
 
@@ -110,7 +123,7 @@ class ModelEntry(Settings):
     """parameters active per token, where the counter cannot understand the model's experts"""
     experts_implementation: Choice[ExpertsImplementation] | None = None
     """the mixture-of-experts code path; unset: what transformers chooses"""
-    attn_implementation: str = None
+    attn_implementation: Choice[AttentionImplementation] = None
     """transformers attention implementation; unset: transformers' choice (sdpa: Qwen3, Llama; eager: gpt-oss)"""
     max_position_embeddings: PositiveInt = None
     """override the card's maximum positions"""

@@ -79,8 +79,8 @@ MORE_BAD_CONFIGS = {
         r"config\.models\.m-llama\.metadata\.licence: unknown key",
     ),
     "null for a key that takes text": (
-        lambda c: put(c, None, "models", "m-llama", "attn_implementation"),
-        r"config\.models\.m-llama\.attn_implementation: Input should be a valid string, got None",
+        lambda c: put(c, None, "models", "m-llama", "revision"),
+        r"config\.models\.m-llama\.revision: Input should be a valid string, got None",
     ),
     "unknown experts implementation": (
         lambda c: put(c, "dense", "models", "m-llama", "experts_implementation"),
