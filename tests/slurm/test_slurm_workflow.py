@@ -41,7 +41,9 @@ PARTITION = "debug"  # made by .ci/setup_slurm.sh, named in ci-profile
 MEASURE_RULE = "measure"
 RUN_TIMEOUT_S = 15 * 60
 CELL_RE = re.compile(r"results/cells/\S+?\.parquet")
-COMPARED = ("status", "context_tokens_measured", "gen_tokens_measured")
+# What a cell's row must say alike wherever it ran: its identity and spec, and what follows from shapes alone.
+COMPARED = ("cell_id", "status", "spec_json", "context_tokens_measured", "gen_tokens_measured", "active_params")
+COMPARED += ("total_params", "kv_cache_bytes", "kv_cache_bytes_analytic")
 
 
 def cluster_problem() -> str | None:

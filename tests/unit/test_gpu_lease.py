@@ -19,7 +19,7 @@ from deploybench import gpu_lease, nvml
 from deploybench.gpu_lease import GpuLeaseTimeout, lease_gpu
 
 REPO = Path(__file__).resolve().parents[2]
-SLACK_S = 0.15  # scheduling jitter we tolerate (the poll interval is 20 ms)
+SLACK_S = 0.4  # scheduling jitter we tolerate on a busy 2-core host (the poll interval is 20 ms)
 
 # Waits for a common start time, leases, holds for hold_s, prints one JSON record.
 # Times are time.monotonic(), which is one system-wide clock on Linux.
@@ -140,7 +140,7 @@ def test_sigkilled_holder_frees_its_device(clean_env):
     record = json.loads(out)
     assert record["device"] == 0
     assert record["t_request"] < t_kill  # it was already waiting
-    assert record["t_acquire"] - t_kill < 0.5
+    assert record["t_acquire"] - t_kill < 1.0  # the lock dies with its holder: no timeout to wait out
 
 
 def test_lease_is_released_and_env_restored(clean_env):

@@ -193,13 +193,15 @@ def test_every_dtype_runs_for_every_family(family, dtype):
     assert row["kv_cache_bytes"] == row["kv_cache_bytes_analytic"]
 
 
-@pytest.mark.parametrize("decoding", sorted(STANDARD_DECODING))
-def test_decoding_modes_are_seeded(decoding):
-    model, _ = models.load_model(random_model("qwen3"), "float32", "cpu").model, None
+@pytest.mark.parametrize("decoding", sorted(n for n, s in STANDARD_DECODING.items() if s.get("do_sample")))
+def test_sampling_modes_are_seeded(decoding):
+    # The run's seed decides the sample: the same seed, the same tokens; another seed, others.
+    model = models.load_model(random_model("qwen3"), "float32", "cpu").model
     ids = torch.randint(3, 1000, (1, 12))
     config = generation_config(standard_decoding(decoding), 8, 0)
-    runs = [timed_generate(model, ids, torch.ones_like(ids), config, "cpu", seed=5, clock=False)[1] for _ in range(2)]
+    runs = [timed_generate(model, ids, torch.ones_like(ids), config, "cpu", seed=s, clock=False)[1] for s in (5, 5, 6)]
     assert torch.equal(runs[0].sequences, runs[1].sequences)
+    assert not torch.equal(runs[0].sequences, runs[2].sequences)
 
 
 def test_active_params_in_the_entry_counts_a_moe_the_counter_cannot_read(tmp_path):
