@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from deploybench import metrics
+from deploybench import metrics, schema
 
 # The columns and their definitions live in the metric catalogue; this module computes them.
 APE_COLUMNS = [m.name for m in metrics.of_stage(metrics.Stage.APE)]
@@ -54,9 +54,8 @@ def add_ape(df: pd.DataFrame) -> pd.DataFrame:
 
 
 def _key(row: dict) -> tuple:
-    # Null and NaN identity values (an unknown context) compare equal to each other; a row that names no
-    # batch size ran one request at a time (schema 1.x rows, imported tables).
-    row = {**row, "batch_size": 1 if pd.isna(row.get("batch_size")) else int(row["batch_size"])}
+    # Null and NaN identity values (an unknown context) compare equal to each other.
+    row = {**row, "batch_size": schema.batch_of(row)}
     return tuple(None if pd.isna(row.get(c)) else row.get(c) for c in CELL_KEY)
 
 

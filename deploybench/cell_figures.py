@@ -9,7 +9,7 @@ the batch (B x steps per second), `decode_tps_per_seq` one sequence's, `tpot_ms`
 
 from __future__ import annotations
 
-from . import boundness, energy, kvcache, models, roofline, uncertainty
+from . import boundness, calibration, energy, kvcache, models, roofline, uncertainty
 from .enums import Backend, ThrottleReason
 from .experts import READS_ALL
 from .runs import Afterwards, DecodeRuns, PrefillRuns, Ready
@@ -103,7 +103,7 @@ def _experts_touched(reads: str, split: dict, after: Afterwards) -> float:
 def boundness_figures(step: boundness.StepProfile | None, out: dict, device: str) -> dict:
     """Kernel figures of a decode step, the GPU-busy fraction and what bounds the step."""
     if step is None:
-        if not str(device).startswith("cuda"):
+        if not calibration.is_cuda(device):
             return {"boundness_null_reason": "no CUDA device: the kernel profile and the calibrations need CUDA"}
         return {"boundness_null_reason": "gen below 2: no decode step to profile"}
     busy = boundness.busy_fraction(step.gpu_kernel_ms_per_token, out.get("tpot_ms"))

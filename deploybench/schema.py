@@ -18,6 +18,8 @@ from deploybench import metrics
 
 # 2.0: the batch axis (batch_size; cell ids spell b<batch>). Rows of 1.x are migrated when read.
 SCHEMA_VERSION = "2.0"
+# The batch of a row that names none: schema 1.x rows and the study's tables ran one request at a time.
+UNBATCHED = 1
 
 _ARROW_TYPES = {
     metrics.ValueType.STR: pa.string(),
@@ -78,12 +80,18 @@ def read_rows(path: str | os.PathLike) -> list[dict]:
     return [migrate(row) for row in pq.read_table(path).to_pylist()]
 
 
+def batch_of(row: dict) -> int:
+    """The batch a row ran at: its batch_size, else UNBATCHED."""
+    batch = row.get("batch_size")
+    return UNBATCHED if batch is None or batch != batch else int(batch)  # batch != batch: NaN
+
+
 def migrate(row: dict) -> dict:
     """A row of an older schema in the current one. 1.x -> 2.0: every 1.x cell was measured at batch 1,
     so batch_size is 1 and its cell id gains b1 ('.../c2048-g64-greedy' -> '.../c2048-g64-b1-greedy')."""
     if not str(row.get("schema_version") or "").startswith("1."):
         return row
-    migrated = {**row, "batch_size": 1, "schema_version": SCHEMA_VERSION}
+    migrated = {**row, "batch_size": UNBATCHED, "schema_version": SCHEMA_VERSION}
     cell = row.get("cell_id")
     if cell and not _BATCHED_AXES.match(cell.rsplit("/", 1)[-1]):
         head, axes = cell.rsplit("/", 1)

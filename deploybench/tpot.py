@@ -14,6 +14,8 @@ import statistics
 
 import pandas as pd
 
+from deploybench import schema
+
 TOLERANCE = 0.03
 
 
@@ -40,7 +42,7 @@ def check_row(row: dict) -> tuple[float | None, float | None, bool, str]:
         return raw, None, False, "not checked: failed row"
     if not gen:
         return raw, None, False, "not checked: no gen_tokens"
-    tokens = gen * (_num(row.get("batch_size")) or 1)  # every sequence's: a run of batch B makes B x gen
+    tokens = gen * schema.batch_of(row)  # every sequence's: a run of batch B makes B x gen
     samples = [s for s in _samples(row.get("e2e_ms_samples")) if s > 0]
     if samples:
         return _check_samples(raw, tokens, samples)

@@ -17,11 +17,11 @@ import pandas as pd
 from deploybench.enums import StudyKind
 from deploybench.report import captions
 from deploybench.report.fmt import short, to_int
+from deploybench.schema import UNBATCHED as BATCH  # of every cell that names no batch, and of every row
 
 OURS = "deploybench"
 AXES = ("model", "backend", "dtype", "context", "gen", "decoding", "batch")
 NUMERIC = ("context", "gen", "batch")  # the axes whose values are counts
-BATCH = 1  # the batch of every cell that names none, and of every row without batch_size
 # The frame's column for each axis, the config's key for it in a study, its default where a study has none.
 AXIS_COLUMN = {axis: axis for axis in AXES} | {"context": "context_tokens", "gen": "gen_tokens", "batch": "batch_size"}
 STUDY_KEY = {axis: f"{axis}s" if axis in ("model", "backend", "dtype", "context") else axis for axis in AXES}
