@@ -58,6 +58,7 @@ class CompiledDecodeLoop:
     ):
         from transformers import StaticCache
 
+        _refuse_uncapturable_experts(model, options, device)
         fused = fusion.fuse(model, options.fusions)  # before the cache and the compile: they see the fused layers
         # K and V read in place rather than copied once per query head; prefill through SDPA (attention.py).
         model.set_attn_implementation(attention.register(model, options.decode_attention))
@@ -126,6 +127,21 @@ class CompiledDecodeLoop:
         sequences = torch.cat([input_ids, torch.stack(tokens, dim=1)], dim=1)
         timing = RunTiming(e2e_s=elapsed, token_times=token_times, new_tokens=len(tokens))
         return timing, LoopOutput(sequences, self.cache)
+
+
+def _refuse_uncapturable_experts(model, options: CompiledLoopOptions, device: str) -> None:
+    """transformers' grouped_mm compiles only in bf16: in another dtype it falls back to a loop over
+    `offs.tolist()`, a host copy that CUDA graph capture cannot hold. Refused as an unsupported dtype (a row)
+    before anything is built, naming the option that avoids it."""
+    if not device.startswith("cuda") or not models.is_moe(model.config) or model.dtype == torch.bfloat16:
+        return
+    path = options.decode_experts or getattr(model.config, "_experts_implementation", None)
+    if str(path) == "grouped_mm":
+        raise NotImplementedError(
+            f"Unsupported dtype {model.dtype} for grouped_mm experts under CUDA graphs (compiled_loop): transformers "
+            "falls back to a host loop outside bfloat16; set the model's compiled_loop.decode_experts to "
+            "gathered_reduction or batched_mm"
+        )
 
 
 def _variant_facts(model, options: CompiledLoopOptions, fused: fusion.FusionResult) -> dict:

@@ -100,7 +100,12 @@ VARIANTS = [
 
 
 def loop_tokens(family: str, options: dict) -> tuple[torch.Tensor, dict]:
-    """A fresh float32 model and loop for `options`; three runs must replay the same graphs."""
+    """A fresh float32 model and loop for `options`; three runs must replay the same graphs.
+
+    A mixture-of-experts model decodes through gathered_reduction unless the variant names a path:
+    grouped_mm cannot be captured outside bf16 (test_grouped_mm_outside_bf16_is_an_unsupported_row)."""
+    if family == "gpt_oss":
+        options = {"decode_experts": "gathered_reduction", **options}
     torch._dynamo.reset()
     torch.manual_seed(0)
     model = models.load_model(random_model(family), "float32", "cuda").model
@@ -128,6 +133,13 @@ def test_every_variant_loop_under_cuda_graphs_gives_the_baseline_tokens(family, 
     for options in VARIANTS:
         tokens, facts = loop_tokens(family, options)
         assert torch.equal(tokens, baseline), facts
+
+
+def test_grouped_mm_outside_bf16_is_an_unsupported_row():
+    entry = ModelEntry(source="random", architecture=CARDS["gpt_oss"])
+    row = measure.measure_cell(make_cell(entry, context=64, gen=8, dtype="float32", backend="compiled_loop", **GPU))
+    assert row["status"] == "failed" and row["failure_kind"] == "unsupported", row["error"]
+    assert "decode_experts" in row["error"]
 
 
 def test_variant_row_on_gpu():
