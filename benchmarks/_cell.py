@@ -8,11 +8,11 @@ from pathlib import Path
 
 import torch
 
-from deploybench import models, prompts
+from deploybench.engines import models, prompts
+from deploybench.engines.timing import synchronize
 from deploybench.enums import Backend, Device, DType, ExpertsImplementation, WeightsSource, values
-from deploybench.environment import resolve_device
-from deploybench.spec import STANDARD_DECODING, CellSpec, parse_cell
-from deploybench.timing import synchronize
+from deploybench.instruments.environment import resolve_device
+from deploybench.plan.spec import STANDARD_DECODING, CellSpec, parse_cell
 
 
 def shape_arguments(parser: argparse.ArgumentParser, experts: str | None = "", dtype: bool = True) -> None:

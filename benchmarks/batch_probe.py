@@ -28,13 +28,16 @@ from pathlib import Path
 import torch
 from _cell import benchmark_cell, shape_arguments
 
-from deploybench import batch as batching
-from deploybench import calibration, capacity, coverage, failures, kvcache, memory, models, params, roofline
-from deploybench.environment import capture, resolve_device
-from deploybench.experts import READS_ALL
-from deploybench.spec import standard_decoding
+from deploybench.analytic import capacity, kvcache, params, roofline
+from deploybench.engines import batch as batching
+from deploybench.engines import models
+from deploybench.engines.experts import READS_ALL
+from deploybench.engines.timing import generation_config, synchronize
+from deploybench.instruments import calibration, coverage, memory
+from deploybench.instruments.environment import capture, resolve_device
+from deploybench.measure import failures
+from deploybench.plan.spec import standard_decoding
 from deploybench.stats import median
-from deploybench.timing import generation_config, synchronize
 
 GREEDY = standard_decoding("greedy")
 
@@ -45,7 +48,7 @@ def ceilings(args, device: str, dtype: torch.dtype) -> dict:
         return {
             "bandwidth_bytes_per_s": calibration.copy_bandwidth(device),
             "gemm_flops_per_s": calibration.gemm_flops(dtype, device),
-            "source": "calibrated on this device (deploybench.calibration)",
+            "source": "calibrated on this device (deploybench.instruments.calibration)",
         }
     return {
         "bandwidth_bytes_per_s": args.bandwidth,

@@ -19,21 +19,31 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
-from deploybench import metrics
+from deploybench.results import metrics
 
 # Units of figures that vary from run to run of the same code on the same machine.
-MEASURED_UNITS = {"ms", "s", "tok/s", "ms/token", "fraction", "bytes/s", "J", "W", "J per 1000 tok", "tok/J", "°C"}
+MEASURED_UNITS = {"ns", "ms", "s", "tok/s", "ms/token", "fraction", "bytes/s", "J", "W", "J per 1000 tok", "tok/J", "°C"}
 MEASURED_GROUPS = {"energy"}
 ALSO_VARYING = {
     "started_at": "timestamp",
     "host_peak_rss_bytes": "host process memory (allocator and fork state)",
+    "phase_wall_s_json": "measured (s per phase)",
+    "code_revision": "the code that ran",
+    "source_sha256": "the code that ran",
+    "ci_null_reason": "follows from the measured samples (their count and correlation)",
+    "tail_null_reason": "follows from the measured samples (their count)",
 }
+# A phase repeats until its samples are precise enough or a cap: how many ran, what they are worth and
+# why it stopped follow from the measured samples.
+SAMPLE_COUNT_SUFFIXES = ("_runs", "_n_eff", "_stop_reason")
 
 
 def varies(name: str) -> str | None:
     """Why a column may differ between two runs, or None when it must not."""
     if name in ALSO_VARYING:
         return ALSO_VARYING[name]
+    if name.endswith(SAMPLE_COUNT_SUFFIXES) and name not in ("n_runs", "warmup_runs"):
+        return "follows from the measured samples"
     m = metrics.by_name().get(name)
     if m is None:
         return None

@@ -2,7 +2,7 @@
 
 For one architecture card and cell, builds the compiled_loop backend once per variant (fused
 projections, each decode-attention kernel, and for a mixture-of-experts model each decode experts
-path; deploybench.loop_options) on the same seeded random weights, exactly as the harness builds it
+path; deploybench.plan.loop_options) on the same seeded random weights, exactly as the harness builds it
 from a model entry's `compiled_loop:` options. For each it checks the tokens against the baseline's
 (today's defaults) and how far its first decode step's logits are from the baseline's, and reports
 decode tok/s, TTFT, compile time and decode speed against the copy-bandwidth and GEMV-bandwidth
@@ -30,12 +30,15 @@ from pathlib import Path
 import torch
 from _cell import benchmark_cell, random_model_and_prompt, shape_arguments
 
-from deploybench import calibration, experts, fusion, kvcache, models, params, roofline
-from deploybench.decode_loop import variant_facts
+from deploybench.analytic import kvcache, params, roofline
+from deploybench.engines import experts, models
+from deploybench.engines.compiled_loop import fusion
+from deploybench.engines.compiled_loop.decode_loop import variant_facts
 from deploybench.enums import Backend, Device
-from deploybench.environment import capture, resolve_device
-from deploybench.loop_options import DecodeAttentionKernel, DecodeExperts
-from deploybench.measure import backend_runner
+from deploybench.instruments import calibration
+from deploybench.instruments.environment import capture, resolve_device
+from deploybench.measure.phases import backend_runner
+from deploybench.plan.loop_options import DecodeAttentionKernel, DecodeExperts
 from deploybench.stats import coefficient_of_variation, median
 
 BASELINE = "baseline"

@@ -20,9 +20,10 @@ import torch
 from _cell import graphed, shape_arguments, timed
 from torch.nn import functional
 
-from deploybench import attention, models
+from deploybench.engines import models
+from deploybench.engines.compiled_loop import attention
 from deploybench.enums import Device
-from deploybench.environment import capture, resolve_device
+from deploybench.instruments.environment import capture, resolve_device
 from deploybench.stats import median
 
 

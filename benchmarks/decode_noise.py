@@ -25,10 +25,10 @@ from pathlib import Path
 import torch
 from _cell import benchmark_cell, random_model_and_prompt, rotated, shape_arguments
 
-from deploybench import nvml
-from deploybench.environment import capture
+from deploybench.engines.timing import generation_config, timed_generate
+from deploybench.instruments import nvml
+from deploybench.instruments.environment import capture
 from deploybench.stats import coefficient_of_variation, median
-from deploybench.timing import generation_config, timed_generate
 
 CONDITIONS = ("baseline", "gc_off", "pinned", "pinned+gc")
 

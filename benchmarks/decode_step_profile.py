@@ -14,7 +14,7 @@ the speed a decode step made of nothing but these GEMVs would reach.
     python benchmarks/decode_step_profile.py --architecture workflow/architectures/qwen3-32b.json \
         --context 2048 --gen 64 --out profile.json
 
-A compiled_loop variant (deploybench.loop_options) is profiled with --fusions, --decode-attention and
+A compiled_loop variant (deploybench.plan.loop_options) is profiled with --fusions, --decode-attention and
 --decode-experts, e.g. `--fusions qkv gate_up --decode-attention flex_decoding`.
 """
 
@@ -28,18 +28,14 @@ from pathlib import Path
 import torch
 from _cell import benchmark_cell, graphed, random_model_and_prompt, shape_arguments, timed
 
-from deploybench import calibration, models, params
-from deploybench.boundness import device_kernels
-from deploybench.decode_loop import CompiledDecodeLoop, variant_facts
+from deploybench.analytic import params
+from deploybench.analytic.boundness import device_kernels
+from deploybench.engines import models
+from deploybench.engines.compiled_loop.decode_loop import CompiledDecodeLoop, variant_facts
 from deploybench.enums import Backend, values
-from deploybench.environment import capture
-from deploybench.loop_options import (
-    DEFAULT,
-    CompiledLoopOptions,
-    DecodeAttentionKernel,
-    DecodeExperts,
-    Fusion,
-)
+from deploybench.instruments import calibration
+from deploybench.instruments.environment import capture
+from deploybench.plan.loop_options import DEFAULT, CompiledLoopOptions, DecodeAttentionKernel, DecodeExperts, Fusion
 from deploybench.stats import median
 
 KINDS = (

@@ -13,7 +13,7 @@ export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 [ -d .whl ] || { echo "no .whl here: build it with make bundle BUNDLE_DIR=.whl and carry .whl"; exit 2; }
 python3 -m pip install -q --no-index --find-links .whl snakemake==9.27.1 pydantic==2.14.4 \
   2>&1 | grep -v -i warning | tail -3
-python3 -c "import snakemake, pydantic, deploybench.measure" || { echo "pre-flight: an import failed"; exit 2; }
+python3 -c "import snakemake, pydantic, deploybench.measure.phases" || { echo "pre-flight: an import failed"; exit 2; }
 # A machine kept warm since the last call still has that call's results, newer than the carried state.
 if [ -d results/cells ]; then echo "kept $(ls results/cells/*/*/*.parquet 2>/dev/null | wc -l) cells from the last call on this machine"
 elif [ -f gpu-state/state.tar.gz ]; then tar xzf gpu-state/state.tar.gz; echo "restored $(ls results/cells/*/*/*.parquet 2>/dev/null | wc -l) cells"; fi

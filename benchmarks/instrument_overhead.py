@@ -22,11 +22,11 @@ from pathlib import Path
 
 from _cell import benchmark_cell, random_model_and_prompt, rotated, shape_arguments
 
-from deploybench import nvml
-from deploybench.energy_meter import EnergyMeter
 from deploybench.enums import Backend, values
-from deploybench.environment import capture
-from deploybench.measure import backend_runner
+from deploybench.instruments import nvml
+from deploybench.instruments.energy_meter import EnergyMeter
+from deploybench.instruments.environment import capture
+from deploybench.measure.phases import backend_runner
 from deploybench.stats import coefficient_of_variation, median
 
 MODES = ("plain", "steps", "steps+sampler", "steps+sampler10")

@@ -17,7 +17,8 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
-from deploybench import energy, metrics
+from deploybench.instruments import energy
+from deploybench.results import metrics
 
 # What can explain a machine-to-machine spread, in the order a reader checks it.
 EXPLAINING = (

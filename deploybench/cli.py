@@ -16,9 +16,9 @@ import logging
 import sys
 from pathlib import Path
 
-from . import HARNESS_VERSION
-from .enums import Backend, DType, ExpertsImplementation, WeightsSource, values
-from .spec import STANDARD_DECODING, CellSpec, SpecError, card_digests, parse_cell, parse_job
+from deploybench import HARNESS_VERSION
+from deploybench.enums import Backend, DType, ExpertsImplementation, WeightsSource, values
+from deploybench.plan.spec import STANDARD_DECODING, CellSpec, SpecError, card_digests, parse_cell, parse_job
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -104,7 +104,7 @@ def cell_from_args(args) -> CellSpec:
 
 
 def print_config_schema() -> int:
-    from .config import config_json_schema
+    from deploybench.plan.config import config_json_schema
 
     print(json.dumps(config_json_schema(), indent=2))
     return 0
@@ -121,12 +121,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"deploybench: invalid cell spec: {exc}", file=sys.stderr)
         return 2
 
-    from .gpu_lease import lease_gpu
+    from deploybench.measure.gpu_lease import lease_gpu
 
     with lease_gpu() as lease:
         logging.info("GPU lease: %s", lease)
-        from .measure import measure_cell
-        from .schema import write_row
+        from deploybench.measure.phases import measure_cell
+        from deploybench.results.schema import write_row
 
         row = measure_cell(cell)
         write_row(row, args.out)

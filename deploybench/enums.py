@@ -58,7 +58,7 @@ class ExpertsImplementation(StrEnum):
     GROUPED_MM = "grouped_mm"
     BATCHED_MM = "batched_mm"
     EAGER = "eager"
-    # Every expert for every token, as transformers 4.55 ran gpt-oss (deploybench.experts registers it).
+    # Every expert for every token, as transformers 4.55 ran gpt-oss (deploybench.engines.experts registers it).
     ALL_EXPERTS = "all_experts"
 
 
@@ -125,7 +125,7 @@ BoundBy = closed_set(
     "memory_bandwidth",
     "compute",
     "mixed",
-    doc="What sets the pace of a decode step (deploybench.boundness states the thresholds).",
+    doc="What sets the pace of a decode step (deploybench.analytic.boundness states the thresholds).",
 )
 Better = closed_set("Better", "higher", "lower", doc="Which direction of a figure is an improvement.")
 

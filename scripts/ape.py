@@ -3,8 +3,8 @@
 import argparse
 import json
 
-from deploybench.ape import compute_ape
-from deploybench.consolidate import read_table, write_table
+from deploybench.results.ape import compute_ape
+from deploybench.results.consolidate import read_table, write_table
 
 
 def main(table, baseline_model, output):

@@ -3,7 +3,7 @@
 import argparse
 import json
 
-from deploybench.consolidate import consolidate, write_table
+from deploybench.results.consolidate import consolidate, write_table
 
 
 def main(cells, external_tables, root, output):

@@ -2,8 +2,8 @@
 
 import argparse
 
-from deploybench.consolidate import read_table, write_table
-from deploybench.tpot import correct_tpot
+from deploybench.results.consolidate import read_table, write_table
+from deploybench.results.tpot import correct_tpot
 
 
 def main(table, output):

@@ -11,8 +11,8 @@ import sys
 
 if __name__ == "__main__":
     if os.environ.get("DEPLOYBENCH_WARM") == "1":
-        # Fork from a server that has torch imported already (see deploybench/warm.py).
-        from deploybench.warm import run_via_server
+        # Fork from a server that has torch imported already (see deploybench/measure/warm.py).
+        from deploybench.measure.warm import run_via_server
 
         sys.exit(run_via_server(["measure", *sys.argv[1:]]))
     from deploybench.cli import main

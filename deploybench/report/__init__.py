@@ -2,7 +2,7 @@
 
 fmt.py        numbers and text as printed (never "nan" or "None")
 data.py       the frame as clean records, the config's studies, the reference cell
-quantities.py a catalogue metric (deploybench/metrics.yaml) read from a row and printed
+quantities.py a catalogue metric (deploybench/results/metrics.yaml) read from a row and printed
 model.py      the table model: every cell's text and the number it came from
 specs.py      the study tables, declared as data;  builder.py  the one builder of them
 appendix.py   governance, failures, environment, methodology, definitions

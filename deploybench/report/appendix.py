@@ -8,13 +8,15 @@ from __future__ import annotations
 
 from collections import Counter
 
-from deploybench import boundness, calibration, metrics
-from deploybench.naming import cell_id
+from deploybench.analytic import boundness
+from deploybench.instruments import calibration
+from deploybench.plan.naming import cell_id
 from deploybench.report import captions
 from deploybench.report import quantities as Q
 from deploybench.report.data import OURS, ReportData, as_list, cell_label, cell_of, is_failed, is_invalid, reasons
 from deploybench.report.fmt import DASH, fmt_int, fmt_num, join, num, short, span, to_int
 from deploybench.report.model import Cell, Row, Table, metric_cell, row_status, skipped_table, text_cell, text_column
+from deploybench.results import metrics
 
 # The governance rows (config metadata keys) and environment rows (row columns): captions.yaml's `governance`
 # and `environment`. What else a machine's rows say about it: column -> (label, how each value prints, or None:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import itertools
 
-from deploybench import metrics
 from deploybench.report import captions
 from deploybench.report import quantities as Q
 from deploybench.report.data import AXIS_COLUMN, NUMERIC, ReportData, Study, cell_label, is_failed
@@ -30,6 +29,7 @@ from deploybench.report.model import (
     text_column,
 )
 from deploybench.report.specs import TableSpec
+from deploybench.results import metrics
 
 
 def label(field: str) -> str:

@@ -1,7 +1,7 @@
 """Data access: the result frame as clean records, the config's studies and the reference cell.
 
 A cell is addressed by its axes {model, backend, dtype, context, gen, decoding, batch}; a study is a
-grid of them (DESIGN.md, "Cells and studies"), read with the same defaults as deploybench.config.
+grid of them (DESIGN.md, "Cells and studies"), read with the same defaults as deploybench.plan.config.
 Every table, figure and finding reads batch-1 rows, except where it lays out the batch axis itself (the
 batch-scaling study): a cell that names no batch is at BATCH, and so is a row without batch_size (schema 1.x).
 """
@@ -17,7 +17,7 @@ import pandas as pd
 from deploybench.enums import StudyKind
 from deploybench.report import captions
 from deploybench.report.fmt import short, to_int
-from deploybench.schema import UNBATCHED as BATCH  # of every cell that names no batch, and of every row
+from deploybench.results.schema import UNBATCHED as BATCH  # of every cell that names no batch, and of every row
 
 OURS = "deploybench"
 AXES = ("model", "backend", "dtype", "context", "gen", "decoding", "batch")

@@ -12,13 +12,13 @@ import itertools
 from collections import Counter
 from dataclasses import dataclass, field
 
-from deploybench import tpot
 from deploybench.enums import Backend, StudyKind
 from deploybench.report import captions, imported
 from deploybench.report import quantities as Q
 from deploybench.report.builder import baseline_of
 from deploybench.report.data import ReportData, cell_label, is_failed, is_invalid, machine
 from deploybench.report.fmt import fmt_params, fmt_pct, fmt_ratio, num, pct_change, short
+from deploybench.results import tpot
 
 
 @dataclass

@@ -15,13 +15,13 @@ from pathlib import Path
 
 import yaml
 
-from deploybench import tpot
 from deploybench.enums import Backend
 from deploybench.report import captions
 from deploybench.report import quantities as Q
 from deploybench.report.data import ReportData, as_list, cell_of, is_failed
 from deploybench.report.fmt import DASH, fmt_num, fmt_ratio, join, ratio, short
 from deploybench.report.model import Cell, Column, Row, Table, metric_cell, skipped_table, text_cell, text_column
+from deploybench.results import tpot
 
 HARDWARE = Path(__file__).resolve().parents[2] / "reference" / "hardware.yaml"
 TOLERANCE = 0.15  # a ratio within 15% of the hardware's prediction is accounted for by the hardware

@@ -9,12 +9,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from deploybench import boundness
-from deploybench.metrics import Metric, ValueType
+from deploybench.analytic import boundness
 from deploybench.report import captions
 from deploybench.report import quantities as Q
 from deploybench.report.data import is_failed, is_invalid, reasons
 from deploybench.report.fmt import DASH, fmt_int, num, short
+from deploybench.results.metrics import Metric, ValueType
 
 
 @dataclass

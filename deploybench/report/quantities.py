@@ -1,4 +1,4 @@
-"""How a metric of the catalogue (deploybench/metrics.yaml) is read from a row and printed.
+"""How a metric of the catalogue (deploybench/results/metrics.yaml) is read from a row and printed.
 
 Headers, units, displays and directions come from the catalogue. Two things are the report's own: a
 figure computed from other columns ("rest" of peak memory), and the words for what a host-bound
@@ -7,11 +7,11 @@ decode figure measures.
 
 from __future__ import annotations
 
-from deploybench import metrics
 from deploybench.enums import BoundBy
-from deploybench.metrics import Display, Metric, ValueType
 from deploybench.report.data import is_failed, is_ours
 from deploybench.report.fmt import fmt_int, fmt_num, join, num, span
+from deploybench.results import metrics
+from deploybench.results.metrics import Display, Metric, ValueType
 
 
 def _rest_bytes(row: dict) -> float | None:

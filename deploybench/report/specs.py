@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from deploybench import metrics
 from deploybench.enums import StudyKind
 from deploybench.report.quantities import REST
+from deploybench.results import metrics
 
 
 @dataclass(frozen=True)

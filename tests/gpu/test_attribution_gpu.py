@@ -5,7 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from deploybench import boundness, calibration, experts, models
+from deploybench.analytic import boundness
+from deploybench.engines import experts, models
+from deploybench.instruments import calibration
 
 pytestmark = [
     pytest.mark.gpu,

@@ -5,12 +5,14 @@ from __future__ import annotations
 import pytest
 import torch
 
-from deploybench import batch as batching
-from deploybench import capacity, coverage, kvcache, memory, models
-from deploybench.decode_loop import CompiledDecodeLoop
+from deploybench.analytic import capacity, kvcache
+from deploybench.engines import batch as batching
+from deploybench.engines import models
+from deploybench.engines.compiled_loop.decode_loop import CompiledDecodeLoop
+from deploybench.engines.timing import generation_config
 from deploybench.enums import CacheImplementation
-from deploybench.spec import standard_decoding
-from deploybench.timing import generation_config
+from deploybench.instruments import coverage, memory
+from deploybench.plan.spec import standard_decoding
 from tests.unit.test_measure import CARDS, random_model
 
 pytestmark = [

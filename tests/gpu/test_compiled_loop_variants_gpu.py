@@ -13,10 +13,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from deploybench import attention, fusion, measure, models
-from deploybench.decode_loop import CompiledDecodeLoop, variant_facts
-from deploybench.loop_options import CompiledLoopOptions
-from deploybench.spec import ModelEntry, standard_decoding
+from deploybench.engines import models
+from deploybench.engines.compiled_loop import attention, fusion
+from deploybench.engines.compiled_loop.decode_loop import CompiledDecodeLoop, variant_facts
+from deploybench.measure import phases as measure
+from deploybench.plan.loop_options import CompiledLoopOptions
+from deploybench.plan.spec import ModelEntry, standard_decoding
 from tests.unit.test_decode_attention import FILLS, FULL_SIZE, Layer, decode_logits, fill_mask, heads_of, math_reference
 from tests.unit.test_decode_loop import ALL_CHANGED
 from tests.unit.test_measure import CARDS, make_cell, random_model

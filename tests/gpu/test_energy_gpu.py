@@ -10,10 +10,10 @@ import pynvml
 import pytest
 import torch
 
-from deploybench import nvml
-from deploybench.energy import summarize
-from deploybench.energy_meter import EnergyMeter, measure_idle
-from deploybench.nvml import NvmlDevice, normalize_uuid, open_device, parse_pci_bus_id, pci_key
+from deploybench.instruments import nvml
+from deploybench.instruments.energy import summarize
+from deploybench.instruments.energy_meter import EnergyMeter, measure_idle
+from deploybench.instruments.nvml import NvmlDevice, normalize_uuid, open_device, parse_pci_bus_id, pci_key
 
 pytestmark = [
     pytest.mark.gpu,

@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from deploybench import measure
-from deploybench.schema import write_row
-from deploybench.spec import ModelEntry
+from deploybench.measure import phases as measure
+from deploybench.plan.spec import ModelEntry
+from deploybench.results.schema import write_row
 from tests.unit.test_measure import CARDS, make_cell, random_model
 
 pytestmark = [

@@ -29,7 +29,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from deploybench.naming import CELL_PATH
+from deploybench.plan.naming import CELL_PATH
 
 pytestmark = pytest.mark.slurm
 

@@ -8,9 +8,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from deploybench import metrics
-from deploybench.ape import compute_ape
-from deploybench.consolidate import consolidate
+from deploybench.results import metrics
+from deploybench.results.ape import compute_ape
+from deploybench.results.consolidate import consolidate
 
 ROOT = Path(__file__).resolve().parents[2]
 SOURCE = "import:arxiv-2508.16700"

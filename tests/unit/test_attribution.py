@@ -14,9 +14,11 @@ import pytest
 import torch
 from transformers import GenerationConfig
 
-from deploybench import energy, measure, models, nvml
-from deploybench.energy import EnergyReading
-from deploybench.spec import ModelEntry, SpecError
+from deploybench.engines import models
+from deploybench.instruments import energy, nvml
+from deploybench.instruments.energy import EnergyReading
+from deploybench.measure import phases as measure
+from deploybench.plan.spec import ModelEntry, SpecError
 from tests.fixtures.tokenizers import save_tokenizer
 from tests.unit.test_measure import FAMILY_TOKENIZER, cell_dict, make_cell, random_model
 
@@ -94,7 +96,7 @@ class Recorder:
         self.calls, self.phase, self.gen = [], None, gen
 
     def __call__(self, new_tokens, i, clock):
-        from deploybench.timing import RunTiming
+        from deploybench.engines.timing import RunTiming
 
         self.calls.append((self.phase, new_tokens, clock))
         cache = type("Cache", (), {"layers": []})()

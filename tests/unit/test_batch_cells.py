@@ -6,8 +6,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from deploybench import measure, naming, schema
-from deploybench.config import all_cells, validate_config
+from deploybench.measure import phases as measure
+from deploybench.plan import naming
+from deploybench.plan.config import all_cells, validate_config
+from deploybench.results import schema
 from tests.fixtures.small_config import SMALL_CONFIG
 from tests.unit.test_measure import make_cell, random_model
 
@@ -60,9 +62,9 @@ def test_a_dense_model_has_no_coverage():
 
 def test_a_batch_that_cannot_fit_is_an_oom_row_before_loading(monkeypatch):
     loads = []
-    monkeypatch.setattr("deploybench.calibration.is_cuda", lambda device: True)
+    monkeypatch.setattr("deploybench.instruments.calibration.is_cuda", lambda device: True)
     monkeypatch.setattr(torch.cuda, "mem_get_info", lambda *a: (10_000, 80_000_000_000))
-    monkeypatch.setattr("deploybench.models.load_model", lambda *a, **k: loads.append(a))
+    monkeypatch.setattr("deploybench.engines.models.load_model", lambda *a, **k: loads.append(a))
     row = measure.measure_cell(make_cell(random_model("qwen3"), context=16, gen=4, batch=64, measure_bandwidth=False))
     assert row["status"] == "failed" and row["failure_kind"] == "oom", row.get("error")
     assert "predicted out of memory" in row["error"] and loads == []

@@ -6,13 +6,13 @@ import pytest
 import torch
 from transformers import LogitsProcessor, LogitsProcessorList
 
-from deploybench import batch as batching
-from deploybench import models
-from deploybench.decode_loop import CompiledDecodeLoop
+from deploybench.analytic.kvcache import analytic_kv_bytes, measured_kv_bytes
+from deploybench.engines import batch as batching
+from deploybench.engines import models
+from deploybench.engines.compiled_loop.decode_loop import CompiledDecodeLoop
+from deploybench.engines.timing import GenerationCountError, generation_config, timed_generate
 from deploybench.enums import CacheImplementation
-from deploybench.kvcache import analytic_kv_bytes, measured_kv_bytes
-from deploybench.spec import DecodingMode, standard_decoding
-from deploybench.timing import GenerationCountError, generation_config, timed_generate
+from deploybench.plan.spec import DecodingMode, standard_decoding
 from tests.unit.test_measure import CARDS, _eos_first_model, random_model
 
 GREEDY = standard_decoding("greedy")

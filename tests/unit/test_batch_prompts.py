@@ -6,8 +6,8 @@ import itertools
 
 import pytest
 
-from deploybench.models import load_card
-from deploybench.prompts import (
+from deploybench.engines.models import load_card
+from deploybench.engines.prompts import (
     PromptLengthError,
     build_prompt,
     build_prompts,

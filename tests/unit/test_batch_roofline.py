@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from deploybench import kvcache, roofline
-from deploybench.models import load_card
-from deploybench.params import build_meta_model, count_params, expert_split
+from deploybench.analytic import kvcache, roofline
+from deploybench.analytic.params import build_meta_model, count_params, expert_split
+from deploybench.engines.models import load_card
 
 TINY_MOE = "workflow/architectures/tiny-gpt-oss.json"
 # tiny gpt-oss by hand: hidden 64, 4 layers, 4 query heads and 2 KV heads of 16, vocab 1024, 8 experts of

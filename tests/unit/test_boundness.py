@@ -7,8 +7,10 @@ import subprocess
 import pytest
 import torch
 
-from deploybench import boundness, calibration, host, models, params
+from deploybench.analytic import boundness, params
+from deploybench.engines import models
 from deploybench.enums import BoundBy
+from deploybench.instruments import calibration, host
 
 
 @pytest.mark.parametrize(
@@ -90,7 +92,7 @@ def test_source_hash_follows_the_library_text(tmp_path, monkeypatch):
 
 
 def test_a_null_verdict_says_why():
-    from deploybench.cell_figures import boundness_figures
+    from deploybench.measure.cell_figures import boundness_figures
 
     assert "no CUDA device" in boundness_figures(None, {}, "cpu")["boundness_null_reason"]
     assert boundness_figures(None, {}, "cuda:0")["boundness_null_reason"] == "gen below 2: no decode step to profile"

@@ -5,11 +5,15 @@ from __future__ import annotations
 import pytest
 import torch
 
-from deploybench import batch as batching
-from deploybench import capacity, failures, measure, models, schema
+from deploybench.analytic import capacity
+from deploybench.engines import batch as batching
+from deploybench.engines import models
+from deploybench.engines.timing import generation_config
 from deploybench.enums import FailureKind
-from deploybench.spec import standard_decoding
-from deploybench.timing import generation_config
+from deploybench.measure import failures
+from deploybench.measure import phases as measure
+from deploybench.plan.spec import standard_decoding
+from deploybench.results import schema
 from tests.unit.test_measure import random_model
 
 GB = 10**9

@@ -8,7 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from deploybench import models, params
+from deploybench.analytic import params
+from deploybench.engines import models
 from tests.unit.test_measure import CARDS
 
 BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"

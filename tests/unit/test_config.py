@@ -12,8 +12,10 @@ import jsonschema
 import pytest
 import yaml
 
-from deploybench import HARNESS_VERSION, naming
-from deploybench.config import (
+from deploybench import HARNESS_VERSION
+from deploybench.enums import Backend, DType, wildcard_regex
+from deploybench.plan import naming
+from deploybench.plan.config import (
     ConfigError,
     all_cells,
     cell_params,
@@ -22,8 +24,7 @@ from deploybench.config import (
     load_config,
     validate_config,
 )
-from deploybench.enums import Backend, DType, wildcard_regex
-from deploybench.spec import canonical_json, parse_job
+from deploybench.plan.spec import canonical_json, parse_job
 from tests.fixtures.bad_configs import BAD_CONFIGS, put, without
 from tests.fixtures.small_config import SMALL_CONFIG
 

@@ -12,10 +12,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from deploybench.ape import compute_ape
-from deploybench.consolidate import consolidate, read_table, write_table
-from deploybench.schema import write_row
-from deploybench.tpot import correct_tpot
+from deploybench.results.ape import compute_ape
+from deploybench.results.consolidate import consolidate, read_table, write_table
+from deploybench.results.schema import write_row
+from deploybench.results.tpot import correct_tpot
 
 ROOT = Path(__file__).resolve().parents[2]
 SPEC = {

@@ -6,10 +6,11 @@ import pytest
 import torch
 from transformers.models.gpt_oss import modeling_gpt_oss
 
-from deploybench import batch as batching
-from deploybench import coverage, models
-from deploybench.spec import standard_decoding
-from deploybench.timing import generation_config
+from deploybench.engines import batch as batching
+from deploybench.engines import models
+from deploybench.engines.timing import generation_config
+from deploybench.instruments import coverage
+from deploybench.plan.spec import standard_decoding
 from tests.unit.test_measure import random_model
 
 

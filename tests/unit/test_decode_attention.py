@@ -8,8 +8,9 @@ import json
 import pytest
 import torch
 
-from deploybench import attention, models
-from deploybench.loop_options import DecodeAttentionKernel
+from deploybench.engines import models
+from deploybench.engines.compiled_loop import attention
+from deploybench.plan.loop_options import DecodeAttentionKernel
 from tests.unit.test_measure import CARDS, random_model
 
 KERNELS = sorted(attention.DECODE_KERNELS)

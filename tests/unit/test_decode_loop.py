@@ -5,13 +5,15 @@ from __future__ import annotations
 import pytest
 import torch
 
-from deploybench import attention, measure, models
-from deploybench.decode_loop import CompiledDecodeLoop, variant_facts
+from deploybench.analytic.kvcache import analytic_kv_bytes, measured_kv_bytes
+from deploybench.engines import models
+from deploybench.engines.compiled_loop import attention
+from deploybench.engines.compiled_loop.decode_loop import CompiledDecodeLoop, variant_facts
+from deploybench.engines.timing import generation_config, timed_generate
 from deploybench.enums import CacheImplementation
-from deploybench.kvcache import analytic_kv_bytes, measured_kv_bytes
-from deploybench.loop_options import CompiledLoopOptions
-from deploybench.spec import ModelEntry, standard_decoding
-from deploybench.timing import generation_config, timed_generate
+from deploybench.measure import phases as measure
+from deploybench.plan.loop_options import CompiledLoopOptions
+from deploybench.plan.spec import ModelEntry, standard_decoding
 from tests.fixtures.compare import randomise_zero_parameters
 from tests.unit.test_measure import CARDS, make_cell, random_model
 

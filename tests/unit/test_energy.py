@@ -1,11 +1,12 @@
-"""CPU tests of deploybench.energy: the energy record of a row, pure arithmetic."""
+"""CPU tests of deploybench.instruments.energy: the energy record of a row, pure arithmetic."""
 
 import dataclasses
 
 import pytest
 
-from deploybench import energy, metrics
-from deploybench.energy import ENERGY_FIELDS, EnergyReading, summarize, unavailable
+from deploybench.instruments import energy
+from deploybench.instruments.energy import ENERGY_FIELDS, EnergyReading, summarize, unavailable
+from deploybench.results import metrics
 
 # ------------------------------------------------------------------ summary
 

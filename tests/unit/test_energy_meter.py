@@ -1,13 +1,13 @@
-"""CPU tests of deploybench.energy_meter: the counter window against a fake device, fallbacks."""
+"""CPU tests of deploybench.instruments.energy_meter: the counter window against a fake device, fallbacks."""
 
 import time
 
 import pynvml
 import pytest
 
-from deploybench.energy import EnergyReading, summarize, unavailable
-from deploybench.energy_meter import COOLDOWN_STEADY_S, EnergyMeter, IdleReading, cool_down, measure_idle
-from deploybench.nvml import open_device
+from deploybench.instruments.energy import EnergyReading, summarize, unavailable
+from deploybench.instruments.energy_meter import COOLDOWN_STEADY_S, EnergyMeter, IdleReading, cool_down, measure_idle
+from deploybench.instruments.nvml import open_device
 
 # ------------------------------------------------------------------ meter
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from deploybench import experts, models
+from deploybench.engines import experts, models
 
 CARD = "workflow/architectures/tiny-gpt-oss.json"
 

@@ -10,7 +10,8 @@ import weakref
 import pytest
 import torch
 
-from deploybench import fusion, models, module_swap
+from deploybench.engines import models
+from deploybench.engines.compiled_loop import fusion, module_swap
 from tests.fixtures.compare import greedy_sequences, randomise_zero_parameters
 from tests.unit.test_measure import CARDS, random_model
 
@@ -122,7 +123,7 @@ def test_an_attention_class_whose_forward_is_not_known_is_left_unfused():
 
 
 def test_applicable_reads_a_meta_model_without_changing_it():
-    from deploybench import params
+    from deploybench.analytic import params
 
     for family, expected in EXPECTED.items():
         meta = params.build_meta_model(models.load_card(CARDS[family]))

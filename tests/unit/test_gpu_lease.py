@@ -15,8 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from deploybench import gpu_lease, nvml
-from deploybench.gpu_lease import GpuLeaseTimeout, lease_gpu
+from deploybench.instruments import nvml
+from deploybench.measure import gpu_lease
+from deploybench.measure.gpu_lease import GpuLeaseTimeout, lease_gpu
 
 REPO = Path(__file__).resolve().parents[2]
 SLACK_S = 0.4  # scheduling jitter we tolerate on a busy 2-core host (the poll interval is 20 ms)
@@ -25,7 +26,7 @@ SLACK_S = 0.4  # scheduling jitter we tolerate on a busy 2-core host (the poll i
 # Times are time.monotonic(), which is one system-wide clock on Linux.
 WORKER = """
 import json, os, sys, time
-from deploybench.gpu_lease import lease_gpu
+from deploybench.measure.gpu_lease import lease_gpu
 count, hold_s, start = int(sys.argv[1]), float(sys.argv[2]), float(sys.argv[3])
 while time.monotonic() < start:
     time.sleep(0.002)

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from deploybench.importer import FORMATS, ImportFormatError, import_table, register_format
-from deploybench.schema import to_table
+from deploybench.results.importer import FORMATS, ImportFormatError, import_table, register_format
+from deploybench.results.schema import to_table
 
 ROOT = Path(__file__).resolve().parents[2]
 REF = "reference/arxiv-2508.16700"

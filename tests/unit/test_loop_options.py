@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from deploybench.loop_options import DEFAULT, CompiledLoopOptions, DecodeAttentionKernel
-from deploybench.spec import ModelEntry, SpecError
+from deploybench.plan.loop_options import DEFAULT, CompiledLoopOptions, DecodeAttentionKernel
+from deploybench.plan.spec import ModelEntry, SpecError
 from tests.unit.test_measure import CARDS, cell_dict, make_cell
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib.util
 from pathlib import Path
 
-from deploybench.schema import write_row
+from deploybench.results.schema import write_row
 
 spec = importlib.util.spec_from_file_location(
     "machine_spread", Path(__file__).resolve().parents[2] / "benchmarks" / "machine_spread.py"

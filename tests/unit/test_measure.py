@@ -13,11 +13,15 @@ import pynvml
 import pytest
 import torch
 
-from deploybench import cell_figures, failures, measure, models, nvml, params, uncertainty
+from deploybench.analytic import params
+from deploybench.analytic.kvcache import analytic_kv_bytes, measured_kv_bytes
+from deploybench.engines import models
+from deploybench.engines.timing import generation_config, timed_generate
 from deploybench.enums import FailureKind, ThrottleReason
-from deploybench.kvcache import analytic_kv_bytes, measured_kv_bytes
-from deploybench.schema import read_rows, write_row
-from deploybench.spec import (
+from deploybench.instruments import nvml
+from deploybench.measure import cell_figures, failures, uncertainty
+from deploybench.measure import phases as measure
+from deploybench.plan.spec import (
     STANDARD_DECODING,
     CellSpec,
     DecodingMode,
@@ -26,7 +30,7 @@ from deploybench.spec import (
     parse_cell,
     standard_decoding,
 )
-from deploybench.timing import generation_config, timed_generate
+from deploybench.results.schema import read_rows, write_row
 from tests.fixtures.tokenizers import save_tokenizer
 
 CARDS = {

@@ -8,10 +8,10 @@ import pandas as pd
 import pyarrow as pa
 import pytest
 
-from deploybench import metrics, schema
-from deploybench.consolidate import arrow_table
 from deploybench.enums import Backend, one_of
-from deploybench.tpot import correct_tpot
+from deploybench.results import metrics, schema
+from deploybench.results.consolidate import arrow_table
+from deploybench.results.tpot import correct_tpot
 
 
 def test_the_result_schema_is_the_catalogue_cell_stage():

@@ -1,12 +1,12 @@
-"""CPU tests of deploybench.nvml: device identity and matching, throttle bits, sessions, fallbacks."""
+"""CPU tests of deploybench.instruments.nvml: device identity and matching, throttle bits, sessions, fallbacks."""
 
 import pynvml
 import pytest
 import torch
 
-from deploybench import nvml
 from deploybench.enums import ThrottleReason
-from deploybench.nvml import (
+from deploybench.instruments import nvml
+from deploybench.instruments.nvml import (
     decode_throttle_reasons,
     match_device,
     normalize_uuid,

@@ -2,8 +2,8 @@
 
 import pytest
 
-from deploybench.models import load_card
-from deploybench.params import ParamCountError, count_from_config
+from deploybench.analytic.params import ParamCountError, count_from_config
+from deploybench.engines.models import load_card
 
 CHECKS = {  # card: (total B, active B) from the model cards' convention
     "gpt-oss-20b": (20.915, 3.608),

@@ -1,11 +1,11 @@
-"""CPU tests of deploybench.power_sampler: the trapezoid integral and the real sampler thread."""
+"""CPU tests of deploybench.instruments.power_sampler: the trapezoid integral and the real sampler thread."""
 
 import threading
 import time
 
 import pytest
 
-from deploybench.power_sampler import PowerSampler, integrate_trapezoid
+from deploybench.instruments.power_sampler import PowerSampler, integrate_trapezoid
 
 # ------------------------------------------------------------------ trapezoid
 

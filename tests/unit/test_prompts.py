@@ -5,14 +5,8 @@ from __future__ import annotations
 import pytest
 from transformers import AutoTokenizer
 
-from deploybench import prompts
-from deploybench.prompts import (
-    Prompt,
-    PromptLengthError,
-    build_prompt,
-    generation_prompt_suffix,
-    random_prompt,
-)
+from deploybench.engines import prompts
+from deploybench.engines.prompts import Prompt, PromptLengthError, build_prompt, generation_prompt_suffix, random_prompt
 from tests.fixtures.tokenizers import (
     TOKENIZER_KINDS,
     make_cross_word_tokenizer,

@@ -1,7 +1,7 @@
 """The batch axis in the report: the unbatched tables read batch-1 rows only; the batch study has its table,
 its finding (through `resolved`) and its frontier figure.
 
-Rows are hand-written through deploybench.schema.to_table, so every figure checked here is a number of a row.
+Rows are hand-written through deploybench.results.schema.to_table, so every figure checked here is a number of a row.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from deploybench.report.data import ReportData
 from deploybench.report.figures import SPECS as FIGURES
 from deploybench.report.figures import build as build_figure
 from deploybench.report.specs import BY_ID
-from deploybench.schema import to_table
+from deploybench.results.schema import to_table
 from tests.unit.test_report_tables import _row as hand_row
 
 

@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from deploybench import boundness, calibration
+from deploybench.analytic import boundness
+from deploybench.instruments import calibration
 from deploybench.report import appendix, builder
 from deploybench.report import findings as FN
 from deploybench.report.data import ReportData

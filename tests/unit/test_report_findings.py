@@ -2,7 +2,7 @@
 where the two 95% intervals do not overlap; noise (overlapping intervals), cells without an interval
 (imported rows, CPU rows whose interval was withheld) and cells from different machines are said so.
 
-The rows are synthetic with known intervals (made here through deploybench.schema.to_table), and the
+The rows are synthetic with known intervals (made here through deploybench.results.schema.to_table), and the
 demo of tests/fixtures/report_demo.py; the study's figures section is checked on the demo too.
 """
 
@@ -14,14 +14,14 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from deploybench import uncertainty
+from deploybench.measure import uncertainty
 from deploybench.report import builder, imported
 from deploybench.report import findings as FN
 from deploybench.report import quantities as Q
 from deploybench.report.data import ReportData
 from deploybench.report.render import build_report, render_report
 from deploybench.report.specs import BY_ID
-from deploybench.schema import to_table
+from deploybench.results.schema import to_table
 from tests.fixtures.report_demo import demo_config, demo_frame, on_second_machine
 
 MODES = {"greedy": {"do_sample": False}} | {m: {"do_sample": True, "temperature": 0.7} for m in "abcdef"}
@@ -119,7 +119,7 @@ def test_imported_rows_never_yield_a_claimed_difference():
 
 
 def test_on_samples_noise_is_not_claimed_and_real_differences_are():
-    """Intervals from real samples (deploybench.uncertainty): 40 pairs of the same distribution, 40 pairs 10% apart."""
+    """Intervals from real samples (measure.uncertainty): 40 pairs of the same distribution, 40 pairs 10% apart."""
     rng = random.Random(7)
 
     def est(centre):

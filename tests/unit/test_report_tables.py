@@ -1,7 +1,7 @@
 """Report tables: every printed number is the frame's number, and bad input never prints nan/None.
 
-The frames are built here (a hand-written one through deploybench.schema.to_table, and the
-synthetic one of tests/fixtures/report_demo.py); nothing depends on deploybench.ape/tpot/importer.
+The frames are built here (a hand-written one through deploybench.results.schema.to_table, and the
+synthetic one of tests/fixtures/report_demo.py); nothing depends on deploybench.results.ape/tpot/importer.
 Study tables are built from their specs (deploybench.report.specs) by the one builder.
 """
 
@@ -21,7 +21,7 @@ from deploybench.report.data import ReportData
 from deploybench.report.quantities import REST
 from deploybench.report.render import build_report
 from deploybench.report.specs import BY_ID
-from deploybench.schema import to_table
+from deploybench.results.schema import to_table
 from tests.fixtures.report_demo import demo_config, demo_frame
 
 BAD = re.compile(r"(?<![\w-])(nan|NaN|None|inf|null)(?![\w-])")

@@ -7,9 +7,9 @@ import torch
 from transformers import GenerationConfig
 from transformers.generation.logits_process import TemperatureLogitsWarper, TopKLogitsWarper, TopPLogitsWarper
 
-from deploybench import models
-from deploybench.sampling import filter_logits, make_sampler
-from deploybench.spec import DecodingMode, ModelEntry, standard_decoding
+from deploybench.engines import models
+from deploybench.engines.compiled_loop.sampling import filter_logits, make_sampler
+from deploybench.plan.spec import DecodingMode, ModelEntry, standard_decoding
 
 TINY_LLAMA = "workflow/architectures/tiny-llama.json"
 

@@ -8,8 +8,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from deploybench.consolidate import consolidate
-from deploybench.tpot import correct_tpot
+from deploybench.results.consolidate import consolidate
+from deploybench.results.tpot import correct_tpot
 
 ROOT = Path(__file__).resolve().parents[2]
 SPEC = {

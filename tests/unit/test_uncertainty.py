@@ -13,9 +13,11 @@ from statistics import NormalDist
 import numpy as np
 import pytest
 
-from deploybench import measure, metrics, nvml, uncertainty
-from deploybench.timing import RunTiming
-from deploybench.uncertainty import (
+from deploybench.engines.timing import RunTiming
+from deploybench.instruments import nvml
+from deploybench.measure import phases as measure
+from deploybench.measure import uncertainty
+from deploybench.measure.uncertainty import (
     MIN_RUNS_FOR_TARGET,
     Repetition,
     StopReason,
@@ -23,6 +25,7 @@ from deploybench.uncertainty import (
     median_interval,
     variance_inflation,
 )
+from deploybench.results import metrics
 from tests.unit.test_measure import make_cell, random_model
 
 SIMULATIONS = 300

@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from deploybench.config import all_cells, load_config
+from deploybench.plan.config import all_cells, load_config
 
 from .conftest import REPO, copy_workflow
 

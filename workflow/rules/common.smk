@@ -3,8 +3,8 @@
 # jobs' scripts import it, so Snakemake and every job use one copy of the library.
 import sys
 
-from deploybench import naming
-from deploybench.config import (
+from deploybench.plan import naming
+from deploybench.plan.config import (
     all_cells,
     cell_params,
     check_duplicate_keys,
