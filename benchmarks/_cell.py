@@ -11,6 +11,7 @@ import torch
 from deploybench.engines import models, prompts
 from deploybench.engines.timing import synchronize
 from deploybench.enums import Backend, Device, DType, ExpertsImplementation, WeightsSource, values
+from deploybench.instruments.device import is_cuda
 from deploybench.instruments.environment import resolve_device
 from deploybench.plan.spec import STANDARD_DECODING, CellSpec, parse_cell
 
@@ -75,7 +76,7 @@ def rotated(items: tuple, round_index: int) -> tuple:
 
 def graphed(fn, device: str):
     """On GPU, fn captured as one CUDA graph, so kernel launches from Python do not set the pace."""
-    if not device.startswith("cuda"):
+    if not is_cuda(device):
         return fn
     side = torch.cuda.Stream()
     side.wait_stream(torch.cuda.current_stream())

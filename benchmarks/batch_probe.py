@@ -20,6 +20,7 @@ On CPU there are no calibrated ceilings: pass --bandwidth and --flops-rate to ge
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import gc
 import json
 import time
@@ -31,9 +32,10 @@ from _cell import benchmark_cell, shape_arguments
 from deploybench.analytic import capacity, kvcache, params, roofline
 from deploybench.engines import batch as batching
 from deploybench.engines import models
-from deploybench.engines.experts import READS_ALL
 from deploybench.engines.timing import generation_config, synchronize
+from deploybench.enums import ExpertsRead
 from deploybench.instruments import calibration, coverage, memory
+from deploybench.instruments.device import is_cuda
 from deploybench.instruments.environment import capture, resolve_device
 from deploybench.measure import failures
 from deploybench.plan.spec import standard_decoding
@@ -44,7 +46,7 @@ GREEDY = standard_decoding("greedy")
 
 def ceilings(args, device: str, dtype: torch.dtype) -> dict:
     """Copy bandwidth and GEMM rate: calibrated on a GPU (before the model loads), else as given."""
-    if calibration.is_cuda(device):
+    if is_cuda(device):
         return {
             "bandwidth_bytes_per_s": calibration.copy_bandwidth(device),
             "gemm_flops_per_s": calibration.gemm_flops(dtype, device),
@@ -70,7 +72,7 @@ def run_batch(loaded, config, args, device, batch: int, dtype: torch.dtype) -> d
         del output
         timing, output = run(i, True)
         timings.append(timing)
-    peak = memory.peak_figures(device)
+    peak = memory.peak(device)
     kv_measured = kvcache.measured_kv_bytes(output.past_key_values)
     del output
     per_seq = median([t.decode_tps for t in timings if t.decode_tps])
@@ -83,7 +85,7 @@ def run_batch(loaded, config, args, device, batch: int, dtype: torch.dtype) -> d
         "gen_tokens_measured": min(t.new_tokens for t in timings),
         "kv_cache_bytes": kv_measured,
         "kv_cache_bytes_analytic": kvcache.analytic_kv_bytes(config, args.context, args.gen, dtype, batch=batch),
-        "peak_allocated_bytes": peak["peak_allocated_bytes"],
+        "peak_allocated_bytes": peak.peak_allocated_bytes,
     }
     if models.is_moe(config):
         recorded = coverage.record_generate(model, ids, mask, gen_config)
@@ -139,7 +141,7 @@ def main() -> None:
     meta = params.build_meta_model(config)
     counts, split = params.count_params(meta), params.expert_split(meta)
     ceiling = ceilings(args, device, dtype)
-    on_gpu = calibration.is_cuda(device)
+    on_gpu = is_cuda(device)
     if on_gpu:
         torch.cuda.empty_cache()
     free_before_load = torch.cuda.mem_get_info()[0] if on_gpu else None
@@ -149,7 +151,7 @@ def main() -> None:
     synchronize(device)
     weights = memory.allocated_bytes(device)
     implementations = models.implementations(loaded.model)
-    reads_all = implementations["experts_read_per_token"] == READS_ALL
+    reads_all = implementations.experts_read_per_token == ExpertsRead.ALL
     kv_per_seq = kvcache.analytic_kv_bytes(config, args.context, args.gen, dtype)
     estimate = None  # from the smallest batch that ran, once one has (GPU)
     results = []
@@ -191,7 +193,7 @@ def main() -> None:
         "decoding": "greedy",
         "backend": "eager generate()",
         "weights_source": "random",
-        **implementations,
+        **dataclasses.asdict(implementations),
         "runs_per_batch": args.runs,
         "ceilings": ceiling,
         "headroom": args.headroom,

@@ -22,7 +22,10 @@ import pyarrow.parquet as pq
 from deploybench.results import metrics
 
 # Units of figures that vary from run to run of the same code on the same machine.
-MEASURED_UNITS = {"ns", "ms", "s", "tok/s", "ms/token", "fraction", "bytes/s", "J", "W", "J per 1000 tok", "tok/J", "°C"}
+MEASURED_UNITS = {
+    *("ns", "ms", "s", "tok/s", "ms/token", "fraction", "bytes/s"),
+    *("J", "W", "J per 1000 tok", "tok/J", "°C"),
+}
 MEASURED_GROUPS = {"energy"}
 ALSO_VARYING = {
     "started_at": "timestamp",

@@ -33,12 +33,12 @@ from _cell import benchmark_cell, random_model_and_prompt, shape_arguments
 from deploybench.analytic import kvcache, params, roofline
 from deploybench.engines import experts, models
 from deploybench.engines.compiled_loop import fusion
-from deploybench.engines.compiled_loop.decode_loop import variant_facts
-from deploybench.enums import Backend, Device
+from deploybench.engines.compiled_loop.engine import CompiledLoopEngine
+from deploybench.enums import Backend, DecodeAttentionKernel, DecodeExperts, Device
 from deploybench.instruments import calibration
+from deploybench.instruments.device import is_cuda
 from deploybench.instruments.environment import capture, resolve_device
-from deploybench.measure.phases import backend_runner
-from deploybench.plan.loop_options import DecodeAttentionKernel, DecodeExperts
+from deploybench.measure.records import columns
 from deploybench.stats import coefficient_of_variation, median
 
 BASELINE = "baseline"
@@ -99,8 +99,9 @@ def measure_variant(args, options: dict, ceilings: dict, bytes_per_token: float,
         options,
     )
     loaded, ids, device = random_model_and_prompt(cell, seed=args.seed)  # every variant: the same random weights
-    run = backend_runner(cell, loaded, loaded.model.config, ids, device)  # fuses, picks the kernels
-    built = {**variant_facts(loaded.model), **models.implementations(loaded.model)}
+    engine = CompiledLoopEngine(cell, device, loaded.model.config)
+    engine.attach(loaded, ids)  # fuses, picks the kernels
+    run, built = engine.run, columns(engine.facts())
     logits = first_step_logits(loaded.model, ids)
 
     first_run_s = run(args.gen, 0, False)[0].e2e_s  # compiles
@@ -132,7 +133,8 @@ def measure_variant(args, options: dict, ceilings: dict, bytes_per_token: float,
         result.update(_against_baseline(result, logits, baseline))
     else:
         result["logits"] = logits.tolist()
-    del run, loaded, ids
+    engine.close()
+    del engine, run, loaded, ids
     _release(device)
     return result
 
@@ -152,7 +154,7 @@ def _against_baseline(result: dict, logits: torch.Tensor, baseline: dict) -> dic
 def _release(device: str) -> None:
     gc.collect()
     torch._dynamo.reset()  # each variant compiles its own step; drop the previous one's graphs
-    if device.startswith("cuda"):
+    if is_cuda(device):
         torch.cuda.empty_cache()
 
 

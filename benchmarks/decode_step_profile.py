@@ -21,6 +21,7 @@ A compiled_loop variant (deploybench.plan.loop_options) is profiled with --fusio
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import re
 from pathlib import Path
@@ -29,13 +30,14 @@ import torch
 from _cell import benchmark_cell, graphed, random_model_and_prompt, shape_arguments, timed
 
 from deploybench.analytic import params
-from deploybench.analytic.boundness import device_kernels
 from deploybench.engines import models
-from deploybench.engines.compiled_loop.decode_loop import CompiledDecodeLoop, variant_facts
-from deploybench.enums import Backend, values
+from deploybench.engines.compiled_loop.decode_loop import CompiledDecodeLoop
+from deploybench.enums import Backend, DecodeAttentionKernel, DecodeExperts, Fusion, values
 from deploybench.instruments import calibration
+from deploybench.instruments.device import is_cuda
 from deploybench.instruments.environment import capture
-from deploybench.plan.loop_options import DEFAULT, CompiledLoopOptions, DecodeAttentionKernel, DecodeExperts, Fusion
+from deploybench.instruments.profiler import device_kernels
+from deploybench.plan.loop_options import DEFAULT, CompiledLoopOptions
 from deploybench.stats import median
 
 KINDS = (
@@ -72,7 +74,7 @@ def main() -> None:
         timing, _ = loop.run(ids, args.gen, seed=i, clock=True)  # the last: unprofiled decode speed
 
     activities = [torch.profiler.ProfilerActivity.CPU]
-    if device.startswith("cuda"):
+    if is_cuda(device):
         activities.append(torch.profiler.ProfilerActivity.CUDA)
     # Profile a prefill-only run and a full run: their difference is the decode steps alone.
     totals = {}
@@ -100,7 +102,7 @@ def main() -> None:
         "gen": args.gen,
         "profile_tokens": args.profile_tokens,
         "compiled_loop_options": options.model_dump(mode="json"),
-        "built": variant_facts(model),
+        "built": dataclasses.asdict(loop.build),
         "bytes_multiplied_per_step": matmul_bytes,
         "decode_tps": timing.decode_tps,
         "itl_ms": itl_ms,

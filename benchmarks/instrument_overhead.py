@@ -22,11 +22,11 @@ from pathlib import Path
 
 from _cell import benchmark_cell, random_model_and_prompt, rotated, shape_arguments
 
+from deploybench.engines.factory import engine_for
 from deploybench.enums import Backend, values
 from deploybench.instruments import nvml
 from deploybench.instruments.energy_meter import EnergyMeter
 from deploybench.instruments.environment import capture
-from deploybench.measure.phases import backend_runner
 from deploybench.stats import coefficient_of_variation, median
 
 MODES = ("plain", "steps", "steps+sampler", "steps+sampler10")
@@ -44,8 +44,10 @@ def main() -> None:
         args.architecture, args.context, args.gen, args.dtype, args.backend, args.experts_implementation
     )
     loaded, ids, device = random_model_and_prompt(cell)
-    # The harness's own runner for the backend: greedy, as its reference cell.
-    generate = backend_runner(cell, loaded, loaded.model.config, ids, device)
+    # The harness's own engine for the backend: greedy, as its reference cell.
+    engine = engine_for(cell, device, loaded.model.config)
+    engine.attach(loaded, ids)
+    generate = engine.run
     dev = nvml.open_device(device)
 
     for i in range(3):  # warm-up (and compilation for the compiled backends)

@@ -25,6 +25,12 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="deploybench", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("config-schema", help="print the JSON schema of the workflow config (generated from its models)")
+    c = sub.add_parser(
+        "check-config",
+        help="check config files as Snakemake would merge them (config.yaml first, then --configfile overlays), "
+        "naming file and line of a YAML error (Snakemake's own message for an overlay names neither)",
+    )
+    c.add_argument("files", nargs="+", help="config.yaml, then the overlays in command-line order")
     m = sub.add_parser("measure", help="measure one cell and write its Parquet row")
     m.add_argument("--cell-json", help="the full cell spec as JSON")
     m.add_argument("--spec-json", help='what the workflow passes: {"cell": <cell spec>, "harness_version": ...}')
@@ -103,6 +109,29 @@ def cell_from_args(args) -> CellSpec:
     return cell.model_copy(update={"card_sha256": card_digests(cell.model)})
 
 
+def check_config(files: list[str]) -> int:
+    """Each file read strictly (file and line of a YAML error), the overlays checked, the merge validated."""
+    from deploybench.plan.config import ConfigError, all_cells, check_duplicate_keys, load_config
+    from deploybench.plan.config_files import check_overlays, load_yaml_file
+
+    try:
+        for path in files:
+            load_yaml_file(path)
+            check_duplicate_keys(path)
+        check_overlays(files[:1], files[1:])
+        config = load_config(*files)
+        cells = all_cells(config)
+    except ConfigError as exc:
+        print(f"deploybench: {exc}", file=sys.stderr)
+        return 1
+    from deploybench.plan.serving import serve_groups
+
+    groups = serve_groups(config)
+    serving = f" + {sum(map(len, groups.values()))} serving load points in {len(groups)} server groups" if groups else ""
+    print(f"{' + '.join(files)}: valid, {len(cells)} cells{serving}")
+    return 0
+
+
 def print_config_schema() -> int:
     from deploybench.plan.config import config_json_schema
 
@@ -110,10 +139,43 @@ def print_config_schema() -> int:
     return 0
 
 
+def after_killed(argv: list[str], code: int) -> int:
+    """The job's exit status once the process measuring `argv` died without a word (killed by a signal, e.g.
+    the kernel's out-of-memory killer): as after any failed attempt, the cell keeps its last good row (0),
+    else the job fails (`code`). Called by the warm server's client (scripts/measure_cell.py)."""
+    import signal
+
+    args = _parser().parse_args(argv)
+    if code >= 0 or args.command != "measure" or not args.archive_dir:
+        return code
+    try:
+        cell = cell_from_args(args)
+    except (SpecError, json.JSONDecodeError):
+        return code
+    from deploybench.results import archive
+    from deploybench.results.schema import write_row
+
+    try:
+        name = signal.Signals(-code).name
+    except ValueError:
+        name = f"signal {-code}"
+    why = f"the measuring process was killed by {name}" + (
+        " (the out-of-memory killer sends it)" if name == "SIGKILL" else ""
+    )
+    row = archive.after_attempt(archive.crash_row(cell, why, archive.utc_now()), args.archive_dir)
+    if not row.get("superseded_by_failure"):
+        return code
+    write_row(row, args.out)
+    print(f"deploybench: {why}; {cell.cell_id} keeps its last good row, marked superseded", file=sys.stderr)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "config-schema":
         return print_config_schema()
+    if args.command == "check-config":
+        return check_config(args.files)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     try:
         cell = cell_from_args(args)
@@ -121,18 +183,39 @@ def main(argv: list[str] | None = None) -> int:
         print(f"deploybench: invalid cell spec: {exc}", file=sys.stderr)
         return 2
 
+    from deploybench.results import archive
+    from deploybench.results.schema import write_row
+
+    started_at = archive.utc_now()
+    if args.archive_dir:
+        good = archive.restorable(args.archive_dir, cell)
+        if good is not None:  # the setting was reverted after a failed attempt: nothing to measure
+            archive.restore(good, args.out, args.archive_dir)
+            logging.info(
+                "%s: restored the last good row (measured %s); nothing measured", cell.cell_id, good["started_at"]
+            )
+            return 0
     from deploybench.measure.gpu_lease import lease_gpu
 
-    with lease_gpu() as lease:
-        logging.info("GPU lease: %s", lease)
-        from deploybench.measure.phases import measure_cell
-        from deploybench.results.schema import write_row
+    try:
+        with lease_gpu() as lease:
+            logging.info("GPU lease: %s", lease)
+            from deploybench.measure.phases import measure_cell
 
-        row = measure_cell(cell)
-        write_row(row, args.out)
+            row = measure_cell(cell)
+    except Exception as exc:
+        if not args.archive_dir:
+            raise
+        row = archive.after_attempt(
+            archive.crash_row(cell, f"{type(exc).__name__}: {exc}", started_at), args.archive_dir
+        )
+        if not row.get("superseded_by_failure"):
+            raise  # no good row to keep: the job fails, as any unexpected error does
+        logging.exception("%s: the attempt failed; the cell keeps its last good row, marked superseded", cell.cell_id)
+    else:
         if args.archive_dir:
-            stamp = row["started_at"].replace(":", "").replace("+0000", "Z")
-            write_row(row, Path(args.archive_dir) / row["cell_id"] / f"{stamp}.parquet")
+            row = archive.after_attempt(row, args.archive_dir)
+    write_row(row, args.out)
     logging.info(
         "%s: status=%s valid=%s ttft_ms=%s decode_tps=%s e2e_tps=%s",
         row["cell_id"],

@@ -5,15 +5,20 @@ import json
 
 from deploybench.results.ape import compute_ape
 from deploybench.results.consolidate import read_table, write_table
+from deploybench.results.rule_log import rule_log
 
 
 def main(table, baseline_model, output):
-    write_table(compute_ape(read_table(table), baseline_model), output)
+    df = compute_ape(read_table(table), baseline_model)
+    write_table(df, output)
+    return df
 
 
 if "snakemake" in globals():
     sm = globals()["snakemake"]
-    main(sm.input[0], sm.params.baseline_model, sm.output[0])
+    with rule_log(sm.log[0], "ape") as log:
+        df = main(sm.input[0], sm.params.baseline_model, sm.output[0])
+        log.info("%s: %d rows, baseline %s -> %s", sm.input[0], len(df), sm.params.baseline_model, sm.output[0])
 else:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("table", nargs="?", default="results/corrected.parquet")

@@ -4,15 +4,29 @@ import argparse
 import json
 
 from deploybench.results.consolidate import consolidate, write_table
+from deploybench.results.rule_log import rule_log
 
 
 def main(cells, external_tables, root, output):
-    write_table(consolidate(list(cells), list(external_tables or []), root), output)
+    df = consolidate(list(cells), list(external_tables or []), root)
+    write_table(df, output)
+    return df
 
 
 if "snakemake" in globals():
     sm = globals()["snakemake"]
-    main(sm.input.cells, sm.params.external_tables, sm.params.root, sm.output[0])
+    with rule_log(sm.log[0], "consolidate") as log:
+        log.info(
+            "%d cell files, %d serving groups, external tables: %s",
+            len(sm.input.cells),
+            len(sm.input.serving),
+            [t["name"] for t in sm.params.external_tables],
+        )
+        from deploybench.measure.serve_group import serving_cells
+
+        cells = [*sm.input.cells, *serving_cells(sm.input.serving)]
+        df = main(cells, sm.params.external_tables, sm.params.root, sm.output[0])
+        log.info("%d rows by source %s -> %s", len(df), df["source"].value_counts().to_dict(), sm.output[0])
 else:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("cells", nargs="*", help="per-cell Parquet files")

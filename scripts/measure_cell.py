@@ -14,7 +14,12 @@ if __name__ == "__main__":
         # Fork from a server that has torch imported already (see deploybench/measure/warm.py).
         from deploybench.measure.warm import run_via_server
 
-        sys.exit(run_via_server(["measure", *sys.argv[1:]]))
+        code = run_via_server(["measure", *sys.argv[1:]])
+        if code < 0:  # the forked child was killed: keep the cell's last good row, as after any failed attempt
+            from deploybench.cli import after_killed
+
+            code = after_killed(["measure", *sys.argv[1:]], code)
+        sys.exit(code)
     from deploybench.cli import main
 
     sys.exit(main(["measure", *sys.argv[1:]]))

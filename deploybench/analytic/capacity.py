@@ -3,8 +3,8 @@
 Memory at batch B = weights + B x (KV of one sequence + activations of one sequence). The KV of a
 sequence is analytic (deploybench.analytic.kvcache); the activations are measured: a run's peak allocated
 bytes minus the weights and the KV it held, per sequence. Activations peak in the prefill
-(eager attention holds B x heads x context^2 scores: gpt-oss-20b at B = 64, context 2048 asked
-for 32 GiB there) and grow with B, so one measured peak at a smaller batch scales to the others.
+(eager attention holds B x heads x context^2 scores, which at large B and long contexts outgrow the KV)
+and grow with B, so one measured peak at a smaller batch scales to the others.
 
 A requested batch above the estimate is refused before the model loads: `check_batch_fits` raises
 PredictedOutOfMemoryError, which deploybench.measure.failures.classify reads as failure_kind oom, so the
@@ -16,6 +16,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+
+from deploybench.instruments.device import is_cuda
 
 # Fraction of the free memory never planned for: the caching allocator's fragmentation and rounding,
 # CUDA graph pools, cuBLAS workspaces and the transient buffers of ops the peak did not see.
@@ -91,8 +93,8 @@ class BatchEstimate:
 
 
 def weights_bytes_estimate(total_params: int, dtype: torch.dtype) -> int:
-    """Bytes of the weights once loaded: every parameter in the target dtype (gpt-oss-20b bf16: 41.8 GB,
-    as measured on an H200; modules kept in fp32 are a few norms, well under the headroom)."""
+    """Bytes of the weights once loaded: every parameter in the target dtype (the rows' weights_bytes is the
+    measured figure; modules kept in fp32 are a few norms, well under the headroom)."""
     return total_params * dtype.itemsize
 
 
@@ -107,3 +109,14 @@ def check_batch_fits(batch: int, estimate: BatchEstimate) -> None:
             f"{estimate.free_bytes / 1e9:.2f} GB free ({estimate.headroom:.0%} headroom); "
             f"max_batch_fit {estimate.max_batch}"
         )
+
+
+def free_bytes(device: str) -> int | None:
+    """Memory free for the model before it loads: the GPU's (torch.cuda.mem_get_info) on CUDA, else the host's
+    (the least of MemAvailable, the cgroup's room and the address space left under ulimit -v). None when
+    unknown."""
+    if is_cuda(device):
+        return int(torch.cuda.mem_get_info()[0])
+    from deploybench.instruments.host import available_memory_bytes
+
+    return available_memory_bytes()

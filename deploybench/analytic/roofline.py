@@ -8,12 +8,12 @@ from __future__ import annotations
 import torch
 
 from deploybench.analytic import kvcache
-from deploybench.engines.experts import READS_ALL
+from deploybench.enums import ExpertsRead
 
 
 def params_read_per_token(active_params: int, all_experts_params: int, experts_read: str) -> int:
     """The weights a decode step reads: the routed experts' (active), or every expert's."""
-    return all_experts_params if experts_read == READS_ALL else active_params
+    return all_experts_params if experts_read == ExpertsRead.ALL else active_params
 
 
 def roofline(decode_tps: float | None, bandwidth: float | None, bytes_per_token: float, suffix: str = "") -> dict:

@@ -11,12 +11,7 @@ from __future__ import annotations
 
 import torch
 
-from deploybench.enums import ExpertsImplementation
-
-# Which expert weights a decode step reads (the roofline's bytes per token depend on it).
-READS_ALL = "all"
-READS_ROUTED = "routed"
-READS_NONE = "n/a"  # a dense model
+from deploybench.enums import ExpertsImplementation, ExpertsRead
 
 
 def all_experts_forward(
@@ -56,7 +51,7 @@ def register() -> None:
     ExpertsInterface.register(ExpertsImplementation.ALL_EXPERTS.value, all_experts_forward)
 
 
-def experts_read_per_token(is_moe: bool, implementation: str | None) -> str:
+def experts_read_per_token(is_moe: bool, implementation: str | None) -> ExpertsRead:
     if not is_moe:
-        return READS_NONE
-    return READS_ALL if implementation == ExpertsImplementation.ALL_EXPERTS else READS_ROUTED
+        return ExpertsRead.NONE
+    return ExpertsRead.ALL if implementation == ExpertsImplementation.ALL_EXPERTS else ExpertsRead.ROUTED

@@ -13,6 +13,7 @@ from pathlib import Path
 import torch
 
 from deploybench.engines import experts
+from deploybench.engines.base import Implementations
 from deploybench.enums import DType, ExpertsImplementation, WeightsSource
 from deploybench.plan.spec import ModelEntry
 
@@ -101,16 +102,16 @@ def load_model(model: ModelEntry, dtype: DType, device: str, seed: int | None = 
     return LoadedModel(built, tokenizer, model.source, model.ref)
 
 
-def implementations(model) -> dict:
+def implementations(model) -> Implementations:
     """Attention and experts implementations actually in use (recorded in every row)."""
     config = model.config
     moe = is_moe(config)
     implementation = getattr(config, "_experts_implementation", None) if moe else None
-    return {
-        "attn_implementation": getattr(config, "_attn_implementation", None) or "unknown",
-        "experts_implementation": implementation or "n/a",
-        "experts_read_per_token": experts.experts_read_per_token(moe, implementation),
-    }
+    return Implementations(
+        attn_implementation=getattr(config, "_attn_implementation", None) or "unknown",
+        experts_implementation=implementation or "n/a",
+        experts_read_per_token=experts.experts_read_per_token(moe, implementation),
+    )
 
 
 def is_moe(config) -> bool:

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 import torch
 
 from deploybench.enums import CacheImplementation
+from deploybench.instruments.device import is_cuda
 from deploybench.plan.spec import DecodingMode
 
 
@@ -21,7 +22,7 @@ class GenerationCountError(RuntimeError):
 
 
 def synchronize(device: str) -> None:
-    if device.startswith("cuda"):
+    if is_cuda(device):
         torch.cuda.synchronize()
 
 

@@ -17,14 +17,13 @@ import time
 
 import torch
 
+from deploybench.instruments.device import is_cuda
+from deploybench.results import metrics
 from deploybench.stats import median
 
-L2_MULTIPLE_BYTES = 1 << 30  # distinct weight copies of at least 1 GiB, ~20x an H200's L2
-GEMM_SIZE = 8192
-
-
-def is_cuda(device: str) -> bool:
-    return str(device).startswith("cuda")
+# The sizes are stated once, in the metric catalogue's definitions of the columns they calibrate.
+L2_MULTIPLE_BYTES = int(metrics.get("gemv_bandwidth_bytes_per_s").parameter("weight_copies_gib") * 2**30)
+GEMM_SIZE = int(metrics.get("gemm_flops_per_s").parameter("gemm_size"))
 
 
 def dominant_weight_shape(model: torch.nn.Module) -> tuple[int, int] | None:

@@ -10,6 +10,7 @@ import torch
 
 from deploybench.enums import Device
 from deploybench.instruments import host, nvml
+from deploybench.instruments.device import is_cuda
 
 
 def utc_now() -> str:
@@ -28,7 +29,7 @@ def resolve_device(requested: Device) -> str:
 def capture(device: str) -> dict:
     import transformers
 
-    on_gpu = device.startswith(Device.CUDA)
+    on_gpu = is_cuda(device)
     env = {
         "device": Device.CUDA if on_gpu else Device.CPU,
         "torch_version": torch.__version__,

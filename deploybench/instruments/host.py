@@ -88,6 +88,67 @@ def code_revision() -> str:
     return "unknown"
 
 
+def available_memory_bytes(address_space_used: bool = True) -> int | None:
+    """Host memory an allocation can still get: the least of MemAvailable (/proc/meminfo), the room under
+    the cgroup's memory limit (v2 memory.max or v1 memory.limit_in_bytes, this group and its parents) and,
+    under ulimit -v (RLIMIT_AS), the address space left (`address_space_used`: less this process's own,
+    for a check inside the process that will allocate; False for one made on behalf of a new process).
+    None when none of them can be read."""
+    import resource
+
+    room = []
+    meminfo = _read_kib("/proc/meminfo", "MemAvailable:")
+    if meminfo is not None:
+        room.append(meminfo)
+    room += _cgroup_room()
+    soft, _ = resource.getrlimit(resource.RLIMIT_AS)
+    if soft != resource.RLIM_INFINITY:
+        used = (_read_kib("/proc/self/status", "VmSize:") or 0) if address_space_used else 0
+        room.append(max(0, soft - used))
+    return min(room) if room else None
+
+
+def _read_kib(path: str, key: str) -> int | None:
+    """A `key: <n> kB` line of a /proc file, in bytes."""
+    try:
+        with open(path) as fh:
+            for line in fh:
+                if line.startswith(key):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def _cgroup_room() -> list[int]:
+    """Limit minus usage of every memory cgroup this process is under (v2 and v1), in bytes."""
+    root, room = Path("/sys/fs/cgroup"), []
+    try:
+        lines = Path("/proc/self/cgroup").read_text().splitlines()
+    except OSError:
+        return room
+    for line in lines:
+        _, controllers, group = line.split(":", 2)
+        if controllers == "":  # v2: memory.max at each level up to the root
+            files, base = ("memory.max", "memory.current"), root
+        elif "memory" in controllers.split(","):
+            files, base = ("memory.limit_in_bytes", "memory.usage_in_bytes"), root / "memory"
+        else:
+            continue
+        level = base / group.lstrip("/")
+        while True:
+            try:
+                limit, usage = ((level / name).read_text().strip() for name in files)
+                if limit != "max" and int(limit) < 1 << 60:  # v1 writes a huge number for no limit
+                    room.append(max(0, int(limit) - int(usage)))
+            except (OSError, ValueError):
+                pass
+            if level == base or base not in level.parents:
+                break
+            level = level.parent
+    return room
+
+
 def record() -> dict:
     """The host columns of a result row."""
     return {

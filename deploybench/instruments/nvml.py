@@ -30,6 +30,7 @@ from types import ModuleType
 from typing import Self
 
 from deploybench.enums import ThrottleReason
+from deploybench.instruments.device import is_cuda
 
 try:
     import pynvml  # nvidia-ml-py; importing does not load libnvidia-ml yet
@@ -68,6 +69,32 @@ def device_count() -> int:
             return int(nvml.nvmlDeviceGetCount())
     except NvmlUnavailable:
         return 0
+
+
+def gpus() -> list[dict] | None:
+    """Every GPU NVML sees, as {index, uuid, name, memory_bytes} (total memory); [] where NVML cannot start
+    (no driver: no GPU), None where it cannot be asked (no pynvml, or a failing query). Never touches CUDA."""
+    if pynvml is None:
+        return None
+    try:
+        with session() as nvml:
+            found = []
+            for index in range(int(nvml.nvmlDeviceGetCount())):
+                handle = nvml.nvmlDeviceGetHandleByIndex(index)
+                uuid, name = nvml.nvmlDeviceGetUUID(handle), nvml.nvmlDeviceGetName(handle)
+                found.append(
+                    {
+                        "index": index,
+                        "uuid": uuid.decode() if isinstance(uuid, bytes) else str(uuid),
+                        "name": name.decode() if isinstance(name, bytes) else str(name),
+                        "memory_bytes": int(nvml.nvmlDeviceGetMemoryInfo(handle).total),
+                    }
+                )
+            return found
+    except NvmlUnavailable:
+        return []
+    except NVML_ERRORS:
+        return None
 
 
 def driver_version() -> str | None:
@@ -247,7 +274,7 @@ def open_device(torch_device: object, prefer_instant_power: bool = True) -> Nvml
     import torch  # here, so the pure helpers above work without torch
 
     dev = torch.device(torch_device)
-    if dev.type != "cuda":
+    if not is_cuda(dev):
         return UnavailableDevice(f"no CUDA device (device={dev})")
     if not torch.cuda.is_available():
         return UnavailableDevice(f"no CUDA device (device={dev}, torch.cuda.is_available() is False)")

@@ -22,10 +22,17 @@ _UNSUPPORTED = re.compile(
 )
 
 
+# Out of memory as torch says it on each device: CUDA and XPU ("... out of memory"), MPS ("MPS backend out of
+# memory"), the CPU allocator ("DefaultCPUAllocator: can't allocate memory: you tried to allocate ...").
+_OUT_OF_MEMORY = re.compile(
+    r"out of memory|can't allocate memory|cannot allocate memory|failed to allocate|OutOfMemory", re.IGNORECASE
+)
+
+
 def classify(exc: BaseException) -> FailureKind | None:
     """failure_kind for an expected failure, None for one that must propagate."""
-    if isinstance(exc, torch.OutOfMemoryError) or (
-        isinstance(exc, RuntimeError) and "out of memory" in str(exc).lower()
+    if isinstance(exc, (torch.OutOfMemoryError, MemoryError)) or (
+        isinstance(exc, RuntimeError) and _OUT_OF_MEMORY.search(str(exc))
     ):
         return FailureKind.OOM
     if isinstance(exc, ContextTooLongError):

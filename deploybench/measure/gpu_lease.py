@@ -36,8 +36,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
 
+from deploybench.enums import LeaseSource
 from deploybench.instruments import nvml
 
 DEFAULT_LOCK_DIR = "/tmp/deploybench-gpu-locks"
@@ -55,7 +55,7 @@ POLL_INTERVAL_S = 0.02
 class GpuLease:
     device_index: int | None  # host-wide (NVML/PCI order) index, if exactly one device
     visible_devices: str | None  # CUDA_VISIBLE_DEVICES while the lease is held
-    source: Literal["lease", "slurm", "user", "none"]
+    source: LeaseSource
 
 
 class GpuLeaseTimeout(TimeoutError):
@@ -100,16 +100,16 @@ def lease_gpu(
             lease = _slurm_lease()
         elif "CUDA_VISIBLE_DEVICES" in os.environ:
             visible = os.environ["CUDA_VISIBLE_DEVICES"]
-            lease = GpuLease(_single_index(visible), visible, "user")
+            lease = GpuLease(_single_index(visible), visible, LeaseSource.USER)
             # Only a default: the user may have chosen the order on purpose.
             os.environ.setdefault("CUDA_DEVICE_ORDER", "PCI_BUS_ID")
         else:
             n = gpu_count(count)
             if n == 0:
-                lease = GpuLease(None, None, "none")
+                lease = GpuLease(None, None, LeaseSource.NONE)
             else:
                 index, fd = _acquire(n, Path(lock_dir or _default_lock_dir()), timeout_s)
-                lease = GpuLease(index, str(index), "lease")
+                lease = GpuLease(index, str(index), LeaseSource.LEASE)
                 os.environ["CUDA_VISIBLE_DEVICES"] = str(index)
                 os.environ["CUDA_DEVICE_ORDER"] = "PCI_BUS_ID"
         yield lease
@@ -139,7 +139,7 @@ def _slurm_lease() -> GpuLease:
     if visible is not None:
         # SLURM numbers GPUs in PCI order (as NVML does).
         os.environ["CUDA_DEVICE_ORDER"] = "PCI_BUS_ID"
-    return GpuLease(_single_index(host_ids or visible), visible, "slurm")
+    return GpuLease(_single_index(host_ids or visible), visible, LeaseSource.SLURM)
 
 
 def _acquire(n: int, lock_dir: Path, timeout_s: float | None) -> tuple[int, int]:

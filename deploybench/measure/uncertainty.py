@@ -26,9 +26,9 @@ tests/unit/test_uncertainty.py checks its coverage on simulated series with a kn
 (independent, AR(1), a two-regime Markov mixture) and that the independent interval under-covers
 the correlated ones. Known limit: spells that last a sizeable fraction of the series (slow spells of
 10 runs among fast ones of 30, at 30-60 runs) are not seen well by any estimate from so few
-spells: coverage there is 80-90%. A moving-block bootstrap (blocks of n^(1/3) and 1.75 n^(1/3)
-runs) was tried and rejected: its percentile interval of the median covered 75-88% at 30-100 runs
-on AR(1) and two-regime series that this interval covers at 92-98%.
+spells: coverage there falls short of 95%. A moving-block bootstrap (blocks of n^(1/3) and
+1.75 n^(1/3) runs) was tried and rejected: its percentile interval of the median under-covered the
+AR(1) and two-regime series that this interval covers.
 """
 
 from __future__ import annotations
@@ -37,19 +37,20 @@ import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from enum import StrEnum
 from statistics import NormalDist
 
 import numpy as np
+
+from deploybench.enums import StopReason
 
 CONFIDENCE = 0.95
 Z = NormalDist().inv_cdf(0.5 + CONFIDENCE / 2)
 MAX_LAG1 = 0.95
 # The interval may stop a phase (ci_target) only from this many runs on. Stopping at the first narrow
-# interval selects the moments when a few look-alike runs hide the correlation: simulated (AR(1),
-# rho 0.8, CV 2%, target 2%), stopping from 5 runs gave final intervals covering 76% of the time, from
-# 20 runs 91% (AR(1) rho 0.6, CV 2-3%: 85-88% -> 94%; tests/unit/test_uncertainty.py). On a GPU the
-# 5 s energy windows take about as many runs anyway.
+# interval selects the moments when a few look-alike runs hide the correlation: on simulated AR(1)
+# series, stopping from 5 runs gives final intervals that under-cover, stopping from 20 keeps them near
+# 95% (tests/unit/test_uncertainty.py measures both). On a GPU the energy windows take about as many
+# runs anyway.
 MIN_RUNS_FOR_TARGET = 20
 MAX_VARIANCE_INFLATION = (1 + MAX_LAG1) / (1 - MAX_LAG1)  # 39
 CI_METHOD = (
@@ -153,14 +154,6 @@ def interval_figures(column: str, n_eff_column: str, samples: Sequence[float]) -
 
 
 # ---------------------------------------------------------------- when a phase has run enough
-
-
-class StopReason(StrEnum):
-    """Why a phase stopped repeating runs."""
-
-    CI_TARGET = "ci_target"  # the interval's half-width reached ci_target_rel of the median
-    TIME_CAP = "time_cap"  # max_measure_s of measuring passed
-    MAX_RUNS = "max_runs"
 
 
 @dataclass

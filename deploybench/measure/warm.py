@@ -1,10 +1,14 @@
 """A warm process server: pay the torch + transformers import once, fork a child per cell.
 
-Importing torch and transformers costs about 5 s on a small CPU, more than a tiny cell takes
-to measure, and Snakemake starts one process per job. With DEPLOYBENCH_WARM=1 the measure
-adapter hands its command line to a server that has already imported everything; the server
-forks, the child runs the same `deploybench.cli.main` with the client's stdout, stderr,
-working directory and environment, and the client exits with the child's exit status.
+Importing torch and transformers costs seconds on a small CPU (README, "How measurements are
+taken"), more than a tiny cell takes to measure, and Snakemake starts one process per job. With
+DEPLOYBENCH_WARM=1 the measure adapter hands its command line to a server that has already imported
+everything; the server forks, the child runs the same `deploybench.cli.main` with the client's
+stdout, stderr, working directory and environment, and the client exits with the child's exit status.
+
+A server serves only clients under the limits it started with (resource limits such as ulimit -v, CPU
+affinity, cgroups, nice: `limits`, part of the socket's name): a client under other limits starts its own, so
+the process that measures is always bounded as the job that asked for it.
 
 Safe to fork: the server imports modules but never initialises CUDA or runs a torch op, so no
 driver context and no thread pool exists yet; each child initialises its own. The server is
@@ -30,11 +34,32 @@ START_TIMEOUT_S = 120.0
 
 
 def socket_path() -> str:
-    """One server per (user, interpreter, library code): an edited library gets a fresh server."""
-    root = Path(__file__).resolve().parent
+    """One server per (user, interpreter, library code, limits): an edited library gets a fresh server, and so
+    does a client under other limits (`limits`), so the forked child that measures inherits the client's."""
+    root = Path(__file__).resolve().parents[1]  # the whole library: the child runs deploybench.cli
     code = sorted((str(p), p.stat().st_mtime_ns, p.stat().st_size) for p in root.rglob("*.py"))
-    key = hashlib.sha1(f"{sys.executable}:{code}".encode()).hexdigest()[:12]
+    key = hashlib.sha1(f"{sys.executable}:{code}:{limits()}".encode()).hexdigest()[:12]
     return os.environ.get("DEPLOYBENCH_WARM_SOCKET", f"/tmp/deploybench-warm-{os.getuid()}-{key}.sock")
+
+
+def limits() -> str:
+    """What a process inherits that bounds a measurement: its resource limits (ulimit -v, -m, -n, ...), CPU
+    affinity (taskset, cpuset), cgroups (memory and CPU limits) and nice value. The server is started by the
+    first client with these and forks every child from itself, so a child has exactly its client's."""
+    import resource
+
+    rlimits = {
+        name: resource.getrlimit(getattr(resource, name)) for name in dir(resource) if name.startswith("RLIMIT_")
+    }
+    try:
+        affinity = sorted(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        affinity = None
+    try:
+        cgroup = Path("/proc/self/cgroup").read_text()
+    except OSError:
+        cgroup = None
+    return json.dumps({"rlimits": rlimits, "affinity": affinity, "cgroup": cgroup, "nice": os.nice(0)}, sort_keys=True)
 
 
 # --- client ------------------------------------------------------------------------------

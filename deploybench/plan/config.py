@@ -22,6 +22,7 @@ from pydantic import Field, ValidationError, model_validator
 from deploybench import HARNESS_VERSION
 from deploybench.enums import Backend, DType, StudyKind
 from deploybench.plan import naming
+from deploybench.plan.serving_settings import LoadFloat, PositiveFloat, ServingSettings, SloTargets
 from deploybench.plan.spec import (
     CellSpec,
     DecodingMode,
@@ -35,7 +36,16 @@ from deploybench.plan.spec import (
 )
 from deploybench.plan.validation import Choice, Invalid, Settings, describe
 
-STUDY_AXES = ("models", "contexts", "gen", "decoding", "dtypes", "backends", "batch")
+# A cell's axis (a field of Cell) -> the study's list of its values (a field of Study).
+STUDY_AXES = {
+    "model": "models",
+    "backend": "backends",
+    "dtype": "dtypes",
+    "context": "contexts",
+    "gen": "gen",
+    "decoding": "decoding",
+    "batch": "batch",
+}
 SCHEMA_DIALECT = "https://json-schema.org/draft/2020-12/schema"
 
 
@@ -58,6 +68,31 @@ class Study(Settings):
     backends: Annotated[list[Choice[Backend]], Field(min_length=1)] = [Backend.EAGER]
     batch: Annotated[list[PositiveInt], Field(min_length=1)] = [1]
     """sequences decoded together (B distinct prompts of `context` tokens each)"""
+    concurrency: Annotated[list[PositiveInt], Field(min_length=1)] = None
+    """serving_load: closed-loop load points, requests kept in flight (each a cell)"""
+    request_rate: Annotated[list[LoadFloat], Field(min_length=1)] = None
+    """serving_load: open-loop load points, mean requests per second (each a cell)"""
+    burstiness: LoadFloat = None
+    """serving_load with request_rate: gamma shape of the gaps between arrivals (unset: 1, Poisson; below 1
+    burstier)"""
+    n_requests: PositiveInt = None
+    """serving_load: requests per load point (with duration_s, whichever ends it first)"""
+    duration_s: PositiveFloat = None
+    """serving_load: no request of a load point is sent after this many seconds"""
+    slo: SloTargets = None
+    """serving_load: latency targets, e.g. {ttft_ms_p99: 500, tpot_ms_p99: 50}: each point's goodput and verdict"""
+
+    @model_validator(mode="after")
+    def _serving_keys(self) -> Study:
+        from deploybench.plan.serving import check_study  # the serving plan imports this module
+
+        check_study(self)
+        return self
+
+    @property
+    def serving(self) -> bool:
+        """A study of serving engines under load: its cells are load points, measured by serve jobs."""
+        return self.kind is StudyKind.SERVING_LOAD
 
 
 class ReferenceCell(Settings):
@@ -116,6 +151,8 @@ class WorkflowConfig(Settings):
     studies: Annotated[dict[str, Study], Field(min_length=1)]
     analysis: Analysis = Analysis()
     report: ReportSettings = ReportSettings()
+    serving: ServingSettings = ServingSettings()
+    """serving engines by backend name (vllm, transformers_serve, openai): how to start them or where they are"""
 
     @model_validator(mode="after")
     def _names_are_defined(self) -> WorkflowConfig:
@@ -138,6 +175,9 @@ class WorkflowConfig(Settings):
         for imported, entry in self.analysis.study_way.items():
             if entry not in self.models:
                 raise Invalid(("analysis", "study_way", imported), f"model {entry!r} is not defined under models")
+        from deploybench.plan.serving import check_serving
+
+        check_serving(self)
         return self
 
 
@@ -180,11 +220,23 @@ def check_duplicate_keys(path: str | Path) -> None:
             raise ConfigError(f"{path}: {exc}") from None
 
 
-def load_config(path: str | Path) -> WorkflowConfig:
-    """A config file as typed settings (duplicate keys refused too)."""
-    check_duplicate_keys(path)
-    with open(path) as fh:
-        return validate_config(yaml.safe_load(fh))
+def load_config(*paths: str | Path) -> WorkflowConfig:
+    """Config files as typed settings (duplicate keys refused too), each laid over the ones before it as
+    Snakemake's --configfile merges them: mappings key by key, any other value replaced."""
+    merged: dict = {}
+    for path in paths:
+        check_duplicate_keys(path)
+        with open(path) as fh:
+            _overlay(merged, yaml.safe_load(fh) or {})
+    return validate_config(merged)
+
+
+def _overlay(base: dict, over: dict) -> None:
+    for key, value in over.items():
+        if isinstance(value, dict) and isinstance(base.get(key), dict):
+            _overlay(base[key], value)
+        else:
+            base[key] = value
 
 
 @dataclass(frozen=True, order=True)
@@ -207,26 +259,36 @@ class Cell:
 
 
 def study_cells(config: WorkflowConfig, study: Study) -> list[Cell]:
-    axes = [getattr(study, axis) for axis in STUDY_AXES]
+    """The study's grid, in the order of its axes' values (models first, then backends, dtypes, ...)."""
     cells = []
-    for model, context, gen, decoding, dtype, backend, batch in itertools.product(*axes):
+    for values in itertools.product(*(getattr(study, key) for key in STUDY_AXES.values())):
+        cell = dict(zip(STUDY_AXES, values))
         # A model pinned to one dtype (e.g. a checkpoint that only exists in bf16) overrides the axis.
-        effective_dtype = config.models[model].dtype or dtype
-        cells.append(Cell(model, backend, effective_dtype, context, gen, decoding, batch))
+        cells.append(Cell(**cell | {"dtype": config.models[cell["model"]].dtype or cell["dtype"]}))
     return cells
 
 
 def all_cells(config: WorkflowConfig) -> list[Cell]:
-    """The union of all studies' cells, deduplicated, in a stable order."""
-    return sorted({cell for study in config.studies.values() for cell in study_cells(config, study)})
+    """The union of all studies' cells that a measure job measures, deduplicated, in a stable order. A serving
+    study's cells are its load points, measured by serve jobs (deploybench.plan.serving.load_points); its
+    study_cells are their server groups' axes."""
+    return sorted(
+        {cell for study in config.studies.values() if not study.serving for cell in study_cells(config, study)}
+    )
 
 
 def cells_by_study(config: WorkflowConfig) -> dict[str, list[str]]:
-    return {name: sorted({c.path for c in study_cells(config, s)}) for name, s in config.studies.items()}
+    from deploybench.plan.serving import study_point_paths
+
+    return {
+        name: study_point_paths(config, s) if s.serving else sorted({c.path for c in study_cells(config, s)})
+        for name, s in config.studies.items()
+    }
 
 
-def cell_spec(config: WorkflowConfig, cell: Cell) -> CellSpec:
-    """Everything that determines this cell's measurement, and nothing else."""
+def cell_spec(config: WorkflowConfig, cell: Cell, **serving) -> CellSpec:
+    """Everything that determines this cell's measurement, and nothing else; `serving`: a serving cell's load and
+    engine (deploybench.plan.serving.point_spec)."""
     model = config.models[cell.model].measured_by(Backend(cell.backend))
     return CellSpec(
         model_name=cell.model,
@@ -240,6 +302,7 @@ def cell_spec(config: WorkflowConfig, cell: Cell) -> CellSpec:
         backend=cell.backend,
         batch=cell.batch,
         card_sha256=card_digests(model),
+        **serving,
     )
 
 

@@ -9,37 +9,10 @@ the grouped-query matmul for decode attention, and the model's own experts path.
 
 from __future__ import annotations
 
-from enum import StrEnum
-
 from pydantic import field_validator
 
+from deploybench.enums import DecodeAttentionKernel, DecodeExperts, Fusion
 from deploybench.plan.validation import Choice, Settings
-
-
-class Fusion(StrEnum):
-    """Projections that read one input, fused into one weight after load (deploybench.engines.compiled_loop.fusion)."""
-
-    QKV = "qkv"  # q_proj, k_proj and v_proj: one GEMV per layer instead of three
-    GATE_UP = "gate_up"  # a dense MLP's gate_proj and up_proj
-
-
-class DecodeAttentionKernel(StrEnum):
-    """Attention of one decode step (one query per head) over the static cache (compiled_loop.attention)."""
-
-    GQA_MATMUL = "gqa_matmul"  # two matmuls with each KV head's query group folded into the query length
-    SDPA_GQA = "sdpa_gqa"  # torch's scaled_dot_product_attention with enable_gqa=True
-    # SDPA as multi-head attention over the KV heads, each one's query heads folded into the query length:
-    # CUDA's SDPA runs grouped-query attention only in its flash and math kernels, and flash takes no mask.
-    SDPA_FOLDED = "sdpa_folded"
-    FLEX_DECODING = "flex_decoding"  # FlexAttention; on a GPU its decoding kernel splits the KV length
-
-
-class DecodeExperts(StrEnum):
-    """Mixture-of-experts path of decode steps only; the prefill keeps the model's (compiled_loop.decode_experts)."""
-
-    GROUPED_MM = "grouped_mm"  # transformers' grouped GEMM
-    BATCHED_MM = "batched_mm"  # transformers' gather of the routed experts' weights, then bmm
-    GATHERED_REDUCTION = "gathered_reduction"  # products and sums inductor fuses with the gather: no weight copy
 
 
 class CompiledLoopOptions(Settings):

@@ -26,6 +26,7 @@ from deploybench.enums import (
 )
 from deploybench.plan import naming
 from deploybench.plan.loop_options import CompiledLoopOptions
+from deploybench.plan.serving_settings import EngineSpec, LoadPoint
 from deploybench.plan.validation import Choice, Invalid, Settings, describe
 
 ModelName = Annotated[str, StringConstraints(pattern=f"^{naming.MODEL_NAME}$")]
@@ -42,6 +43,9 @@ STANDARD_DECODING = {
     "high_temp": {"do_sample": True, "temperature": 1.0, "top_p": 0.95},
     "low_temp": {"do_sample": True, "temperature": 0.3, "top_p": 0.8},
 }
+# The measurement settings a serving load point reads (the others are of the generate() phases): a serving cell's
+# spec holds only these, so editing n_runs or max_measure_s remeasures no server.
+SERVING_MEASUREMENT = ("device", "seed", "min_energy_window_s", "idle_cooldown_s", "idle_cooldown_max_s", "idle_window_s")
 # Files of a local pretrained directory that decide the architecture and the generation defaults.
 PRETRAINED_CARD_FILES = ("config.json", "generation_config.json")
 
@@ -146,6 +150,8 @@ class ModelEntry(Settings):
                 raise Invalid("id", f"local model directory {self.id!r} does not exist")
             if directory is not None and not (directory / PRETRAINED_CARD_FILES[0]).is_file():
                 raise Invalid("id", f"local model directory {self.id!r} has no {PRETRAINED_CARD_FILES[0]}")
+            if directory is not None:
+                _check_card(str(directory / PRETRAINED_CARD_FILES[0]), "id")
         all_experts = self.experts_implementation is ExpertsImplementation.ALL_EXPERTS
         if all_experts and self.compiled_loop is not None and self.compiled_loop.decode_experts is not None:
             # The decode paths read the routed experts only: the row would judge them against all 32.
@@ -162,18 +168,21 @@ class ModelEntry(Settings):
         that backend reads (metadata; compiled_loop's options, except on compiled_loop). So editing either
         reruns no cell it cannot change."""
         unread = {"metadata"} | (set() if backend is Backend.COMPILED_LOOP else {"compiled_loop"})
+        if backend.serving:  # a server runs its own attention and experts kernels
+            unread |= {"attn_implementation", "experts_implementation"}
         return ModelEntry.model_validate(self.model_dump(exclude_unset=True, exclude=unread))
 
 
-def _check_card(path: str) -> None:
+def _check_card(path: str, key: str = "architecture") -> None:
+    """An architecture card (or a local checkpoint's config.json, under `key` id): JSON with a model_type."""
     if not Path(path).is_file():
-        raise Invalid("architecture", f"architecture card {path!r} does not exist")
+        raise Invalid(key, f"architecture card {path!r} does not exist")
     try:
         card = json.loads(Path(path).read_text())
-    except json.JSONDecodeError as exc:
-        raise Invalid("architecture", f"card {path!r} is not valid JSON: {exc}") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise Invalid(key, f"card {path!r} is not valid JSON: {exc}") from None
     if not isinstance(card, dict) or "model_type" not in card:
-        raise Invalid("architecture", f"card {path!r} has no model_type")
+        raise Invalid(key, f"card {path!r} has no model_type")
 
 
 def local_directory(ref: str) -> Path | None:
@@ -239,21 +248,38 @@ class CellSpec(Settings):
     """sequences decoded together"""
     card_sha256: dict[str, str] | None = Field(None, exclude_if=lambda digests: digests is None)
     """sha256 of the model's architecture card (config.json of a local directory); none for a hub id"""
+    load: LoadPoint | None = Field(None, exclude_if=lambda load: load is None)
+    """a serving cell's load point (serving backends only)"""
+    engine: EngineSpec | None = Field(None, exclude_if=lambda engine: engine is None)
+    """a serving cell's engine settings (serving backends only)"""
 
     @field_serializer("model", "decoding")
     def _as_written(self, settings: Settings) -> dict:
         return settings.model_dump(mode="json", exclude_unset=True)
 
+    @field_serializer("measurement")
+    def _as_read(self, settings: MeasurementSettings) -> dict:
+        include = set(SERVING_MEASUREMENT) if self.backend.serving else None
+        return settings.model_dump(mode="json", include=include)
+
+    @field_serializer("load", "engine")
+    def _given(self, settings: Settings | None) -> dict | None:
+        return None if settings is None else settings.model_dump(mode="json", exclude_none=True)
+
     @model_validator(mode="after")
     def _card_unchanged(self) -> CellSpec:
         if self.card_sha256 is not None and self.card_sha256 != card_digests(self.model):
             raise Invalid("card_sha256", f"the files of {self.model.ref!r} changed since this cell was planned")
+        for key in ("load", "engine"):
+            if (getattr(self, key) is not None) != self.backend.serving:
+                raise Invalid(key, f"required for a serving backend and only there (backend {self.backend})")
         return self
 
     @property
     def cell_id(self) -> str:
+        load = "" if self.load is None else naming.load_suffix(self.load.mode, self.load.value, self.load.burstiness)
         return naming.cell_id(
-            self.model_name, self.backend, self.dtype, self.context, self.gen, self.decoding_name, self.batch
+            self.model_name, self.backend, self.dtype, self.context, self.gen, self.decoding_name, self.batch, load
         )
 
     @property

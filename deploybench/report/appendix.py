@@ -9,9 +9,8 @@ from __future__ import annotations
 from collections import Counter
 
 from deploybench.analytic import boundness
-from deploybench.instruments import calibration
 from deploybench.plan.naming import cell_id
-from deploybench.report import captions
+from deploybench.report import captions, pacing
 from deploybench.report import quantities as Q
 from deploybench.report.data import OURS, ReportData, as_list, cell_label, cell_of, is_failed, is_invalid, reasons
 from deploybench.report.fmt import DASH, fmt_int, fmt_num, join, num, short, span, to_int
@@ -22,11 +21,12 @@ from deploybench.results import metrics
 # and `environment`. What else a machine's rows say about it: column -> (label, how each value prints, or None:
 # the range of its values in the catalogue's display unit).
 _RANGED = ("mem_bandwidth_bytes_per_s", "python_loop_ns", "power_limit_w")
+_DIRTY = "+dirty (uncommitted changes: this commit does not identify the code; the sources' sha256 below does)"
 HOST_FIELDS = {
     **{name: (Q.get(name).header_label, None) for name in _RANGED},
     "cpu_model": (Q.get("cpu_model").header_label, str),
     "cpu_count": (Q.get("cpu_count").header_label, fmt_int),
-    "code_revision": ("Code revision", lambda rev: rev[:12] + ("+dirty" if rev.endswith("+dirty") else "")),
+    "code_revision": ("Code revision", lambda rev: rev[:12] + (_DIRTY if rev.endswith("+dirty") else "")),
     "source_sha256": ("Library source sha256", lambda digest: digest[:12]),
 }
 
@@ -43,7 +43,7 @@ def field_table(tid: str, title: str, columns: dict[str, str], facts: list, widt
 def governance(data: ReportData) -> list[Table]:
     """One column per model, one row per metadata field (reads better than 12 columns)."""
     tid, title = "table-governance", "Governance and licensing"
-    models = list((data.config.get("models") or {}).keys()) or data.models
+    models = data.configured_models or data.models
     if not models:
         return [skipped_table(tid, title, "the config names no models")]
     first = {m: next((r for r in data.ours if r.get("model") == m and not is_failed(r)), None) for m in models}
@@ -54,7 +54,7 @@ def governance(data: ReportData) -> list[Table]:
         link = key == "model_card" and isinstance(val, str) and val.startswith(("http://", "https://"))
         return text_cell(val, note="not given in the config's metadata", href=val if link else None)
 
-    weights = {m: text_cell((first[m] or {}).get("weights_source") or data.model_cfg(m).get("source")) for m in models}
+    weights = {m: text_cell((first[m] or {}).get("weights_source") or data.weights_source(m)) for m in models}
     facts = [("weights_source", "Weights (random or pretrained)", weights)]
     facts += [(k, label, {m: meta(m, k) for m in models}) for k, label in captions.entries("governance").items()]
     for name in ("total_params", "active_params"):
@@ -159,7 +159,7 @@ def _per_model(data: ReportData, rows: list[dict], col: str) -> str | None:
 
 def _how(ok: list[dict]) -> list[tuple[str, str, None]]:
     """How the boundness verdict, the calibrations, the prefill energy window and the idle cool-down work, with
-    the figures the rows hold (thresholds and sizes from the library, not retyped) or why there are none."""
+    the figures the rows hold (thresholds and sizes from the metric catalogue, not retyped) or why there are none."""
 
     def measured(value: str | None, reason: str) -> str:
         why = join(_distinct(ok, reason), lambda s: short(s, 100))
@@ -170,12 +170,13 @@ def _how(ok: list[dict]) -> list[tuple[str, str, None]]:
     facts = {
         "host": f"{boundness.HOST_BELOW:.0%}",
         "gpu": f"{boundness.GPU_AT_LEAST:.0%}",
+        "roof": f"{pacing.ROOF_AT_LEAST:.0%}",
         "tokens": join(_distinct(ok, "profile_tokens"), fmt_int) or boundness.PROFILE_TOKENS,
         "busy": measured(f"{busy}% of each decode step" if busy else None, gpu),
         "shapes": join(_distinct(ok, "gemv_shape")) or "not recorded",
-        "l2": fmt_num(calibration.L2_MULTIPLE_BYTES / 2**30, 2),
+        "l2": fmt_num(float(metrics.get("gemv_bandwidth_bytes_per_s").parameter("weight_copies_gib")), 2),
         "gemv": measured(_ranged(ok, "gemv_bandwidth_bytes_per_s"), gpu),
-        "n": calibration.GEMM_SIZE,
+        "n": metrics.get("gemm_flops_per_s").parameter("gemm_size"),
         "gemm": measured(_ranged(ok, "gemm_flops_per_s"), gpu),
         "prefill": measured(_span(ok, "prefill_energy_window_s", "s"), energy),
         "cooldown": measured(_span(ok, "idle_cooldown_s_measured", "s"), energy),
@@ -197,10 +198,9 @@ def methodology(data: ReportData) -> list[Table]:
     if not data.ours:
         return [skipped_table(tid, title, "the data has no rows of ours")]
     ok = [r for r in data.ours if not is_failed(r)]
-    cfg = data.config.get("measurement") or {}
 
     def runs(col: str) -> str | None:  # from the rows, else the config
-        return join(_distinct(ok, col), fmt_int) or join(as_list(cfg.get(col)))
+        return join(_distinct(ok, col), fmt_int) or join(as_list(getattr(data.measurement, col, None)))
 
     counts = Counter(map(row_status, data.ours))
     wins, mem_null = _span(ok, "energy_window_s", "s"), join(_distinct(ok, "memory_null_reason"))

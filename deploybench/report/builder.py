@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import itertools
 
-from deploybench.report import captions
+from deploybench.report import captions, gate
 from deploybench.report import quantities as Q
 from deploybench.report.data import AXIS_COLUMN, NUMERIC, ReportData, Study, cell_label, is_failed
-from deploybench.report.fmt import DASH, fmt_num, fmt_pct, fmt_ratio, num, pct_change, ratio
+from deploybench.report.fmt import DASH, fmt_int, fmt_num, fmt_pct, fmt_ratio, num, ratio
 from deploybench.report.model import (
     Cell,
     Column,
@@ -130,7 +130,8 @@ def _columns(spec: TableSpec, lay: _Layout) -> list[Column]:
 
 def _settings(data: ReportData, cell: dict, r: dict | None) -> Cell:
     """A decoding mode's sampling settings, from the config (or the row)."""
-    src = (data.config.get("decoding") or {}).get(cell["decoding"]) or r or {}
+    mode = data.decoding_mode(cell["decoding"])
+    src = (mode.model_dump() if mode else None) or r or {}
     if not src:
         return text_cell(None)
     if not src.get("do_sample"):
@@ -145,7 +146,8 @@ def _text(name: str, data: ReportData, cell: dict, r: dict | None) -> Cell:
     if name == "settings":
         return _settings(data, cell, r)
     own = {"status": status_cell, "runs": runs_cell}
-    return own[name](r) if name in own else text_cell((r or {}).get(name))
+    value = (r or {}).get(name)
+    return own[name](r) if name in own else text_cell(fmt_int(value) if isinstance(value, float) else value)
 
 
 def _change(lay: _Layout, data: ReportData, m, cell: dict, r: dict | None) -> Cell:
@@ -156,8 +158,10 @@ def _change(lay: _Layout, data: ReportData, m, cell: dict, r: dict | None) -> Ce
         said = "baseline" if lay.anchor == "model" else "reference"
         return Cell(said, kind="baseline") if Q.figure(m, r) is not None else Cell(DASH, kind="missing")
     compared = data.row({**cell, axis: lay.pivots[-1]}) if lay.anchor == "pivot" else r
-    p = num(pct_change(Q.figure(m, compared), Q.figure(m, data.row({**cell, axis: anchor}))))
-    return Cell(fmt_pct(p), value=p, kind="num" if p is not None else "missing")
+    base = data.row({**cell, axis: anchor})
+    text, p, note = gate.change(gate.estimate(compared, m.name), gate.estimate(base, m.name), m.name)
+    kind = "missing" if p is None else "num" if not text.startswith("n.r.") else "text"
+    return Cell(text, value=p if kind == "num" else None, raw=p, kind=kind, note=note)
 
 
 def _with_ratio(c: Cell, m, r: dict, base_r: dict | None, base: str) -> Cell:
@@ -209,6 +213,10 @@ def _grid(spec: TableSpec, data: ReportData, st: Study, tid: str) -> Table:
                     at = {**cell, spec.pivot: v} if v is not None else cell
                     cells[lay.change_key(m, v)] = _change(lay, data, m, at, rv)
         t.rows.append(Row(cells, key=key, status=row_status(r) if not lay.pivots else "ok"))
+    if (absent := [row for row in t.rows if row.status == "missing"]) and len(absent) < len(t.rows):
+        t.rows = [row for row in t.rows if row.status != "missing"]  # cells not in the data: named once, below
+        said = "; ".join(", ".join(str(row.key[a]) for a in lay.shown if a in row.key) for row in absent)
+        t.notes.append(captions.text("notes", "rows_missing", rows=said))
     needs = set(spec.needs or spec.metrics)
     keys = [lay.key(m, v) for m in lay.metrics for v in lay.pivots or [None] if lay.metric_rows or m.name in needs]
     return finish(t, keys, data.reason_missing(used, spec.missing))

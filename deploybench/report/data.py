@@ -1,41 +1,40 @@
 """Data access: the result frame as clean records, the config's studies and the reference cell.
 
 A cell is addressed by its axes {model, backend, dtype, context, gen, decoding, batch}; a study is a
-grid of them (DESIGN.md, "Cells and studies"), read with the same defaults as deploybench.plan.config.
+grid of them, read from the typed config (deploybench.plan.config: its defaults, its expansion into cells).
 Every table, figure and finding reads batch-1 rows, except where it lays out the batch axis itself (the
 batch-scaling study): a cell that names no batch is at BATCH, and so is a row without batch_size (schema 1.x).
 """
 
 from __future__ import annotations
 
-import itertools
-import math
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import pandas as pd
 
 from deploybench.enums import StudyKind
+from deploybench.plan import config as plan
+from deploybench.plan.spec import DecodingMode, MeasurementSettings, ModelEntry
 from deploybench.report import captions
 from deploybench.report.fmt import short, to_int
 from deploybench.results.schema import UNBATCHED as BATCH  # of every cell that names no batch, and of every row
+from deploybench.results.values import finite_or_none, is_missing
 
 OURS = "deploybench"
-AXES = ("model", "backend", "dtype", "context", "gen", "decoding", "batch")
+AXES = tuple(f.name for f in fields(plan.Cell))  # model, backend, dtype, context, gen, decoding, batch
 NUMERIC = ("context", "gen", "batch")  # the axes whose values are counts
-# The frame's column for each axis, the config's key for it in a study, its default where a study has none.
+# The frame's column for each axis.
 AXIS_COLUMN = {axis: axis for axis in AXES} | {"context": "context_tokens", "gen": "gen_tokens", "batch": "batch_size"}
-STUDY_KEY = {axis: f"{axis}s" if axis in ("model", "backend", "dtype", "context") else axis for axis in AXES}
-STUDY_DEFAULT = {"backend": "eager", "dtype": "bfloat16", "decoding": "greedy", "batch": BATCH}
 
 
 def _clean(v):
-    """Frame value -> plain Python: NaN/NA -> None, numpy -> list/scalar."""
-    if v is None or v is pd.NA or v is pd.NaT:
+    """Frame value -> plain Python: missing and inf -> None, numpy -> list/scalar."""
+    if is_missing(v):
         return None
     if hasattr(v, "tolist") and not isinstance(v, (str, bytes)):
         v = v.tolist()
-    if isinstance(v, float) and not math.isfinite(v):
-        return None
+    if isinstance(v, float):
+        return finite_or_none(v)
     return [_clean(x) for x in v] if isinstance(v, (list, tuple)) else v
 
 
@@ -91,11 +90,17 @@ def cell_label(cell: dict) -> str:
     return ", ".join(words.get(a, "{}").format(cell[a]) for a in order if a in cell)
 
 
+def _plain(axis: str, value):
+    """A value of an axis as the report addresses cells: a count, or plain text (not an enum member)."""
+    return value if axis in NUMERIC else str(value)
+
+
 @dataclass
 class Study:
     name: str
     kind: str
     axes: dict[str, list]  # axis -> its values, in the config's order (contexts and batches sorted)
+    grid: list[dict]  # its cells as deploybench.plan.config expands them (a model's own dtype applied), in order
 
     @property
     def models(self) -> list[str]:
@@ -106,26 +111,28 @@ class Study:
         return self.axes["context"]
 
     def cells(self) -> list[dict]:
-        return [dict(zip(AXES, values)) for values in itertools.product(*(self.axes[a] for a in AXES))]
+        return self.grid
 
 
 class ReportData:
     """The frame split into our rows and imported rows, indexed by cell, plus the config."""
 
-    def __init__(self, df: pd.DataFrame | None, config: dict | None):
-        self.config = config or {}
+    def __init__(self, df: pd.DataFrame | None, config: plan.WorkflowConfig | None):
+        self.config = config
         self.all = records(df)
         self.ours = [r for r in self.all if is_ours(r)]
         self.imported = [r for r in self.all if not is_ours(r)]
         self.index = {_key(cell_of(r)): r for r in self.ours}
         self._built: dict = {}
         self.batch1 = [r for r in self.ours if cell_of(r)["batch"] == BATCH]  # the rows of unbatched figures
-        cfg_models = list((self.config.get("models") or {}).keys())
+        self.configured_models = list(config.models) if config else []  # in the config's order
         seen = [r.get("model") for r in self.ours if r.get("model")]
-        self.models = [m for m in cfg_models if m in seen] + sorted(set(seen) - set(cfg_models))
-        analysis = self.config.get("analysis") or {}
-        self.ref = dict(analysis.get("reference_cell") or {})
-        configured = analysis.get("baseline_model")
+        self.models = [m for m in self.configured_models if m in seen] + sorted(set(seen) - set(self.configured_models))
+        analysis = config.analysis if config else plan.Analysis()
+        ref = analysis.reference_cell
+        self.ref = ref.model_dump(mode="json", exclude_none=True) if ref else {}  # the axes it names
+        self.study_way = analysis.study_way
+        configured = analysis.baseline_model
         self.baseline = configured if configured in self.models else next(iter(self.models), None)
         self.baseline_note = None
         if self.baseline is not None and self.baseline != configured:
@@ -139,36 +146,53 @@ class ReportData:
         return self._built[key]
 
     # config ---------------------------------------------------------------------------------
-    def model_cfg(self, model: str) -> dict:
-        return (self.config.get("models") or {}).get(model) or {}
+    @property
+    def measurement(self) -> MeasurementSettings | None:
+        return self.config.measurement if self.config else None
+
+    @property
+    def title(self) -> str | None:
+        return self.config.report.title if self.config else None
+
+    def model_cfg(self, model: str) -> ModelEntry | None:
+        return self.config.models.get(model) if self.config else None
 
     def metadata(self, model: str) -> dict:
-        return self.model_cfg(model).get("metadata") or {}
+        """The governance facts the config gives for the model (none unset)."""
+        entry = self.model_cfg(model)
+        return entry.metadata.model_dump(exclude_none=True) if entry and entry.metadata else {}
+
+    def weights_source(self, model: str) -> str | None:
+        entry = self.model_cfg(model)
+        return str(entry.source) if entry else None
+
+    def decoding_mode(self, name: str) -> DecodingMode | None:
+        return self.config.decoding.get(name) if self.config else None
+
+    def _card(self, model: str) -> str:
+        entry = self.model_cfg(model)
+        return (entry.architecture or entry.id if entry else None) or model
 
     def same_card(self, st: Study, model: str) -> str:
         """The study's first entry from `model`'s card: what an entry varying one setting of it is compared with."""
-        card = {m: self.model_cfg(m).get("architecture") or self.model_cfg(m).get("id") or m for m in st.models}
+        card = {m: self._card(m) for m in st.models}
         return next((m for m in st.models if card[m] == card.get(model, model)), model)
 
     def studies(self, kind: StudyKind | None = None) -> list[Study]:
-        studies = (self.config.get("studies") or {}).items()
-        return [self._study(name, s) for name, s in studies if isinstance(s, dict) and kind in (None, s.get("kind"))]
+        studies = self.config.studies.items() if self.config else ()
+        return [self._study(name, s) for name, s in studies if kind in (None, s.kind)]
 
-    def _study(self, name: str, s: dict) -> Study:
-        # An absent models / contexts / gen axis falls back to what the rows hold.
-        seen = {a: sorted({to_int(r.get(AXIS_COLUMN[a])) for r in self.ours} - {None}) for a in ("context", "gen")}
-        seen["model"] = self.models
-        axes = {}
-        for axis in AXES:
-            values = as_list(s.get(STUDY_KEY[axis])) or seen.get(axis) or [STUDY_DEFAULT[axis]]
-            axes[axis] = [int(v) for v in values] if axis in NUMERIC else [str(v) for v in values]
-        axes["context"], axes["batch"] = sorted(axes["context"]), sorted(axes["batch"])
-        return Study(name=name, kind=s.get("kind", ""), axes=axes)
+    def _study(self, name: str, s: plan.Study) -> Study:
+        s = s.model_copy(update={"contexts": sorted(s.contexts), "batch": sorted(s.batch)})
+        axes = {axis: [_plain(axis, v) for v in getattr(s, key)] for axis, key in plan.STUDY_AXES.items()}
+        grid = [{axis: _plain(axis, v) for axis, v in vars(cell).items()} for cell in plan.study_cells(self.config, s)]
+        return Study(name=name, kind=str(s.kind), axes=axes, grid=grid)
 
     # rows -----------------------------------------------------------------------------------
     def effective(self, cell: dict) -> dict:
         """The cell as measured: a model's own dtype overrides the study's."""
-        return {**cell, "dtype": self.model_cfg(cell["model"]).get("dtype") or cell["dtype"]}
+        entry = self.model_cfg(cell["model"])
+        return {**cell, "dtype": str(entry.dtype) if entry and entry.dtype else cell["dtype"]}
 
     def row(self, cell: dict) -> dict | None:
         return self.index.get(_key(self.effective(cell)))

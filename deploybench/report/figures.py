@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from deploybench.enums import StudyKind
-from deploybench.report import captions
+from deploybench.report import captions, pacing
 from deploybench.report import quantities as Q
 from deploybench.report.data import ReportData, Study, cell_label, is_failed
 from deploybench.report.fmt import fmt_num, num
@@ -58,6 +58,8 @@ class Series:
     y: list[float]
     color: str
     labels: list[str] = field(default_factory=list)  # a text beside each point (frontier: its batch size)
+    ends: list[tuple[float, float] | None] = field(default_factory=list)  # each point's 95% interval or run range
+    paced: list[bool] = field(default_factory=list)  # each point from a host-paced cell (pacing.py)
 
 
 @dataclass
@@ -70,6 +72,7 @@ class Panel:
     categories: list[str] = field(default_factory=list)  # bar, stacked
     log2_x: bool = False
     note: str = ""
+    dropped: str = ""  # why the panel is not drawn (every point host-paced)
 
 
 @dataclass
@@ -87,6 +90,23 @@ def axis_label(m) -> str:
     return f"{m.header_label} ({Q.unit(m)})"
 
 
+def _point(m, r) -> tuple[float | None, tuple[float, float] | None, bool]:
+    """A figure, its 95% interval or else its run range, and whether a host-paced cell gave it."""
+    v = Q.figure(m, r)
+    if v is None:
+        return None, None, False
+    ends = Q.interval(m, r) or (Q.run_range(m, r) or (None, None, 0))[:2]
+    return v, None if None in ends else ends, m.name in pacing.PACED and pacing.host_paced(r)
+
+
+def _paced(p: Panel) -> Panel:
+    """A panel whose every point is host-paced compares hosts, not models: it is not drawn."""
+    points = [x for s in p.series for x in s.paced]
+    if points and all(points):
+        p.dropped = p.title.rstrip(" ↑↓()")
+    return p
+
+
 def _lines(spec: FigureSpec, data: ReportData, st: Study, ref: dict, used: list) -> list[Panel]:
     panels = []
     for m in map(Q.get, spec.metrics):
@@ -95,9 +115,12 @@ def _lines(spec: FigureSpec, data: ReportData, st: Study, ref: dict, used: list)
         for model, color in zip(st.models, PALETTE * 8):
             rows = [data.row({**ref, "model": model, "context": c}) for c in st.contexts]
             used += rows
-            pts = [(float(c), Q.figure(m, r)) for c, r in zip(st.contexts, rows) if Q.figure(m, r) is not None]
-            p.series.append(Series(model, [x for x, _ in pts], [y for _, y in pts], color))
-        panels.append(p)
+            pts = [(float(c), *_point(m, r)) for c, r in zip(st.contexts, rows)]
+            pts = [pt for pt in pts if pt[1] is not None]
+            series = Series(model, [pt[0] for pt in pts], [pt[1] for pt in pts], color)
+            series.ends, series.paced = [pt[2] for pt in pts], [pt[3] for pt in pts]
+            p.series.append(series)
+        panels.append(_paced(p))
     return panels
 
 
@@ -126,9 +149,11 @@ def _bars(spec: FigureSpec, data: ReportData, st: Study, ref: dict, used: list) 
         arrow = {"higher": " (↑)", "lower": " (↓)"}.get(str(m.better), "")
         p = Panel("bar", m.header_label + arrow, "Model", Q.unit(m), categories=list(st.models))
         for i, (model, r, color) in enumerate(zip(st.models, rows, PALETTE * 8)):
-            v = Q.figure(m, r)
-            p.series.append(Series(model, [i] if v is not None else [], [v] if v is not None else [], color))
-        panels.append(p)
+            v, ends, paced = _point(m, r)
+            series = Series(model, [i] if v is not None else [], [v] if v is not None else [], color)
+            series.ends, series.paced = ([ends], [paced]) if v is not None else ([], [])
+            p.series.append(series)
+        panels.append(_paced(p))
     return panels
 
 
@@ -199,16 +224,23 @@ def build(spec: FigureSpec, data: ReportData) -> Figure:
         return Figure(spec.id, spec.title, skipped=f"the config has no {spec.kind} study")
     ref = data.study_ref(st)
     used: list = []
-    panels = [p for p in LAYOUTS[spec.layout](spec, data, st, ref, used) if any(s.y for s in p.series)]
+    drawn = [p for p in LAYOUTS[spec.layout](spec, data, st, ref, used) if any(s.y for s in p.series)]
+    panels, dropped = [p for p in drawn if not p.dropped], [p.dropped for p in drawn if p.dropped]
+    if spec.layout == "frontier" and len(data.measured(st, "batch")) < 2:
+        return Figure(spec.id, spec.title, skipped=captions.text("skips", "one_batch", batch=data.anchor(st, "batch")))
+    dropped = [captions.text("skips", "paced", figures=" and ".join(dropped))] if dropped else []
     if not panels:
-        skips = captions.entries("skips")
-        why = data.reason_missing(used, spec.missing)
-        return Figure(spec.id, spec.title, skipped=skips[spec.id].format(reason=why) if spec.id in skips else why)
+        skips, why = captions.entries("skips"), data.reason_missing(used, spec.missing)
+        why = skips[spec.id].format(reason=why) if spec.id in skips else why
+        return Figure(spec.id, spec.title, skipped=dropped[0] if dropped else why)
     fixed = {k: v for k, v in ref.items() if k not in VARIED.get(spec.layout, ()) or len(st.axes[k]) == 1}
     reads = {r["model"]: r["experts_read_per_token"] for r in data.study_rows(st) if r.get("experts_read_per_token")}
     experts = ", ".join(f"{m}: {v}" for m, v in reads.items()) or "not recorded"
     caption = captions.text("figures", spec.id, study=st.name, fixed=cell_label(fixed), experts=experts)
     fig = Figure(spec.id, spec.title, caption, panels, columns=min(3 if len(panels) > 2 else 2, len(panels)))
+    fig.notes += [f"{d}." for d in dropped]
+    if any(x for p in panels for s in p.series for x in s.paced):
+        fig.notes.append(captions.text("notes", "figure_paced"))
     if spec.layout == "lines":
         drawn = {s.name for p in panels for s in p.series if s.y}
         if missing := [m for m in st.models if m not in drawn]:

@@ -9,15 +9,17 @@ missing is left out rather than printed with a gap. A finding that compares two 
 from __future__ import annotations
 
 import itertools
+import math
 from collections import Counter
 from dataclasses import dataclass, field
 
-from deploybench.enums import Backend, StudyKind
-from deploybench.report import captions, imported
+from deploybench.enums import StudyKind
+from deploybench.report import captions, imported, pacing
 from deploybench.report import quantities as Q
 from deploybench.report.builder import baseline_of
 from deploybench.report.data import ReportData, cell_label, is_failed, is_invalid, machine
-from deploybench.report.fmt import fmt_params, fmt_pct, fmt_ratio, num, pct_change, short
+from deploybench.report.fmt import fmt_params, num, pct_change, short
+from deploybench.report.gate import DETERMINISTIC, Estimate, Verdict, deterministic, estimate, resolved  # noqa: F401
 from deploybench.results import tpot
 
 
@@ -30,195 +32,195 @@ class Finding:
     items: list[str] = field(default_factory=list)
 
 
-@dataclass(frozen=True)
-class Estimate:
-    """One cell's figure with its 95% interval (low and high None where it has none; `why` says why)."""
-
-    value: float
-    low: float | None = None
-    high: float | None = None
-    machine: str = ""
-    why: str | None = None
-    runs: tuple[float, float, int] | None = None  # (lowest, highest, n) over the runs, where no interval exists
-
-
-def estimate(r: dict | None, name: str) -> Estimate | None:
-    m = Q.get(name)
-    if (v := Q.figure(m, r)) is None:
-        return None
-    ends = Q.interval(m, r)
-    why, runs = (None, None) if ends else (Q.no_interval(m, r), Q.run_range(m, r))
-    return Estimate(v, *(ends or (None, None)), machine=machine(r), why=why, runs=runs)
-
-
-@dataclass(frozen=True)
-class Verdict:
-    claimed: bool
-    words: str  # "between 38.0% and 41.0% lower", or why no difference is claimed
-    low: float | None = None  # the bounds of a / b that the interval ends give
-    high: float | None = None
-
-
-def _pct(p: float) -> str:
-    return fmt_pct(p, decimals=2 if p < 1 else 1, signed=False)
-
-
-def _pm(e: Estimate) -> str:
-    return "±" + _pct((e.high - e.low) / 2 / abs(e.value) * 100)
-
-
-def resolved(a: Estimate, b: Estimate) -> Verdict:
-    """Does a differ from b? Only where both have a 95% interval and the two do not overlap; the difference
-    is then a_low / b_high to a_high / b_low. Otherwise no difference is claimed, saying why (no interval,
-    or the precision at which none was resolved). Cells from different machines are marked so either way."""
-    across = f"; measured on different machines ({a.machine}, {b.machine})" if a.machine != b.machine else ""
-    if a.low is None or b.low is None:
-        return Verdict(False, f"no difference claimed ({a.why if a.low is None else b.why}){_runs_apart(a, b)}{across}")
-    if a.low <= b.high and b.low <= a.high:
-        return Verdict(False, f"no difference resolved at {_pm(a)} and {_pm(b)}{across}")
-    lo, hi = a.low / b.high, a.high / b.low
-    if hi < 1:
-        words = f"between {_pct(100 - hi * 100)} and {_pct(100 - lo * 100)} lower"
-    elif hi < 2:
-        words = f"between {_pct(lo * 100 - 100)} and {_pct(hi * 100 - 100)} higher"
-    else:
-        words = f"between {fmt_ratio(lo)} and {fmt_ratio(hi)} as high"
-    return Verdict(True, words + across, lo, hi)
-
-
-def _runs_apart(a: Estimate, b: Estimate) -> str:
-    """Where an interval is missing but every run of one cell lies beyond every run of the other (or beyond the
-    other's interval), say so with the ratio those ranges bound: an observation beside 'no difference claimed'."""
-    ra, rb = _spread(a), _spread(b)
-    if ra is None or rb is None or (ra[0] <= rb[1] and rb[0] <= ra[1]):
-        return ""
-    lo, hi = ra[0] / rb[1], ra[1] / rb[0]
-    if hi >= 2 or lo <= 0.5:
-        ratio = f"{fmt_ratio(lo)} to {fmt_ratio(hi)} as high as"
-    elif lo > 1:
-        ratio = f"{_pct(lo * 100 - 100)} to {_pct(hi * 100 - 100)} higher than"
-    else:
-        ratio = f"{_pct(100 - hi * 100)} to {_pct(100 - lo * 100)} lower than"
-    subject = "its 95% interval" if ra[2] else "every run"
-    other = "the other's 95% interval" if rb[2] else "every run of the other"
-    return captions.text("findings", "runs_apart", subject=subject, ratio=ratio, object=other)
-
-
-def _spread(e: Estimate) -> tuple[float, float, bool] | None:
-    """(low, high, is an interval): the figure's 95% interval where it has one, else its runs' range."""
-    if e.low is not None:
-        return e.low, e.high, True
-    return None if e.runs is None else (e.runs[0], e.runs[1], False)
-
-
 # How a finding names a figure (default: its catalogue label).
 WORDS = {"ape_e2e_tps_per_active_b": "e2e tok/s per active B", "j_per_1k_tokens": "J per 1000 tokens"}
-WORDS |= {"peak_allocated_bytes": "peak memory"}
+WORDS |= {"peak_allocated_bytes": "peak memory", "kv_cache_bytes": "KV cache"}
 
 
-def compare(ra: dict | None, rb: dict | None, names) -> tuple[list[str], list[dict]]:
-    """'e2e tok/s between ... higher' for each figure both rows have (figures whose verdicts read alike share
-    a clause; one clause for those without an interval by nature), and the numbers behind each."""
-    said, nums = {}, []  # verdict words -> the figures they describe; the numbers behind each
+def compare(ra: dict | None, rb: dict | None, names) -> list[dict]:
+    """Each figure both rows have: the two estimates and the verdict (deterministic figures as they are)."""
+    out = []
     for name in names:
         a, b = estimate(ra, name), estimate(rb, name)
         if a is None or b is None:
             continue
-        v = resolved(a, b)
-        nums.append({"metric": name, "pct": pct_change(a.value, b.value), "claimed": v.claimed, "low": v.low})
-        nums[-1] |= {"high": v.high, "a": a.value, "b": b.value}
-        said.setdefault(v.words if name in Q.INTERVAL_OF else "", []).append(WORDS.get(name, Q.get(name).header_label))
-    single, parts = said.pop("", []), [f"{' and '.join(labels)} {words}" for words, labels in said.items()]
-    return parts + [captions.text("findings", "single", figures=" and ".join(single))] * bool(single), nums
+        if name in DETERMINISTIC:
+            v = deterministic(a.value, b.value, Q.get(name))
+        elif name not in Q.INTERVAL_OF:  # one measurement per cell (an energy window), no interval by nature
+            v = Verdict(False, "one measurement per cell", reason="host" if a.paced or b.paced else "single")
+        else:
+            v = resolved(a, b)
+        out.append(
+            {
+                "metric": name,
+                "pct": pct_change(a.value, b.value),
+                "claimed": v.claimed and v.low is not None,
+                "low": v.low,
+                "high": v.high,
+                "a": a.value,
+                "b": b.value,
+                "verdict": v,
+                "est": (a, b),
+            }
+        )
+    return out
 
 
 # What each study varies and the figures its finding compares, each value against the anchor: the first value
 # (greedy for decoding); along the context, the longest against the shortest; along the models of the main
 # study, each against the baseline model (of the batch study, at each batch size: MoE over dense where the
 # baseline is dense); along other models, each entry against the first entry with the same architecture card
-# (they differ in one setting: experts or attention implementation).
+# (they differ in one setting: experts or attention implementation), at each context the study measured.
 CROSS_MODEL = ("e2e_tps", "decode_tps", "ttft_ms", "ape_e2e_tps_per_active_b", "j_per_1k_tokens")
 ABLATIONS = (
-    (StudyKind.MAIN_COMPARISON, "model", (*CROSS_MODEL, "peak_allocated_bytes")),
+    (StudyKind.MAIN_COMPARISON, "model", (*CROSS_MODEL, *DETERMINISTIC)),
     (StudyKind.MAIN_COMPARISON, "context", ("e2e_tps", "ttft_ms")),
     (StudyKind.CONTEXT_SCALING, "context", ("e2e_tps", "ttft_ms")),
     (StudyKind.DECODING_ABLATION, "decoding", ("e2e_tps", "decode_tps")),
-    (StudyKind.PRECISION_SWEEP, "dtype", ("e2e_tps", "ttft_ms")),
-    (StudyKind.BACKEND_COMPARISON, "backend", ("decode_tps", "ttft_ms")),
-    (StudyKind.EXPERTS_COMPARISON, "model", ("decode_tps", "ttft_ms")),
-    (StudyKind.ATTENTION_COMPARISON, "model", ("ttft_ms", "decode_tps")),
+    (StudyKind.PRECISION_SWEEP, "dtype", ("e2e_tps", "ttft_ms", "peak_allocated_bytes")),
+    (StudyKind.BACKEND_COMPARISON, "backend", ("decode_tps", "ttft_ms", "peak_allocated_bytes")),
+    (StudyKind.EXPERTS_COMPARISON, "model", ("decode_tps", "ttft_ms", "peak_allocated_bytes")),
+    (StudyKind.ATTENTION_COMPARISON, "model", ("ttft_ms", "decode_tps", "peak_allocated_bytes")),
     (StudyKind.BATCH_SCALING, "model", ("decode_tps",)),
 )
 AGAINST_BASELINE = (StudyKind.MAIN_COMPARISON, StudyKind.BATCH_SCALING)
+AT_EACH_CONTEXT = (StudyKind.BACKEND_COMPARISON, StudyKind.EXPERTS_COMPARISON, StudyKind.ATTENTION_COMPARISON)
 
 
 def _pairs(data: ReportData, st, axis: str):
-    """(cell, anchor cell, label) for every comparison a study's finding makes."""
+    """(cell, anchor cell, subject) for every comparison a study's finding makes."""
     ref = data.study_ref(st)
+    many = st.kind in AT_EACH_CONTEXT and len(data.measured(st, "context")) > 1
+    at = [{"context": c} for c in data.measured(st, "context")] if many else [{}]
     if axis == "model":
         groups: dict = {}
         for m in st.models:
             groups.setdefault(data.same_card(st, m) if st.kind not in AGAINST_BASELINE else "all", []).append(m)
         base = baseline_of(data, st)
-        at = [{"batch": n} for n in st.axes["batch"]] if st.kind == StudyKind.BATCH_SCALING else [{}]
+        at = [{"batch": n} for n in st.axes["batch"]] if st.kind == StudyKind.BATCH_SCALING else at
         for group, b in itertools.product(groups.values(), at):
-            first, said = base if st.kind in AGAINST_BASELINE else group[0], f" at batch {b['batch']}" if b else ""
-            yield from (({**ref, **b, "model": m}, {**ref, **b, "model": first}, m + said) for m in group if m != first)
+            first = base if st.kind in AGAINST_BASELINE else group[0]
+            said = f" at batch {b['batch']}" if "batch" in b else f" at {b['context']} tokens" if b else ""
+            yield from (
+                ({**ref, **b, "model": m}, {**ref, **b, "model": first}, f"{m} against {first}{said}")
+                for m in group
+                if m != first
+            )
         return
     values, anchor = data.measured(st, axis), data.anchor(st, axis)  # along the context, the shortest measured
     compared = [v for v in (values[-1:] if axis == "context" else values) if v != anchor]
-    for m in st.models:
-        for v in compared:
-            yield {**ref, "model": m, axis: v}, {**ref, "model": m, axis: anchor}, f"{v} ({m})"
+    unit = " tokens" if axis == "context" else ""
+    for m, v, b in itertools.product(st.models, compared, at):
+        said = f" at {b['context']} tokens" if b else ""
+        yield (
+            {**ref, **b, "model": m, axis: v},
+            {**ref, **b, "model": m, axis: anchor},
+            f"{m}, {v} against {anchor}{unit}{said}",
+        )
+
+
+def _sentence(subject: str, n: dict) -> str:
+    """'TTFT, qwen3-32b-eager against qwen3-32b: between 65.8% and 69.9% higher (439.7 against 261.9 ms).'"""
+    m = Q.get(n["metric"])
+    values = f"{Q.text(m, n['a'])} against {Q.text(m, n['b'])} {Q.unit(m)}".rstrip()
+    return f"{WORDS.get(m.name, m.header_label)}, {subject}: {n['verdict'].words} ({values})."
+
+
+UNRESOLVED = {"host": "host-paced runs", "no_interval": "no 95% interval", "overlap": "intervals overlap"}
+UNRESOLVED["single"] = "one measurement per cell"
+
+
+def _label(n: dict) -> str:
+    return WORDS.get(n["metric"], Q.get(n["metric"]).header_label)
+
+
+def _unresolved(nums: list[dict]) -> str | None:
+    """One line for every comparison a study could not resolve, grouped by why (overlaps named one by one)."""
+    by: dict[str, Counter] = {}
+    for n in nums:
+        if not n["claimed"] and (why := n["verdict"].reason) in UNRESOLVED:
+            by.setdefault(why, Counter())[f"{_label(n)} of {n['cell']}" if why == "overlap" else _label(n)] += 1
+    said = [
+        ", ".join(f"{label} ×{k}" if k > 1 else label for label, k in labels.items()) + f" ({UNRESOLVED[why]})"
+        for why, labels in by.items()
+    ]
+    return captions.text("findings", "unresolved", said="; ".join(said)) if said else None
+
+
+def _fixed(nums: list[dict]) -> str | None:
+    """The deterministic figures compared as they are: 'peak memory, a against b: +2.46 GB (+3.7%)'."""
+    fixed = [n for n in nums if n["verdict"].reason == "deterministic"]
+    same = [f"{_label(n)}, {n['cell']}" for n in fixed if n["verdict"].words == "the same"]
+    said = [f"{_label(n)}, {n['cell']}: {n['verdict'].words}" for n in fixed if n["verdict"].words != "the same"]
+    said += [f"the same (within 0.5%) for {'; '.join(same)}"] if same else []
+    return captions.text("findings", "deterministic", said="; ".join(said)) if said else None
 
 
 def ablations(data: ReportData) -> list[Finding]:
-    out = []
+    """One finding per study: a short sentence per resolved difference, the deterministic figures compared as
+    they are, and one line for what the intervals do not resolve. A comparison an earlier study made (the same
+    two cells) is not made again."""
+    return data.once("findings-ablations", lambda: _ablations(data))
+
+
+def _ablations(data: ReportData) -> list[Finding]:
+    out, made = [], set()
     for kind, axis, names in ABLATIONS:
         for st in data.studies(kind):
-            clauses, nums = [], []
-            for cell, anchor, what in _pairs(data, st, axis):
+            items, nums = [], []
+            for cell, anchor, subject in _pairs(data, st, axis):
                 r, ra = data.row(cell), data.row(anchor)
-                against = anchor["model"] if axis == "model" else anchor[axis]
-                if is_failed(r) and not is_failed(ra):
-                    clauses.append(f"{what} failed ({r.get('failure_kind') or 'error'})")
-                elif (parts := compare(r, ra, names))[0] and not is_failed(ra):
-                    clauses.append(f"{what} against {against}: {', '.join(parts[0])}")
-                    nums += [{"cell": what, "anchor": against, **n} for n in parts[1]]
-            if clauses:
-                fixed = {a: v for a, v in data.study_ref(st).items() if a != axis}
-                head = f"Study {st.name}, by {axis} ({cell_label(fixed)}):"
-                text, items = f"{head} " + "; ".join(clauses) + ".", [f"{c}." for c in clauses]
-                out.append(Finding(f"{axis}-{st.name}", text, {"pairs": nums}, head, items))
+                if r is None or ra is None or is_failed(ra) or (id(r), id(ra)) in made:
+                    continue
+                made.add((id(r), id(ra)))
+                if is_failed(r):
+                    items.append(f"{subject.split(' against ')[0]} failed ({r.get('failure_kind') or 'error'}).")
+                    continue
+                pairs = [n | {"cell": subject, "anchor": anchor[axis]} for n in compare(r, ra, names)]
+                for n in pairs:
+                    n["sentence"] = _sentence(subject, n) if n["claimed"] else None
+                items += [n["sentence"] for n in pairs if n["claimed"]]
+                nums += pairs
+            items += [line for line in (_fixed(nums), _unresolved(nums)) if line]
+            if items:
+                held = {a: v for a, v in data.study_ref(st).items() if a != axis}
+                held = {a: v for a, v in held.items() if a != "context" or st.kind not in AT_EACH_CONTEXT}
+                head = f"Study {st.name}, by {axis} ({cell_label(held)}):"
+                for n in nums:
+                    n.pop("est"), n.update(verdict=n["verdict"].words)
+                out.append(Finding(f"{axis}-{st.name}", f"{head} " + " ".join(items), {"pairs": nums}, head, items))
     return out
 
 
-def host_bound(data: ReportData) -> list[Finding]:
-    """One finding for every study with host-bound cells: how many, how busy the GPU was, the host measured."""
+def headline(data: ReportData, most: int = 5) -> list[str]:
+    """The three to five resolved differences for the first screen: the largest of each study first (by how far
+    from equal the nearer bound is; comparisons along the context last), then the next largest."""
+    claimed = [(f.id, n) for f in ablations(data) for n in f.numbers["pairs"] if n["claimed"]]
+    # along the context a figure grows as expected: those after the comparisons between entries and backends
+    claimed.sort(key=lambda c: (c[0].startswith("context-"), -min(abs(math.log(c[1][e])) for e in ("low", "high"))))
+    firsts = {}  # study -> its largest, in order of size
+    for fid, n in claimed:
+        firsts.setdefault(fid, n)
+    chosen = [*firsts.values()] + [n for _, n in claimed if all(n is not f for f in firsts.values())]
+    return [n["sentence"] for n in chosen[:most]]
+
+
+def host_paced(data: ReportData) -> list[Finding]:
+    """One finding for every study with host-paced cells (judged run by run): how many, how busy the GPU was."""
     nums, seen = {}, []
     for st in data.studies():
         rows = [r for r in data.study_rows(st) if not is_failed(r)]
-        if host := [r for r in rows if Q.host_bound(r)]:
+        if host := [r for r in rows if pacing.host_paced(r)]:
             busy = [Q.value(Q.get("gpu_busy_fraction"), r) for r in host]
-            nums[st.name] = {"host_bound": len(host), "cells": len(rows), "busy": busy}
+            nums[st.name] = {"host_paced": len(host), "cells": len(rows), "busy": busy}
             seen += [r for r in host if r not in seen]
     if not nums:
         return []
-    studies = "; ".join(f"{name}: {n['host_bound']} of {n['cells']} cells" for name, n in nums.items())
-    words = {"studies": studies, "busy": Q.busy_words(seen), "host": Q.host_words(seen)}
+    studies = "; ".join(f"{name}: {n['host_paced']} of {n['cells']} cells" for name, n in nums.items())
+    runs = [v for r in seen for v in pacing.run_busy(r)] or [num(r.get("gpu_busy_fraction")) for r in seen]
+    busy = f"{min(runs) * 100:.0f} to {max(runs) * 100:.0f}" if runs and None not in runs else Q.busy_words(seen)
+    words = {"studies": studies, "busy": busy, "host": Q.host_words(seen)}
     return [Finding("host", captions.text("findings", "host_bound", **words), nums)]
-
-
-def eager_bound(data: ReportData) -> str:
-    """The latency section's sentence on what bounds eager decode on this host ('' without busy fractions)."""
-    eager = [
-        r for r in data.batch1 if r.get("backend") == Backend.EAGER and num(r.get("gpu_busy_fraction")) is not None
-    ]
-    host = [r for r in eager if Q.host_bound(r)]
-    if not eager:
-        return ""
-    words = {"n": len(host), "cells": len(eager), "busy": Q.busy_words(host or eager), "host": Q.host_words(eager)}
-    return " " + captions.text("findings", "eager_host" if host else "eager_gpu", **words)
 
 
 def devices(data: ReportData) -> list[Finding]:
@@ -253,7 +255,7 @@ def study(data: ReportData) -> list[Finding]:
 
 def findings(data: ReportData) -> list[Finding]:
     out = []
-    for fn in (ablations, host_bound, study, quality, devices):
+    for fn in (ablations, host_paced, study, quality, devices):
         try:
             out += fn(data)
         except Exception as exc:  # one broken finding must not take the report down
@@ -269,14 +271,19 @@ def _model_facts(data: ReportData, m: str) -> dict:
     rows = [r for r in data.ours if r.get("model") == m]
     sources = sorted({str(r.get("weights_source")) for r in rows if r.get("weights_source")})
     refs = sorted({str(r.get("model_ref")) for r in rows if r.get("model_ref")})
-    act, tot = (
-        next((v for r in rows if (v := num(r.get(c))) is not None), None) for c in ("active_params", "total_params")
+    act, tot, read = (
+        next((v for r in rows if (v := num(r.get(c))) is not None), None)
+        for c in ("active_params", "total_params", "params_read_per_token")
     )
+    params = f"{fmt_params(tot)} parameters, {fmt_params(act)} active" if tot and act else None
+    if params and read and act and read > act * 1.01:  # a path that computes more than the card's active count
+        words = {"active": fmt_params(act), "read": fmt_params(read), "impl": rows[0].get("experts_implementation")}
+        params = f"{fmt_params(tot)} parameters; " + captions.text("findings", "read_more", **words)
     return {
         "name": m,
-        "weights": "/".join(sources or [str(data.model_cfg(m).get("source") or "unknown")]),
+        "weights": "/".join(sources or [data.weights_source(m) or "unknown"]),
         "ref": ", ".join(refs) if refs else None,
-        "params": f"{fmt_params(tot)} parameters, {fmt_params(act)} active" if tot and act else None,
+        "params": params,
         "type": next((r.get("model_type") for r in rows if r.get("model_type")), None),
     }
 

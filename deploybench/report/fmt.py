@@ -5,21 +5,17 @@ A missing figure prints as an em dash; negative numbers use the minus sign (U+22
 
 from __future__ import annotations
 
-import contextlib
 import math
+
+from deploybench.results.values import finite_or_none
 
 DASH = "—"
 MINUS = "−"
 
 
 def num(x) -> float | None:
-    """Any scalar -> finite float, else None (None, NaN, pd.NA, text, inf)."""
-    if isinstance(x, (str, bytes)):
-        return None  # text is never a figure, even when it parses as one
-    with contextlib.suppress(TypeError, ValueError):  # None and pd.NA raise TypeError
-        v = float(x)
-        return v if math.isfinite(v) else None
-    return None
+    """Any scalar -> finite float, else None (missing, text, inf: deploybench.results.values)."""
+    return finite_or_none(x)
 
 
 def to_int(x) -> int | None:

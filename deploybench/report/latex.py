@@ -58,9 +58,12 @@ def tex_header(col: Column) -> str:
 
 
 def tex_cell(cell: Cell, col: Column) -> str:
-    """A cell's text; a median and its interval on two lines ("41.0" over "[40.6, 41.3]")."""
-    text = r"\\{}".join(map(tex_escape, cell.text.split(" ", 1))) if cell.interval else tex_escape(cell.text)
-    text = f"\\begin{{tabular}}[t]{{@{{}}r@{{}}}}{text}\\end{{tabular}}" if cell.interval else text
+    """A cell's text; a median and its interval (or run range) on two lines ("41.0" over "[40.6, 41.3]"); a
+    host-paced figure in grey italics."""
+    two = cell.interval or cell.runs
+    text = r"\\{}".join(map(tex_escape, cell.text.split(" ", 1))) if two else tex_escape(cell.text)
+    text = f"\\begin{{tabular}}[t]{{@{{}}r@{{}}}}{text}\\end{{tabular}}" if two else text
+    text = f"\\textcolor{{gray}}{{\\itshape {text}}}" if cell.host else text
     style = {"failed": "\\textcolor{{failed}}{{{}}}", "missing": "\\textcolor{{gray}}{{{}}}"}
     style["baseline"] = "\\textit{{{}}}"
     return style[cell.kind].format(text) if cell.kind in style else text

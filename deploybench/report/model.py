@@ -10,11 +10,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from deploybench.analytic import boundness
-from deploybench.report import captions
+from deploybench.enums import ValueType
+from deploybench.report import captions, pacing
 from deploybench.report import quantities as Q
 from deploybench.report.data import is_failed, is_invalid, reasons
-from deploybench.report.fmt import DASH, fmt_int, num, short
-from deploybench.results.metrics import Metric, ValueType
+from deploybench.report.fmt import DASH, fmt_int, fmt_num, num, short
+from deploybench.results.metrics import Metric
 
 
 @dataclass
@@ -25,8 +26,9 @@ class Cell:
     kind: str = "num"  # num | text | failed | missing | invalid | baseline
     note: str | None = None  # why a figure is missing, the full error, ...
     href: str | None = None
-    host: str | None = None  # a host-bound decode figure: the host it measures (marked ‡, footnoted)
+    host: str | None = None  # a host-paced figure: the host it measures (marked ‡, footnoted)
     interval: tuple[float, float] | None = None  # the median's 95% interval (its text after the first space)
+    runs: tuple[float, float, int] | None = None  # where no interval exists: the lowest, highest figure over n runs
 
 
 @dataclass
@@ -77,6 +79,7 @@ class Table:
     study: str | None = None
     kind: str = "table"
     long: bool = False  # many rows: LaTeX longtable
+    lead: str | None = None  # a line printed above the table (the first screen's machine and code)
 
     def cell(self, column: str, **key) -> Cell:
         """The cell of the first row whose key matches (for tests and findings)."""
@@ -101,6 +104,8 @@ def metric_cell(r: dict | None, m: Metric, failed_text: bool = False) -> Cell:
         text = f"failed: {r.get('failure_kind') or 'error'}" if failed_text else "failed"
         return Cell(text, kind="failed", note=r.get("error") or r.get("failure_kind"))
     v, missing = Q.value(m, r), f"{m.header_label} not measured for this cell"
+    if m.name == "bound_by" and r.get("gpu_busy_fraction") is not None:  # the verdict with its evidence
+        return Cell(pacing.verdict_text(r), raw=r.get(m.name), kind="text", note=captions.text("notes", "verdict"))
     if m.type is ValueType.STR:
         return text_cell(r.get(m.name), note=missing)
     if v is None:
@@ -109,17 +114,29 @@ def metric_cell(r: dict | None, m: Metric, failed_text: bool = False) -> Cell:
     c = Cell(Q.text(m, v), value=v, raw=Q.raw(m, r), note=f"source: {source}" if source else None)
     c.interval = Q.interval(m, r)
     if c.interval is not None:  # the median and its 95% interval: "41.00 [40.60, 41.30]"
-        c.text += f" [{Q.text(m, c.interval[0])},\u00a0{Q.text(m, c.interval[1])}]"
-    elif m.name in Q.INTERVAL_OF and r.get("ci_method"):  # the interval was computed and withheld
-        c.text += f" [{DASH}]"
-        c.note = "; ".join(filter(None, [c.note, f"no 95% interval: {Q.no_interval(m, r)}"]))
+        c.text += " [{},\u00a0{}]".format(*_apart(m, c.interval))
+    elif m.name in Q.INTERVAL_OF and r.get("ci_method"):  # no interval: the range of the runs instead
+        c.runs = Q.run_range(m, r)
+        c.text += " runs {}–{}".format(*_apart(m, c.runs[:2])) if c.runs else f" [{DASH}]"
+        said = "the lowest and highest over the runs" if c.runs else "the runs are not in the row"
+        c.note = "; ".join(filter(None, [c.note, f"no 95% interval ({Q.no_interval(m, r)}): {said}"]))
     if is_invalid(r):
         c.text, c.kind, c.note = c.text + " †", "invalid", reasons(r)
-    if m.name in Q.DECODE and Q.host_bound(r):
+    if m.name in pacing.PACED and pacing.host_paced(r):
         c.text, c.host = c.text + " ‡", Q.host_words([r])
-        host = captions.text("notes", "host_cell", busy=Q.busy_words([r]), host=c.host)
-        c.note = "; ".join(filter(None, [c.note, host]))
+        c.note = "; ".join(
+            filter(None, [c.note, captions.text("notes", "host_cell", runs=pacing.runs_words(r), host=c.host)])
+        )
     return c
+
+
+def _apart(m: Metric, ends) -> tuple[str, str]:
+    """Two ends printed with enough digits to differ (up to three more than the metric's own)."""
+    for extra in range(4):
+        lo, hi = (fmt_num(v, m.sig + extra) if extra else Q.text(m, v) for v in ends)
+        if lo != hi:
+            break
+    return lo, hi
 
 
 def text_cell(text, note: str | None = None, href: str | None = None) -> Cell:
@@ -193,7 +210,11 @@ def finish(table: Table, value_keys: list[str], why_missing: str) -> Table:
     shown = [row.cells[c.key] for row in table.rows for c in table.columns if c.key in row.cells]
     kinds = {c.kind for c in shown}
     table.notes += [captions.text("notes", kind) for kind in ("invalid", "failed", "missing") if kind in kinds]
-    if hosts := sorted({c.host for c in shown if c.host}):
+    if hosts := sorted({c.host.split(",")[0] for c in shown if c.host}):
         below = f"{boundness.HOST_BELOW:.0%}"
         table.notes.append(captions.text("notes", "host", below=below, hosts="; ".join(hosts)))
+    if any(c.runs for c in shown):
+        table.notes.append(captions.text("notes", "runs_range"))
+    if any(c.text.startswith("n.r.") for c in shown):
+        table.notes.append(captions.text("notes", "not_resolved"))
     return table

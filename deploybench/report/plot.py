@@ -40,10 +40,41 @@ def tick_label(v: float, _pos=None) -> str:
     return f"{v / scale:g}{suffix}".replace("-", "−")
 
 
+def _errors(s, xs, ys, idx) -> list[list[float]] | None:
+    """Matplotlib's asymmetric error bars (below, above) for the points idx, from each point's ends."""
+    ends = [s.ends[i] if i < len(s.ends) else None for i in idx]
+    if not any(ends):
+        return None
+    return [
+        [ys[k] - (e[0] if e else ys[k]) for k, e in enumerate(ends)],
+        [(e[1] if e else ys[k]) - ys[k] for k, e in enumerate(ends)],
+    ]
+
+
 def _line(ax, p: Panel) -> None:
     for i, s in enumerate(p.series):
-        if s.y:
-            ax.plot(s.x, s.y, color=s.color, marker=MARKERS[i % len(MARKERS)], lw=2, ms=5, label=s.name)
+        marker = MARKERS[i % len(MARKERS)]
+        paced = [bool(s.paced[k]) if k < len(s.paced) else False for k in range(len(s.y))]
+        gpu = [k for k in range(len(s.y)) if not paced[k]]
+        if gpu:  # a line joins the GPU-paced points only; their 95% intervals (or run ranges) as bars
+            xs, ys = [s.x[k] for k in gpu], [s.y[k] for k in gpu]
+            ax.errorbar(
+                xs, ys, yerr=_errors(s, xs, ys, gpu), color=s.color, marker=marker, lw=2, ms=5, capsize=3, label=s.name
+            )
+        if host := [k for k in range(len(s.y)) if paced[k]]:  # host-paced: hollow, unjoined, with the run range
+            xs, ys = [s.x[k] for k in host], [s.y[k] for k in host]
+            ax.errorbar(
+                xs,
+                ys,
+                yerr=_errors(s, xs, ys, host),
+                color=s.color,
+                marker=marker,
+                ls="none",
+                ms=6,
+                mfc="white",
+                capsize=3,
+                label=None if gpu else s.name,
+            )
         for x, y, text in zip(s.x, s.y, s.labels):
             ax.annotate(text, (x, y), xytext=(4, 4), textcoords="offset points", fontsize=8, color=s.color)
     if p.kind == "frontier":  # two measured figures: both axes from zero, their ticks matplotlib's
@@ -61,8 +92,20 @@ def _line(ax, p: Panel) -> None:
 def _bars(ax, p: Panel) -> None:
     for s in p.series:
         if s.y:
-            bars = ax.bar(s.x, s.y, color=s.color, width=0.6, label=s.name)
-            ax.bar_label(bars, [fmt_num(v, 3) for v in s.y], padding=2, fontsize=8.5)
+            paced = bool(s.paced and s.paced[0])
+            bars = ax.bar(
+                s.x,
+                s.y,
+                color="white" if paced else s.color,
+                edgecolor=s.color,
+                hatch="///" if paced else None,
+                width=0.6,
+                label=s.name,
+                yerr=_errors(s, s.x, s.y, range(len(s.y))),
+                capsize=3,
+                ecolor="#333",
+            )
+            ax.bar_label(bars, [fmt_num(v, 3) + (" ‡" if paced else "") for v in s.y], padding=2, fontsize=8.5)
 
 
 def _stacked(ax, p: Panel) -> None:
@@ -111,7 +154,9 @@ def draw(fig: Figure) -> MplFigure:
         if any(p.kind == "bar" for p in fig.panels):  # bars: each model's colour, from every panel
             seen = {label: h for ax in axes[:n] for h, label in zip(*ax.get_legend_handles_labels())}
             labels, handles = list(seen), list(seen.values())
-        out.legend(handles, labels, loc="outside upper center", ncols=min(len(labels), 6))
+        width = WIDTH[cols] * 72  # points: as many columns as the longest label lets fit
+        ncols = max(1, min(len(labels), 6, int(width // (7 * max(map(len, labels), default=1) + 40))))
+        out.legend(handles, labels, loc="outside upper center", ncols=ncols)
     return out
 
 

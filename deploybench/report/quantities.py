@@ -1,17 +1,17 @@
 """How a metric of the catalogue (deploybench/results/metrics.yaml) is read from a row and printed.
 
 Headers, units, displays and directions come from the catalogue. Two things are the report's own: a
-figure computed from other columns ("rest" of peak memory), and the words for what a host-bound
-decode figure measures.
+figure computed from other columns ("rest" of peak memory), and the words for what a host-paced
+decode figure measures (which figures are paced, and how a run is judged: pacing.py).
 """
 
 from __future__ import annotations
 
-from deploybench.enums import BoundBy
+from deploybench.enums import ValueType
 from deploybench.report.data import is_failed, is_ours
 from deploybench.report.fmt import fmt_int, fmt_num, join, num, span
 from deploybench.results import metrics
-from deploybench.results.metrics import Display, Metric, ValueType
+from deploybench.results.metrics import Display, Metric
 
 
 def _rest_bytes(row: dict) -> float | None:
@@ -32,7 +32,8 @@ REST = Metric(
     display=Display("GB", 1e-9),
 )
 _COMPUTED = {REST.name: _rest_bytes}
-# Decode figures: where the step is host-bound, they measure the host CPU (DESIGN.md, "Boundness").
+# Decode figures: where the step is host-bound, they measure the host CPU (README, "How far to trust each
+# kind of figure").
 DECODE = {"decode_tps", "tpot_ms", "itl_ms_p50", "itl_ms_p95", "itl_ms_p99", "ape_decode_tps_per_active_b"}
 DECODE |= {"roofline_fraction", "roofline_fraction_gemv"}  # decode speed against its bound
 
@@ -41,7 +42,9 @@ DECODE |= {"roofline_fraction", "roofline_fraction_gemv"}  # decode speed agains
 INTERVAL_OF = {"ttft_ms": ("ttft_ms", 1), "e2e_ms_p50": ("e2e_ms_p50", 1), "decode_tps": ("decode_tps", 1)}
 INTERVAL_OF |= {"e2e_tps": ("e2e_ms_p50", -1), "e2e_tps_per_peak_gb": ("e2e_ms_p50", -1)}
 INTERVAL_OF |= {"ape_e2e_tps_per_active_b": ("e2e_ms_p50", -1), "ape_decode_tps_per_active_b": ("decode_tps", 1)}
-INTERVAL_OF |= {"ape_inv_ttft_per_s_per_active_b": ("ttft_ms", -1)}
+INTERVAL_OF |= {"ape_inv_ttft_per_s_per_active_b": ("ttft_ms", -1), "tpot_ms": ("decode_tps", -1)}
+INTERVAL_OF |= {"decode_tps_per_seq": ("decode_tps", 1)}
+INTERVAL_OF |= {"roofline_fraction": ("decode_tps", 1), "roofline_fraction_gemv": ("decode_tps", 1)}
 
 
 def get(name: str) -> Metric:
@@ -114,10 +117,6 @@ def text(m: Metric, v) -> str:
 def directions(names) -> str:
     """'TTFT: lower is better. ...' for the metrics that have a direction."""
     return " ".join(f"{m.header_label}: {m.better} is better." for m in map(get, names) if m.better)
-
-
-def host_bound(r: dict | None) -> bool:
-    return r is not None and r.get("bound_by") == BoundBy.HOST
 
 
 def busy_words(rows) -> str | None:

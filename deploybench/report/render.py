@@ -1,10 +1,10 @@
 """Render the report: sections of tables, figures and findings -> report.html, report.tex (+ PDF).
 
-`build_report(df, config)` assembles the sections (plain data, shared by both templates);
-`render_report(...)` writes the files. The HTML is one self-contained file (inline SVG and CSS,
-no script, a Content-Security-Policy that forbids every network load). The LaTeX uses booktabs
-tables and includes each figure as a vector PDF from `figures/`; it is compiled with pdflatex
-when pdflatex is on PATH, and the reason is recorded when it is not (or when it fails).
+`build_report(df, config)` assembles the sections from the frame and the typed WorkflowConfig (plain
+data, shared by both templates); `render_report(...)` writes the files. The HTML is one self-contained
+file (inline SVG and CSS, no script, a Content-Security-Policy that forbids every network load). The
+LaTeX uses booktabs tables and includes each figure as a vector PDF from `figures/`; it is compiled with
+pdflatex when pdflatex is on PATH, and the reason is recorded when it is not (or when it fails).
 """
 
 from __future__ import annotations
@@ -18,7 +18,8 @@ from pathlib import Path
 import jinja2
 import pandas as pd
 
-from deploybench.report import appendix, builder, captions, findings, imported, latex, plot, specs
+from deploybench.plan.config import WorkflowConfig
+from deploybench.report import appendix, builder, captions, findings, imported, latex, plot, specs, trust
 from deploybench.report.data import ReportData
 from deploybench.report.figures import build_figures
 from deploybench.report.fmt import short
@@ -31,9 +32,10 @@ FIGURE_FILES = ("svg", "pdf", "tex")  # .tex: the pgfplots figures of earlier ve
 # Every table, by id: the study tables from their specs, then the others.
 TABLES = {spec.id: partial(builder.build, spec) for spec in specs.SPECS}
 TABLES |= {"table-study-figures": imported.figures, "table-tpot-check": imported.tpot_check}
+TABLES |= {"table-study-derived": imported.derived}
 TABLES |= {"table-governance": appendix.governance, "table-methodology": appendix.methodology}
 TABLES |= {"table-definitions": appendix.definitions, "table-environment": appendix.environment}
-TABLES |= {"table-failures": appendix.failures}
+TABLES |= {"table-failures": appendix.failures, "table-trust": trust.tables}
 # Sections in reading order, each with its tables and figures: captions.yaml's `sections` (with titles, intros).
 
 
@@ -55,10 +57,9 @@ def _figure_item(fig) -> dict:
     return item
 
 
-def build_report(df: pd.DataFrame | None, config: dict | None, templates_dir: Path | None = None) -> dict:
+def build_report(df: pd.DataFrame | None, config: WorkflowConfig | None, templates_dir: Path | None = None) -> dict:
     """Everything the templates print, as plain data."""
     captions.use(templates_dir)
-    config = config or {}
     data = ReportData(df, config)
     figs = build_figures(data)
     sections, counts = [], {"table": 0, "figure": 0}
@@ -73,14 +74,16 @@ def build_report(df: pd.DataFrame | None, config: dict | None, templates_dir: Pa
             if not item["obj"].skipped:
                 counts[item["type"]] += 1
                 item["number"] = counts[item["type"]]
-        notes = imported.notes(data) if sid == "sec-study" else []
-        intro = " ".join(text["intro"].split()) + (findings.eager_bound(data) if sid == "sec-latency" else "")
-        sections.append({"id": sid, "title": text["title"], "intro": intro, "items": items, "notes": notes})
+        notes = imported.notes(data) if sid == "sec-tpot" else []
+        intro, appended = " ".join(text["intro"].split()), bool(text.get("appendix"))
+        section = {"id": sid, "title": text["title"], "intro": intro, "items": items, "notes": notes}
+        sections.append(section | {"appendix": appended})
     return {
-        "title": str((config.get("report") or {}).get("title") or DEFAULT_TITLE),
+        "title": str(data.title or DEFAULT_TITLE),
         "generated_at": _dt.datetime.now(_dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "summary": findings.summary(data),
         "findings": findings.findings(data),
+        "headline": findings.headline(data),
         "sections": sections,
         "figures": figs,
         "data": data,
@@ -123,7 +126,7 @@ def _write_figures(ctx: dict, fig_dir: Path) -> None:
 
 
 def render_report(
-    ape_df: pd.DataFrame | None, config: dict | None, out_dir: Path, templates_dir: Path, pdf: bool = True
+    ape_df: pd.DataFrame | None, config: WorkflowConfig | None, out_dir: Path, templates_dir: Path, pdf: bool = True
 ) -> dict:
     """Write report.html, report.tex, figures/ and manifest.json (+ report.pdf); returns their paths.
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from deploybench.enums import StudyKind
+from deploybench.enums import Stage, StudyKind
 from deploybench.report.quantities import REST
 from deploybench.results import metrics
 
@@ -39,13 +39,14 @@ class TableSpec:
 
 MAIN = StudyKind.MAIN_COMPARISON
 BY_CONTEXT = ("model", "gen?", "decoding?", "dtype?", "backend?", "metric?")
-APE = tuple(m.name for m in metrics.of_stage(metrics.Stage.APE))
-# Beside every decode figure: what bounds the step (DESIGN.md, "Boundness"); the two bandwidth bounds.
-BOUND = ("gpu_busy_fraction", "bound_by")
+APE = tuple(m.name for m in metrics.of_stage(Stage.APE))
+# Beside every decode figure: what paces the step, with its evidence (busy fraction, runs host-paced, the roof
+# reached: pacing.py; README, "How far to trust each kind of figure"); the two bandwidth bounds.
+BOUND = ("bound_by",)
 ROOFLINE = ("roofline_fraction", "roofline_fraction_gemv")
 LATENCY = ("ttft_ms", "e2e_ms_p50", "e2e_ms_p95", "e2e_tps", "decode_tps", "decode_tps_cv", "tpot_ms")
 SPEED = ("ttft_ms", "e2e_tps", "decode_tps")
-COMPARED = (*SPEED, "decode_tps_cv", "itl_ms_p50", *BOUND, *ROOFLINE, "peak_allocated_bytes", "compile_s")
+COMPARED = (*SPEED, *BOUND, "roofline_fraction", "peak_allocated_bytes", "compile_s")
 MEMORY = ("weights_bytes", "kv_cache_bytes", "kv_cache_bytes_analytic", REST.name, "peak_allocated_bytes")
 ENERGY = ("e2e_tps", "tokens_per_j", "j_per_1k_tokens", "j_per_1k_tokens_net", "j_per_prompt_token")
 ENERGY += ("j_per_decode_token", "avg_power_w", "energy_window_s")

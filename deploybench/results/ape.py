@@ -1,4 +1,4 @@
-"""Active Parameter Efficiency (APE) and ratios to a baseline model (DESIGN.md, "APE").
+"""Active Parameter Efficiency (APE) and ratios to a baseline model.
 
 APE divides a figure by the parameters a token multiplies (in billions), which puts mixture-of-
 experts and dense models on one scale. Failed rows and missing inputs give NaN (null in Parquet),
@@ -10,19 +10,21 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from deploybench.enums import Stage
 from deploybench.results import metrics, schema
+from deploybench.results.values import is_missing, numbers
 
 # The columns and their definitions live in the metric catalogue; this module computes them.
-APE_COLUMNS = [m.name for m in metrics.of_stage(metrics.Stage.APE)]
+APE_COLUMNS = [m.name for m in metrics.of_stage(Stage.APE)]
 RATIO_METRICS = [m.name for m in metrics.ratio_bases()]
 CELL_KEY = list(metrics.BASELINE_CELL_KEY)
 
 
 def _col(df: pd.DataFrame, name: str) -> np.ndarray:
-    """A column as float64 with NaN for null or non-numeric (absent column: all NaN)."""
+    """A column as float64 with NaN where it holds no number (absent column: all NaN)."""
     if name not in df:
         return np.full(len(df), np.nan)
-    return pd.to_numeric(df[name], errors="coerce").to_numpy(dtype="float64", na_value=np.nan)
+    return numbers(df[name])
 
 
 def _div(num: np.ndarray, den: np.ndarray) -> np.ndarray:
@@ -56,7 +58,7 @@ def add_ape(df: pd.DataFrame) -> pd.DataFrame:
 def _key(row: dict) -> tuple:
     # Null and NaN identity values (an unknown context) compare equal to each other.
     row = {**row, "batch_size": schema.batch_of(row)}
-    return tuple(None if pd.isna(row.get(c)) else row.get(c) for c in CELL_KEY)
+    return tuple(None if is_missing(row.get(c)) else row.get(c) for c in CELL_KEY)
 
 
 def _unique(indices: list[int]) -> int:

@@ -7,8 +7,6 @@ result schema's types for known columns, plus a CSV copy beside it for people an
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 
 import pandas as pd
@@ -17,7 +15,7 @@ import pyarrow.parquet as pq
 
 from deploybench.results import metrics
 from deploybench.results.importer import import_table
-from deploybench.results.schema import SCHEMA, arrow_type, read_rows, to_table
+from deploybench.results.schema import SCHEMA, arrow_type, read_rows, to_table, write_atomically
 
 SORT_KEY = [
     "source",
@@ -32,10 +30,22 @@ SORT_KEY = [
 _PANDAS_TYPES = {pa.int64(): pd.Int64Dtype(), pa.bool_(): pd.BooleanDtype()}
 
 
+class CorruptCellError(ValueError):
+    """A cell file that cannot be read (cut short by a full disk, a copy that stopped); names the file and the
+    command that remeasures it."""
+
+
 def read_cells(cell_paths) -> list[dict]:
     rows = []
     for path in cell_paths:
-        for row in read_rows(path):
+        try:
+            cell_rows = read_rows(path)
+        except (pa.ArrowException, OSError) as exc:
+            raise CorruptCellError(
+                f"{path}: not a readable Parquet file ({' '.join(str(exc).split())}). Remeasure the cell with: "
+                f"snakemake --forcerun {path}  (every finished row is also under results/archive/)"
+            ) from None
+        for row in cell_rows:
             try:
                 to_table([row])
             except KeyError as err:
@@ -93,30 +103,15 @@ def _plain(x):
 
 
 def write_table(df: pd.DataFrame, parquet_path) -> Path:
-    """Write Parquet and a CSV beside it (same stem), each atomically: temp file, then rename."""
+    """Write Parquet and a CSV beside it (same stem), together atomically (schema.write_atomically)."""
     path = Path(parquet_path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     table = arrow_table(df)
-    temps = []
-    try:
-        for target, write in (
-            (path, lambda tmp: pq.write_table(table, tmp)),
-            (
-                path.with_suffix(".csv"),
-                lambda tmp: csv_frame(table).to_csv(tmp, index=False),
-            ),
-        ):
-            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{target.name}.", suffix=".tmp")
-            os.close(fd)
-            os.chmod(tmp, 0o644)  # mkstemp makes 0600; results are meant to be shared
-            temps.append((tmp, target))
-            write(tmp)
-        for tmp, target in temps:
-            os.replace(tmp, target)
-    finally:
-        for tmp, _ in temps:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
+    write_atomically(
+        {
+            path: lambda tmp: pq.write_table(table, tmp),
+            path.with_suffix(".csv"): lambda tmp: csv_frame(table).to_csv(tmp, index=False),
+        }
+    )
     return path
 
 

@@ -8,19 +8,20 @@ caveat of how it was made goes into `notes`, so the report can show it next to t
 
 from __future__ import annotations
 
-import math
+import csv
+import io
 import re
 from collections.abc import Callable
 from pathlib import Path
 
 import pandas as pd
 
-from deploybench.engines.experts import READS_ALL
 from deploybench.enums import (
     Backend,
     Device,
     DType,
     ExpertsImplementation,
+    ExpertsRead,
     FailureKind,
     PromptMode,
     Status,
@@ -29,6 +30,7 @@ from deploybench.enums import (
 from deploybench.plan.naming import cell_id
 from deploybench.plan.spec import STANDARD_DECODING, canonical_json
 from deploybench.results.schema import SCHEMA_VERSION, to_table
+from deploybench.results.values import is_missing
 
 MIB = 2**20  # torch.cuda memory stats divided by 1024*1024: the study's "MB" is MiB
 
@@ -67,9 +69,62 @@ def import_table(spec: dict, root) -> list[dict]:
     return rows
 
 
+# Columns of the imported tables that hold text; every other column holds numbers.
+TEXT_COLUMNS = frozenset(
+    {"model", "model_type", "device", "device_name", "decoding_method", "precision", "error", "throughput_scope"}
+    | {"model_id", "model_name", "architecture", "organization"}
+)
+
+
+def check_csv_complete(path: Path, text_columns=TEXT_COLUMNS) -> None:
+    """Refuse a CSV that does not parse completely, naming the file, the line and the column: a malformed line,
+    a line with fewer or more fields than the header (a truncated last line), a last line without its newline
+    (cut mid-value), a value that is not a number in a numeric column (empty is allowed: a missing figure)."""
+    try:
+        text = Path(path).read_bytes().decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ImportFormatError(f"{path}: not UTF-8 text ({exc})") from None
+    reader = csv.reader(io.StringIO(text, newline=""), strict=True)
+    try:
+        header = next(reader, None)
+        if not header:
+            raise ImportFormatError(f"{path}: line 1: no header (empty file)")
+        fields = header
+        for fields in reader:
+            if not fields:
+                continue  # a blank line, as pandas skips it
+            line = reader.line_num
+            if len(fields) != len(header):
+                cut = len(fields) < len(header)
+                column = header[min(len(fields), len(header)) - 1]
+                raise ImportFormatError(
+                    f"{path}: line {line}, column {column!r}: {len(fields)} fields where the header has "
+                    f"{len(header)}"
+                    + (" (the line stops there: a truncated file?)" if cut else " (an unquoted comma?)")
+                )
+            for name, value in zip(header, fields):
+                if name in text_columns or not value.strip():
+                    continue
+                try:
+                    float(value)
+                except ValueError:
+                    raise ImportFormatError(
+                        f"{path}: line {line}, column {name!r}: {value!r} is not a number"
+                    ) from None
+    except csv.Error as exc:
+        raise ImportFormatError(f"{path}: line {reader.line_num}: not a well-formed CSV line ({exc})") from None
+    if not text.endswith(("\n", "\r")):
+        raise ImportFormatError(
+            f"{path}: line {reader.line_num}, column {header[len(fields) - 1]!r}: the file does not end with a "
+            "newline, so its last value may be cut short (a truncated file?)"
+        )
+
+
 def read_csv_strict(path: Path, expected: list[str], what: str) -> pd.DataFrame:
-    """Read a CSV whose header must be exactly `expected` (a renamed column would lose data)."""
-    df = pd.read_csv(path, float_precision="round_trip")  # figures exactly as written
+    """Read a CSV whose header must be exactly `expected` (a renamed column would lose data) and which parses
+    completely (check_csv_complete)."""
+    check_csv_complete(path)
+    df = pd.read_csv(path, float_precision="round_trip", on_bad_lines="error")  # figures exactly as written
     have = [str(c) for c in df.columns]
     if set(have) != set(expected):
         raise ImportFormatError(
@@ -83,7 +138,7 @@ def read_csv_strict(path: Path, expected: list[str], what: str) -> pd.DataFrame:
 
 def _val(x):
     """CSV cell -> Python scalar, None for empty/NaN."""
-    if x is None or (isinstance(x, float) and math.isnan(x)) or x is pd.NA:
+    if is_missing(x):
         return None
     return x.item() if hasattr(x, "item") else x
 
@@ -172,11 +227,11 @@ _ENV = {
     "transformers_version": "4.55.2+",
     "batch_size": 1,
 }
-# What the study's transformers ran (its defaults, DESIGN.md): eager attention and every expert for every token
-# for gpt-oss (no SDPA: attention sinks), SDPA for the dense models.
+# What the study's transformers ran (4.55's defaults; deploybench.engines.experts): eager attention and every
+# expert for every token for gpt-oss (no SDPA: attention sinks), SDPA for the dense models.
 _IMPLEMENTATIONS = {
     "openai/gpt-oss-20b": {"attn_implementation": "eager", "experts_implementation": ExpertsImplementation.ALL_EXPERTS}
-    | {"experts_read_per_token": READS_ALL},
+    | {"experts_read_per_token": ExpertsRead.ALL},
     "Qwen/Qwen3-32B": {"attn_implementation": "sdpa"},
     "01-ai/Yi-34B": {"attn_implementation": "sdpa"},
 }
@@ -314,7 +369,7 @@ def _latency(cells: _Cells, path: Path, df: pd.DataFrame) -> None:
 
 def _memory(cells: _Cells, path: Path, df: pd.DataFrame) -> None:
     # Allocated after load: only a model's first cell was measured straight after loading (later ones carry
-    # ~32 MiB left from the previous run), so every cell takes the model's smallest.
+    # what the previous run left allocated), so every cell takes the model's smallest.
     weights = df.groupby("model")["baseline_alloc_mb"].min()
     for r in df.to_dict("records"):
         row = cells.get(path, r["model"], r["context_length"], r["gen_tokens"])

@@ -12,6 +12,7 @@ prints it (GB = 10^9 bytes, percent).
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, fields
 from enum import StrEnum
 from functools import cache
@@ -20,27 +21,10 @@ from pathlib import Path
 import yaml
 
 from deploybench import enums
-from deploybench.enums import Better
+from deploybench.enums import Better, Stage, ValueType
+from deploybench.plan import naming
 
 CATALOGUE_PATH = Path(__file__).with_name("metrics.yaml")
-
-
-class ValueType(StrEnum):
-    STR = "str"
-    INT = "int"
-    FLOAT = "float"
-    BOOL = "bool"
-    FLOAT_LIST = "float_list"
-    STR_LIST = "str_list"
-
-
-class Stage(StrEnum):
-    """Which step of the workflow writes the column."""
-
-    CELL = "cell"  # the measure job (and the importer, for external rows): the result schema
-    TPOT = "tpot"  # correct_tpot
-    APE = "ape"  # ape: efficiency figures
-    RATIO = "ratio"  # ape: ratios to the baseline model (generated from `baseline_ratio`)
 
 
 @dataclass(frozen=True)
@@ -112,9 +96,13 @@ _FIELDS = {f.name for f in fields(Metric)} - {"name", "group", "family", "family
 _ENUMS = {name: obj for name, obj in vars(enums).items() if isinstance(obj, type) and issubclass(obj, StrEnum)}
 
 
+# The cell id's format as a definition spells it: each axis in capitals (MODEL/BACKEND-DTYPE/cCONTEXT-...).
+CELL_ID_FORMAT = re.sub(r"\{(\w+)\}", lambda axis: axis[1].upper(), naming.CELL_ID)
+
+
 def _definition(entry: dict) -> str:
-    """The entry's definition, enum placeholders expanded and its parameters filled in."""
-    text = _expand_enums(entry["definition"])
+    """The entry's definition: enum placeholders and {CELL_ID} expanded, parameters filled in."""
+    text = _expand_enums(entry["definition"]).replace("{CELL_ID}", CELL_ID_FORMAT)
     return text.format(**entry["parameters"]) if entry.get("parameters") else text
 
 

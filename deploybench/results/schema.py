@@ -8,13 +8,16 @@ from __future__ import annotations
 
 import os
 import re
-import tempfile
+import secrets
+from collections.abc import Callable
 from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from deploybench.enums import Stage, ValueType
 from deploybench.results import metrics
+from deploybench.results.values import is_missing
 
 # 2.0: the batch axis (batch_size; cell ids spell b<batch>). Rows of 1.x are migrated when read.
 SCHEMA_VERSION = "2.0"
@@ -22,12 +25,12 @@ SCHEMA_VERSION = "2.0"
 UNBATCHED = 1
 
 _ARROW_TYPES = {
-    metrics.ValueType.STR: pa.string(),
-    metrics.ValueType.INT: pa.int64(),
-    metrics.ValueType.FLOAT: pa.float64(),
-    metrics.ValueType.BOOL: pa.bool_(),
-    metrics.ValueType.FLOAT_LIST: pa.list_(pa.float64()),
-    metrics.ValueType.STR_LIST: pa.list_(pa.string()),
+    ValueType.STR: pa.string(),
+    ValueType.INT: pa.int64(),
+    ValueType.FLOAT: pa.float64(),
+    ValueType.BOOL: pa.bool_(),
+    ValueType.FLOAT_LIST: pa.list_(pa.float64()),
+    ValueType.STR_LIST: pa.list_(pa.string()),
 }
 
 
@@ -36,7 +39,7 @@ def arrow_type(metric: metrics.Metric) -> pa.DataType:
 
 
 # The result schema is the catalogue's cell-stage columns, in catalogue order.
-CELL_METRICS = metrics.of_stage(metrics.Stage.CELL)
+CELL_METRICS = metrics.of_stage(Stage.CELL)
 SCHEMA = pa.schema(
     [pa.field(m.name, arrow_type(m)) for m in CELL_METRICS],
     metadata={"deploybench_schema_version": SCHEMA_VERSION},
@@ -59,19 +62,33 @@ def to_table(rows: list[dict]) -> pa.Table:
     return pa.Table.from_pylist(full, schema=SCHEMA)
 
 
-def write_row(row: dict, path: str | os.PathLike) -> Path:
-    """Write one row atomically: a temp file in the same folder, then rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    table = to_table([row])
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
+def write_atomically(writers: dict[Path, Callable[[Path], object]]) -> None:
+    """Write every file, then rename them all into place: a reader finds each file old or new, never
+    part-written, and a writer that fails leaves every old file as it was.
+
+    Each `writer(tmp)` writes its target's content to a temp file beside the target. Every result file
+    gets one mode: 0666 less the umask, as open() creates files (tempfile's 0600 would keep them private).
+    """
+    temps: list[tuple[Path, Path]] = []
     try:
-        pq.write_table(table, tmp)
-        os.replace(tmp, path)
+        for target, write in writers.items():
+            target.parent.mkdir(parents=True, exist_ok=True)
+            tmp = target.with_name(f".{target.name}.{secrets.token_hex(6)}.tmp")
+            os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+            temps.append((tmp, target))
+            write(tmp)
+        for tmp, target in temps:
+            os.replace(tmp, target)
     finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+        for tmp, _ in temps:
+            tmp.unlink(missing_ok=True)
+
+
+def write_row(row: dict, path: str | os.PathLike) -> Path:
+    """Write one row atomically (write_atomically)."""
+    path = Path(path)
+    table = to_table([row])
+    write_atomically({path: lambda tmp: pq.write_table(table, tmp)})
     return path
 
 
@@ -83,7 +100,7 @@ def read_rows(path: str | os.PathLike) -> list[dict]:
 def batch_of(row: dict) -> int:
     """The batch a row ran at: its batch_size, else UNBATCHED."""
     batch = row.get("batch_size")
-    return UNBATCHED if batch is None or batch != batch else int(batch)  # batch != batch: NaN
+    return UNBATCHED if is_missing(batch) else int(batch)
 
 
 def migrate(row: dict) -> dict:

@@ -1,4 +1,4 @@
-"""The TPOT-artifact step (DESIGN.md, "TPOT artifact").
+"""The TPOT-artifact step.
 
 An older pipeline wrote 1000/ttft_ms where an end-to-end tok/s figure belonged. Every row gets a
 check: rows with raw e2e samples are checked against tokens / median(samples), tokens = batch_size x gen
@@ -9,35 +9,25 @@ silent: the raw value stays in `e2e_tps_raw`, `tpot_artifact` flags it and `tpot
 
 from __future__ import annotations
 
-import math
 import statistics
 
 import pandas as pd
 
 from deploybench.results import schema
+from deploybench.results.values import is_missing, number_or_none
 
 TOLERANCE = 0.03
 
 
-def _num(x) -> float | None:
-    if x is None or x is pd.NA:
-        return None
-    try:
-        x = float(x)
-    except (TypeError, ValueError):
-        return None
-    return None if math.isnan(x) else x
-
-
 def _samples(x) -> list[float]:
-    if x is None or isinstance(x, float):  # None or NaN: no samples
+    if is_missing(x) or isinstance(x, float):  # missing, or a lone number: no samples
         return []
-    return [v for v in (_num(s) for s in x) if v is not None]
+    return [v for v in (number_or_none(s) for s in x) if v is not None]
 
 
 def check_row(row: dict) -> tuple[float | None, float | None, bool, str]:
     """(e2e_tps to keep, recomputed figure, artifact?, what was done) for one row."""
-    raw, gen = _num(row.get("e2e_tps")), _num(row.get("gen_tokens"))
+    raw, gen = number_or_none(row.get("e2e_tps")), number_or_none(row.get("gen_tokens"))
     if row.get("status") != "ok":
         return raw, None, False, "not checked: failed row"
     if not gen:
@@ -46,7 +36,7 @@ def check_row(row: dict) -> tuple[float | None, float | None, bool, str]:
     samples = [s for s in _samples(row.get("e2e_ms_samples")) if s > 0]
     if samples:
         return _check_samples(raw, tokens, samples)
-    return _check_artifact(raw, tokens, _num(row.get("ttft_ms")), _num(row.get("e2e_ms_p50")))
+    return _check_artifact(raw, tokens, number_or_none(row.get("ttft_ms")), number_or_none(row.get("e2e_ms_p50")))
 
 
 def _check_samples(raw, tokens, samples):
@@ -95,7 +85,7 @@ def correct_tpot(df: pd.DataFrame) -> pd.DataFrame:
     results = [check_row(row) for row in out.to_dict("records")]
     kept, rec, flag, text = (list(col) for col in zip(*results)) if results else ([],) * 4
     out["e2e_tps_raw"] = pd.Series(
-        [_num(v) for v in out.get("e2e_tps", [None] * len(out))],
+        [number_or_none(v) for v in out.get("e2e_tps", [None] * len(out))],
         index=out.index,
         dtype="float64",
     )

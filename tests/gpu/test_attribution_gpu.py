@@ -5,9 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from deploybench.analytic import boundness
 from deploybench.engines import experts, models
-from deploybench.instruments import calibration
+from deploybench.instruments import calibration, profiler
 
 pytestmark = [
     pytest.mark.gpu,
@@ -44,7 +43,7 @@ def test_profile_counts_the_kernels_of_a_decode_step():
         torch.cuda.synchronize()
         return None, out
 
-    profile = boundness.profile_decode_steps(run, tokens=16, device="cuda")
+    profile = profiler.profile_decode_steps(run, tokens=16, device="cuda")
     # Each decode step runs at least one kernel per layer; a tiny model's kernels take microseconds.
     assert profile.kernels_per_token >= config.num_hidden_layers
     assert 0 < profile.gpu_kernel_ms_per_token < 50

@@ -38,7 +38,7 @@ def test_batch_generate_kv_and_peak_on_gpu(family):
     )
     kv = kvcache.measured_kv_bytes(output.past_key_values)
     assert kv == kvcache.analytic_kv_bytes(loaded.model.config, 256, 16, torch.bfloat16, batch=4)
-    assert memory.peak_figures("cuda")["peak_allocated_bytes"] >= weights + kv
+    assert memory.peak("cuda").peak_allocated_bytes >= weights + kv
     assert timing.new_tokens == 16 and timing.decode_tps > 0
 
 
@@ -76,7 +76,7 @@ def test_peak_at_batch_8_is_predicted_from_batch_1():
         ids, mask = _inputs(loaded, 512, batch)
         memory.reset_peak("cuda")
         _, output = batching.timed_generate_batch(loaded.model, ids, mask, config, "cuda", seed=0, clock=False)
-        peaks[batch] = memory.peak_figures("cuda")["peak_allocated_bytes"]
+        peaks[batch] = memory.peak("cuda").peak_allocated_bytes
         del output
     activation = capacity.activation_bytes_per_seq(peaks[1], weights, kv_per_seq)
     predicted = capacity.bytes_at_batch(weights, kv_per_seq, activation, 8)

@@ -14,8 +14,9 @@ import pytest
 import torch
 
 from deploybench.engines import models
+from deploybench.engines.base import DecodeBuild
 from deploybench.engines.compiled_loop import attention, fusion
-from deploybench.engines.compiled_loop.decode_loop import CompiledDecodeLoop, variant_facts
+from deploybench.engines.compiled_loop.decode_loop import CompiledDecodeLoop
 from deploybench.measure import phases as measure
 from deploybench.plan.loop_options import CompiledLoopOptions
 from deploybench.plan.spec import ModelEntry, standard_decoding
@@ -101,7 +102,7 @@ VARIANTS = [
 ]
 
 
-def loop_tokens(family: str, options: dict) -> tuple[torch.Tensor, dict]:
+def loop_tokens(family: str, options: dict) -> tuple[torch.Tensor, DecodeBuild]:
     """A fresh float32 model and loop for `options`; three runs must replay the same graphs.
 
     A mixture-of-experts model decodes through gathered_reduction unless the variant names a path:
@@ -115,7 +116,7 @@ def loop_tokens(family: str, options: dict) -> tuple[torch.Tensor, dict]:
     loop = CompiledDecodeLoop(model, standard_decoding("greedy"), 40, 16, "cuda", CompiledLoopOptions(**options))
     runs = [loop.run(ids, 16, seed=0, clock=True)[1].sequences.clone() for _ in range(3)]
     assert torch.equal(runs[1], runs[2])
-    facts = variant_facts(model)
+    facts = loop.build
     del loop, model
     torch.cuda.empty_cache()
     return runs[-1], facts

@@ -28,7 +28,7 @@ from pathlib import Path
 import pytest
 
 from deploybench.report.render import render_report
-from tests.fixtures.report_demo import demo_config, demo_frame
+from tests.fixtures.report_demo import demo_frame, demo_settings
 
 pytestmark = [
     pytest.mark.browser,
@@ -233,7 +233,7 @@ DOM_PROBE = """JSON.stringify({
 
 
 def _render(tmp: Path, variant: str, **frame_kw) -> tuple[Path, dict]:
-    paths = render_report(demo_frame(variant, **frame_kw), demo_config(variant), tmp, TEMPLATES, pdf=False)
+    paths = render_report(demo_frame(variant, **frame_kw), demo_settings(variant), tmp, TEMPLATES, pdf=False)
     return paths["html"], json.loads(paths["manifest"].read_text())
 
 
@@ -283,7 +283,7 @@ def test_report_with_only_failed_cells_renders(browser, tmp_path):
     df["status"] = "failed"
     df["failure_kind"] = "oom"
     df["error"] = "CUDA out of memory. Tried to allocate 2.00 GiB"
-    paths = render_report(df, demo_config("gpu"), tmp_path, TEMPLATES, pdf=False)
+    paths = render_report(df, demo_settings("gpu"), tmp_path, TEMPLATES, pdf=False)
     session = browser.open(paths["html"].resolve().as_uri())
     text = browser.evaluate(session, "document.body.innerText")
     browser.screenshot(session, OUTPUT / "report-only-failed.png")

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from deploybench.report.render import render_report
-from tests.fixtures.report_demo import demo_config, demo_frame
+from tests.fixtures.report_demo import demo_frame, demo_settings
 
 pytestmark = [
     pytest.mark.latex,
@@ -40,7 +40,7 @@ def latex_pages(log: Path) -> int:
 
 
 def test_pdf_builds_with_the_expected_page_count(tmp_path):
-    paths = render_report(demo_frame("gpu"), demo_config("gpu"), tmp_path, TEMPLATES)
+    paths = render_report(demo_frame("gpu"), demo_settings("gpu"), tmp_path, TEMPLATES)
     assert paths["pdf"] is not None, paths["pdf_status"]
     log = tmp_path / "report.latex.log"
     text = log.read_text(errors="replace")
@@ -60,7 +60,7 @@ def test_pdf_builds_with_the_expected_page_count(tmp_path):
 
 def test_the_tex_compiles_on_its_own(tmp_path):
     """pdflatex run by hand on the rendered folder, the way a reader would build it."""
-    paths = render_report(demo_frame("gpu"), demo_config("gpu"), tmp_path / "r", TEMPLATES, pdf=False)
+    paths = render_report(demo_frame("gpu"), demo_settings("gpu"), tmp_path / "r", TEMPLATES, pdf=False)
     for _ in range(2):
         proc = subprocess.run(
             ["pdflatex", "-interaction=nonstopmode", "-halt-on-error", "report.tex"],
@@ -78,9 +78,9 @@ def test_the_tex_compiles_on_its_own(tmp_path):
 @pytest.mark.parametrize("variant", ["cpu", "only_failed", "none"])
 def test_thin_inputs_compile(tmp_path, variant):
     if variant == "cpu":
-        df, cfg = demo_frame("cpu"), demo_config("cpu")
+        df, cfg = demo_frame("cpu"), demo_settings("cpu")
     elif variant == "only_failed":
-        df, cfg = demo_frame("gpu", imported=False), demo_config("gpu")
+        df, cfg = demo_frame("gpu", imported=False), demo_settings("gpu")
         df["status"], df["failure_kind"], df["error"] = "failed", "oom", "CUDA out of memory: 100% of 141 GB & more"
     else:
         df, cfg = None, None

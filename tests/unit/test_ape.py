@@ -8,6 +8,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from deploybench.enums import Stage
 from deploybench.results import metrics
 from deploybench.results.ape import compute_ape
 from deploybench.results.consolidate import consolidate
@@ -97,7 +98,7 @@ def test_failed_baseline_and_failed_rows_give_nan():
     df = pd.DataFrame([row("base"), row("a", status="failed", e2e_tps=None, ttft_ms=None)])
     out = compute_ape(df, "base")
     failed = out.iloc[1]
-    derived = [m.name for m in metrics.of_stage(metrics.Stage.APE) + metrics.of_stage(metrics.Stage.RATIO)]
+    derived = [m.name for m in metrics.of_stage(Stage.APE) + metrics.of_stage(Stage.RATIO)]
     for col in derived:
         if col != "ratio_baseline_model":
             assert nan(failed[col]), col
@@ -120,7 +121,7 @@ def test_zero_or_missing_inputs_never_divide():
 
 
 def test_directions_are_declared():
-    ape = metrics.of_stage(metrics.Stage.APE)
+    ape = metrics.of_stage(Stage.APE)
     assert ape and all(m.higher_is_better for m in ape)
     assert metrics.get("ratio_to_baseline_ttft_ms").higher_is_better is False
     assert metrics.get("ratio_to_baseline_j_per_1k_tokens").higher_is_better is False
@@ -132,7 +133,7 @@ def test_directions_are_declared():
 def test_computes_exactly_the_catalogue_columns():
     before = set(pd.DataFrame([row("base"), row("a")]).columns)
     added = set(compute_ape(pd.DataFrame([row("base"), row("a")]), "base").columns) - before
-    expected = {m.name for m in metrics.of_stage(metrics.Stage.APE) + metrics.of_stage(metrics.Stage.RATIO)}
+    expected = {m.name for m in metrics.of_stage(Stage.APE) + metrics.of_stage(Stage.RATIO)}
     assert added == expected
 
 

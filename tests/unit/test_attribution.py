@@ -19,6 +19,7 @@ from deploybench.instruments import energy, nvml
 from deploybench.instruments.energy import EnergyReading
 from deploybench.measure import phases as measure
 from deploybench.plan.spec import ModelEntry, SpecError
+from tests.fixtures.engines import ScriptedEngine
 from tests.fixtures.tokenizers import save_tokenizer
 from tests.unit.test_measure import FAMILY_TOKENIZER, cell_dict, make_cell, random_model
 
@@ -90,7 +91,7 @@ def test_warmup_runs_zero_is_refused_before_anything_runs():
 
 
 class Recorder:
-    """A backend runner that records (phase, new_tokens, clock) and returns a minimal output."""
+    """An engine's runs that record (phase, new_tokens, clock) and return a minimal output."""
 
     def __init__(self, gen):
         self.calls, self.phase, self.gen = [], None, gen
@@ -109,10 +110,11 @@ class Recorder:
 def test_every_measured_shape_is_warmed_right_before_it_is_measured():
     cell = make_cell(random_model("qwen3"), context=8, gen=5, backend="compiled", warmup_runs=1, n_runs=3)
     run, device = Recorder(cell.gen), nvml.open_device("cpu")
+    engine = ScriptedEngine(run, cell)
     for phase, call in (
-        ("warm-up", lambda: measure._warm_up(run, cell)),
-        ("ttft", lambda: measure._prefill_runs(run, cell, device)),
-        ("decode", lambda: measure._decode_runs(run, cell, "cpu", device)),
+        ("warm-up", lambda: measure._warm_up(engine, cell)),
+        ("ttft", lambda: measure._prefill_runs(engine, cell, device)),
+        ("decode", lambda: measure._decode_runs(engine, cell, device)),
     ):
         run.phase = phase
         call()

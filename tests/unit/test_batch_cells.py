@@ -4,7 +4,6 @@ and a batch that cannot fit becoming an out-of-memory row before anything loads.
 from __future__ import annotations
 
 import pytest
-import torch
 
 from deploybench.measure import phases as measure
 from deploybench.plan import naming
@@ -62,8 +61,7 @@ def test_a_dense_model_has_no_coverage():
 
 def test_a_batch_that_cannot_fit_is_an_oom_row_before_loading(monkeypatch):
     loads = []
-    monkeypatch.setattr("deploybench.instruments.calibration.is_cuda", lambda device: True)
-    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda *a: (10_000, 80_000_000_000))
+    monkeypatch.setattr("deploybench.analytic.capacity.free_bytes", lambda device: 10_000)
     monkeypatch.setattr("deploybench.engines.models.load_model", lambda *a, **k: loads.append(a))
     row = measure.measure_cell(make_cell(random_model("qwen3"), context=16, gen=4, batch=64, measure_bandwidth=False))
     assert row["status"] == "failed" and row["failure_kind"] == "oom", row.get("error")

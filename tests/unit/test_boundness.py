@@ -10,7 +10,7 @@ import torch
 from deploybench.analytic import boundness, params
 from deploybench.engines import models
 from deploybench.enums import BoundBy
-from deploybench.instruments import calibration, host
+from deploybench.instruments import calibration, host, profiler
 
 
 @pytest.mark.parametrize(
@@ -44,7 +44,7 @@ def test_profile_length_follows_the_cache():
 
 def test_no_profile_and_no_ceilings_on_cpu():
     calls = []
-    assert boundness.profile_decode_steps(lambda *a: calls.append(a), 16, "cpu") is None
+    assert profiler.profile_decode_steps(lambda *a: calls.append(a), 16, "cpu") is None
     assert calls == [], "nothing may run on a CPU device"
     assert calibration.gemv_bandwidth((64, 64), torch.bfloat16, "cpu") is None
     assert calibration.gemm_flops(torch.bfloat16, "cpu") is None
@@ -93,13 +93,15 @@ def test_source_hash_follows_the_library_text(tmp_path, monkeypatch):
 
 def test_a_null_verdict_says_why():
     from deploybench.measure.cell_figures import boundness_figures
+    from deploybench.measure.runs import Ceilings
 
-    assert "no CUDA device" in boundness_figures(None, {}, "cpu")["boundness_null_reason"]
-    assert boundness_figures(None, {}, "cuda:0")["boundness_null_reason"] == "gen below 2: no decode step to profile"
+    assert "no CUDA device" in boundness_figures(None, None, 2.0, None, "cpu").boundness_null_reason
+    gen_1 = boundness_figures(None, None, 2.0, None, "cuda:0")
+    assert gen_1.boundness_null_reason == "gen below 2: no decode step to profile"
     step = boundness.StepProfile(profile_tokens=8, kernels_per_token=100.0, gpu_kernel_ms_per_token=9.5)
-    out = {"tpot_ms": 10.0, "decode_flops_per_step": 2e9, "decode_bytes_per_step": 1e9}
-    no_ridge = boundness_figures(step, out, "cuda:0")
-    assert no_ridge["bound_by"] is None and "no ridge" in no_ridge["boundness_null_reason"]
-    ridge = {"gemm_flops_per_s": 7e14, "gemv_bandwidth_bytes_per_s": 4e12}
-    measured = boundness_figures(step, out | ridge, "cuda:0")
-    assert measured["bound_by"] == "memory_bandwidth" and "boundness_null_reason" not in measured
+    intensity = 2e9 / 1e9  # decode FLOPs / bytes per step
+    no_ridge = boundness_figures(step, 10.0, intensity, Ceilings("1x1").ridge_flops_per_byte, "cuda:0")
+    assert no_ridge.bound_by is None and "no ridge" in no_ridge.boundness_null_reason
+    ridge = Ceilings("1x1", gemm_flops_per_s=7e14, gemv_bandwidth_bytes_per_s=4e12).ridge_flops_per_byte
+    measured = boundness_figures(step, 10.0, intensity, ridge, "cuda:0")
+    assert measured.bound_by == "memory_bandwidth" and measured.boundness_null_reason is None

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import stat
 import subprocess
 import sys
 from pathlib import Path
@@ -106,6 +108,21 @@ def test_write_table_is_atomic(cells, tmp_path, monkeypatch):
         write_table(consolidate(cells, [SPEC], ROOT), target)
     assert (target.read_bytes(), target.with_suffix(".csv").read_bytes()) == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["cells", "consolidated.csv", "consolidated.parquet"]
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o077])
+def test_every_result_file_gets_one_mode_the_umask_s(cells, tmp_path, umask):
+    """Cell rows, archived rows and tables alike: 0666 less the umask (0644 under the usual 022)."""
+    old = os.umask(umask)
+    try:
+        written = [write_row(cell("tiny-c"), tmp_path / "out" / "cells" / "c.parquet")]
+        written.append(write_row(cell("tiny-c"), tmp_path / "out" / "archive" / "c" / "t.parquet"))
+        table = write_table(consolidate(cells, [], ROOT), tmp_path / "out" / "consolidated.parquet")
+        written += [table, table.with_suffix(".csv")]
+        write_row(cell("tiny-c"), written[0])  # a rewrite keeps the mode
+    finally:
+        os.umask(old)
+    assert {oct(stat.S_IMODE(p.stat().st_mode)) for p in written} == {oct(0o666 & ~umask)}
 
 
 def test_adapters_run_standalone(cells, tmp_path):

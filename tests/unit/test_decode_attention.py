@@ -10,7 +10,7 @@ import torch
 
 from deploybench.engines import models
 from deploybench.engines.compiled_loop import attention
-from deploybench.plan.loop_options import DecodeAttentionKernel
+from deploybench.enums import DecodeAttentionKernel
 from tests.unit.test_measure import CARDS, random_model
 
 KERNELS = sorted(attention.DECODE_KERNELS)

@@ -9,8 +9,7 @@ from deploybench.analytic import params
 from deploybench.engines import models
 from deploybench.engines.compiled_loop import decode_experts
 from deploybench.engines.timing import generation_config, timed_generate
-from deploybench.enums import CacheImplementation
-from deploybench.plan.loop_options import DecodeExperts
+from deploybench.enums import CacheImplementation, DecodeExperts
 from deploybench.plan.spec import standard_decoding
 from tests.fixtures.compare import greedy_sequences, randomise_zero_parameters
 from tests.unit.test_measure import random_model

@@ -8,7 +8,7 @@ import torch
 from deploybench.analytic.kvcache import analytic_kv_bytes, measured_kv_bytes
 from deploybench.engines import models
 from deploybench.engines.compiled_loop import attention
-from deploybench.engines.compiled_loop.decode_loop import CompiledDecodeLoop, variant_facts
+from deploybench.engines.compiled_loop.decode_loop import CompiledDecodeLoop
 from deploybench.engines.timing import generation_config, timed_generate
 from deploybench.enums import CacheImplementation
 from deploybench.measure import phases as measure
@@ -160,11 +160,11 @@ def test_every_variant_generates_the_tokens_and_cache_of_generate(family, option
     for layer, expected in zip(output.past_key_values.layers, reference.past_key_values.layers):
         assert torch.allclose(layer.keys, expected.keys, atol=1e-5)
         assert torch.allclose(layer.values, expected.values, atol=1e-5)
-    facts = variant_facts(model)
-    assert facts["fusions"] == [f for f in options.get("fusions", []) if family != "gpt_oss" or f == "qkv"]
-    assert facts["decode_attention_kernel"] == options["decode_attention"]
+    built = loop.build
+    assert list(built.fusions) == [f for f in options.get("fusions", []) if family != "gpt_oss" or f == "qkv"]
+    assert built.decode_attention_kernel == options["decode_attention"]
     expected_experts = options.get("decode_experts", "grouped_mm") if family == "gpt_oss" else None
-    assert facts["decode_experts_implementation"] == expected_experts
+    assert built.decode_experts_implementation == expected_experts
 
 
 # Every option off its default: what a row records of them.

@@ -166,3 +166,37 @@ def test_formats_registry_accepts_new_formats(tmp_path):
         assert out[0]["source"] == "import:t" and out[0]["model"] == "m"
     finally:
         del FORMATS["toy"]
+
+
+def _cut(text: str, keep: str) -> str:
+    """The file cut right after the first occurrence of `keep` on its last line."""
+    head, last = text.rstrip("\n").rsplit("\n", 1)
+    return f"{head}\n{last[: last.index(keep) + len(keep)]}"
+
+
+@pytest.mark.parametrize(
+    ("damage", "line_column"),
+    [
+        # the last line cut mid p50_ms: the issue's 8655.0 imported with its other figures empty
+        (
+            lambda t: _cut(t, "2048,256,386.3859176635742,9909"),
+            "line 13, column 'p50_ms': 6 fields where the header has 9",
+        ),
+        (lambda t: _cut(t, "25.83"), "line 13, column 'TPOT_tokps': the file does not end with a newline"),
+        (
+            lambda t: t.replace("9909.939646720886", "9909.939x", 1),
+            "line 13, column 'p50_ms': '9909.939x' is not a number",
+        ),
+        (lambda t: t.replace("386.3859176635742,", '"386.38,', 1), "line 13: not a well-formed CSV line"),
+        (lambda t: t.replace("386.3859176635742,", "386.38,1,", 1), "line 13, column 'TPOT_tokps': 10 fields"),
+    ],
+)
+def test_a_table_that_does_not_parse_completely_is_refused_naming_file_line_and_column(tmp_path, damage, line_column):
+    """Issue 21 item 3: truncated, malformed or non-numeric: refused naming the file, the line and the column
+    (a truncated last line was imported with wrong figures, a non-number failed in Arrow naming neither)."""
+    ref = copy_ref(tmp_path)
+    path = ref / "latency/latency_qwen3-32b_universal.csv"
+    path.write_text(damage(path.read_text()))
+    with pytest.raises(ImportFormatError) as err:
+        import_table({**SPEC, "path": "ref"}, tmp_path)
+    assert str(err.value).startswith(f"{path}: {line_column}"), str(err.value)

@@ -6,7 +6,8 @@ import json
 
 import pytest
 
-from deploybench.plan.loop_options import DEFAULT, CompiledLoopOptions, DecodeAttentionKernel
+from deploybench.enums import DecodeAttentionKernel
+from deploybench.plan.loop_options import DEFAULT, CompiledLoopOptions
 from deploybench.plan.spec import ModelEntry, SpecError
 from tests.unit.test_measure import CARDS, cell_dict, make_cell
 

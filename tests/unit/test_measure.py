@@ -6,6 +6,7 @@ import json
 import re
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -18,9 +19,10 @@ from deploybench.analytic.kvcache import analytic_kv_bytes, measured_kv_bytes
 from deploybench.engines import models
 from deploybench.engines.timing import generation_config, timed_generate
 from deploybench.enums import FailureKind, ThrottleReason
-from deploybench.instruments import nvml
+from deploybench.instruments import energy, nvml
 from deploybench.measure import cell_figures, failures, uncertainty
 from deploybench.measure import phases as measure
+from deploybench.measure.records import EnergyFigures
 from deploybench.plan.spec import (
     STANDARD_DECODING,
     CellSpec,
@@ -262,26 +264,24 @@ def test_unexpected_errors_propagate(monkeypatch):
         measure.measure_cell(make_cell(random_model("qwen3")))
 
 
-# What validity_reasons reads of an energy-metered row, every other check passing.
-_METERED = {"context_tokens_measured": 8, "gen_tokens_measured": 4, "kv_cache_bytes": 1, "kv_cache_bytes_analytic": 1}
-_METERED |= {"energy_j": 10.0, "energy_window_s": 5.0, "energy_counter_sampler_rel_diff": 0.01}
+# An energy-metered window that passes every other check.
+_METERED = EnergyFigures(
+    **energy.unavailable("x") | {"energy_j": 10.0, "energy_window_s": 5.0, "energy_counter_sampler_rel_diff": 0.01}
+)
 
 
 def test_a_window_that_saw_the_power_brake_is_invalid():
-    cell = make_cell(random_model("qwen3"), context=8, gen=4)
     # The names the meter writes into the row, decoded from NVML's own bit.
     seen = nvml.decode_throttle_reasons(pynvml.nvmlClocksEventReasonHwPowerBrakeSlowdown)
-    assert cell_figures.validity_reasons(cell, {**_METERED, "throttle_reasons": seen}) == [
+    assert cell_figures.energy_reasons(replace(_METERED, throttle_reasons=seen), 5.0) == [
         "GPU throttled: hw_power_brake_slowdown"
     ]
 
 
 @pytest.mark.parametrize("reason", list(ThrottleReason))
 def test_throttling_invalidates_a_row_unless_it_is_the_power_cap(reason):
-    cell = make_cell(random_model("qwen3"), context=8, gen=4)
-    reasons = cell_figures.validity_reasons(
-        cell, {**_METERED, "throttle_reasons": nvml.decode_throttle_reasons(reason.nvml_bit)}
-    )
+    window = replace(_METERED, throttle_reasons=nvml.decode_throttle_reasons(reason.nvml_bit))
+    reasons = cell_figures.energy_reasons(window, 5.0)
     assert reasons == ([f"GPU throttled: {reason}"] if reason is not ThrottleReason.SW_POWER_CAP else [])
 
 

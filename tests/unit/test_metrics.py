@@ -8,14 +8,15 @@ import pandas as pd
 import pyarrow as pa
 import pytest
 
-from deploybench.enums import Backend, one_of
+from deploybench.enums import Backend, Stage, ValueType, one_of
+from deploybench.plan import naming
 from deploybench.results import metrics, schema
 from deploybench.results.consolidate import arrow_table
 from deploybench.results.tpot import correct_tpot
 
 
 def test_the_result_schema_is_the_catalogue_cell_stage():
-    cell = metrics.of_stage(metrics.Stage.CELL)
+    cell = metrics.of_stage(Stage.CELL)
     assert schema.COLUMN_NAMES == [m.name for m in cell]
     assert schema.SCHEMA.field("ttft_ms").type == pa.float64()
     assert schema.SCHEMA.field("invalid_reasons").type == pa.list_(pa.string())
@@ -39,7 +40,7 @@ def test_an_analysis_table_with_a_column_outside_the_catalogue_is_refused():
 def test_tpot_check_adds_exactly_its_catalogue_columns():
     df = pd.DataFrame([{"status": "ok", "gen_tokens": 16, "e2e_tps": 10.0, "ttft_ms": 50.0, "e2e_ms_p50": 1600.0}])
     added = set(correct_tpot(df).columns) - set(df.columns)
-    assert added == {m.name for m in metrics.of_stage(metrics.Stage.TPOT)}
+    assert added == {m.name for m in metrics.of_stage(Stage.TPOT)}
 
 
 # Name suffix -> the unit the stored value must be in (names carry their unit).
@@ -58,11 +59,11 @@ SUFFIX_UNITS = {
 
 @pytest.mark.parametrize("pattern", sorted(SUFFIX_UNITS))
 def test_names_carry_their_unit(pattern):
-    numeric = (metrics.ValueType.FLOAT, metrics.ValueType.INT)
+    numeric = (ValueType.FLOAT, ValueType.INT)
     matching = [
         m
         for m in metrics.catalogue()
-        if re.search(pattern, m.name) and m.type in numeric and m.stage is not metrics.Stage.RATIO
+        if re.search(pattern, m.name) and m.type in numeric and m.stage is not Stage.RATIO
     ]
     assert matching
     for m in matching:
@@ -75,15 +76,31 @@ def test_every_figure_has_a_unit_and_every_column_a_definition():
     figure_groups = {"latency", "memory", "energy", "roofline"}
     for m in metrics.catalogue():
         assert m.definition.strip(), m.name
-        if m.group in figure_groups and m.type in (metrics.ValueType.FLOAT, metrics.ValueType.INT):
+        if m.group in figure_groups and m.type in (ValueType.FLOAT, ValueType.INT):
             assert m.unit, f"{m.name} is a figure without a unit"
         if m.better is not None:
-            assert m.type in (metrics.ValueType.FLOAT, metrics.ValueType.INT), f"{m.name}: not a figure"
+            assert m.type in (ValueType.FLOAT, ValueType.INT), f"{m.name}: not a figure"
 
 
 def test_enum_placeholders_expand_to_the_members():
     assert one_of(Backend) in metrics.get("backend").definition
     assert "{" not in "".join(m.definition for m in metrics.catalogue())
+
+
+def test_the_cell_id_definition_spells_the_format_naming_declares():
+    definition = metrics.get("cell_id").definition
+    assert definition.startswith("MODEL/BACKEND-DTYPE/cCONTEXT-gGEN-bBATCH-DECODING")  # the batch included
+    example = naming.cell_id("m", "eager", "bfloat16", 2048, 64, "greedy", batch=8)
+    spelled = naming.CELL_ID.format(
+        model="MODEL",
+        backend="BACKEND",
+        dtype="DTYPE",
+        context="CONTEXT",
+        gen="GEN",
+        batch="BATCH",
+        decoding="DECODING",
+    )
+    assert definition.startswith(spelled) and example == "m/eager-bfloat16/c2048-g64-b8-greedy"
 
 
 def test_percentile_entries_make_one_column_each_and_one_definition_row():
@@ -97,7 +114,7 @@ def test_percentile_entries_make_one_column_each_and_one_definition_row():
 def test_every_baseline_ratio_is_generated_with_the_metric_direction():
     for base in metrics.ratio_bases():
         ratio = metrics.get(metrics.ratio_column(base.name))
-        assert ratio.stage is metrics.Stage.RATIO and ratio.better == base.better
+        assert ratio.stage is Stage.RATIO and ratio.better == base.better
 
 
 @pytest.fixture

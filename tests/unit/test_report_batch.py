@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import pytest
 
+from deploybench.plan.config import validate_config
 from deploybench.report import builder, plot
 from deploybench.report import findings as FN
 from deploybench.report.data import ReportData
@@ -50,15 +51,19 @@ def _failed(model, ctx, batch):
     }
 
 
-CONFIG = {
-    "models": {"moe": {"source": "random"}, "dense": {"source": "random"}},
-    "studies": {
-        "main": {"kind": "main_comparison", "models": ["moe", "dense"], "contexts": [64, 256], "gen": [8]},
-        "batch": {"kind": "batch_scaling", "models": ["moe", "dense"], "contexts": [64], "gen": [8]}
-        | {"batch": [1, 4, 8]},
-    },
-    "analysis": {"baseline_model": "dense", "reference_cell": {"context": 256, "gen": 8}},
-}
+CARDS = {"moe": "workflow/architectures/tiny-gpt-oss.json", "dense": "workflow/architectures/tiny-qwen3.json"}
+CONFIG = validate_config(
+    {
+        "models": {name: {"source": "random", "architecture": card} for name, card in CARDS.items()},
+        "decoding": {"greedy": {"do_sample": False}},
+        "studies": {
+            "main": {"kind": "main_comparison", "models": ["moe", "dense"], "contexts": [64, 256], "gen": [8]},
+            "batch": {"kind": "batch_scaling", "models": ["moe", "dense"], "contexts": [64], "gen": [8]}
+            | {"batch": [1, 4, 8]},
+        },
+        "analysis": {"baseline_model": "dense", "reference_cell": {"context": 256, "gen": 8}},
+    }
+)
 
 
 def _data(rows, config=CONFIG) -> ReportData:
@@ -116,28 +121,28 @@ def test_batch_table_one_row_per_batch_size_with_failures_and_expert_coverage():
     failed = t.cell("decode_tps", model="moe", batch=8)
     assert failed.kind == "failed" and failed.text == "failed: oom"
     assert t.cell("tpot_ms", model="moe", batch=8).kind == "failed"
-    assert t.cell("gpu_busy_fraction", model="dense", batch=8).value == 97.0
-    assert t.cell("bound_by", model="dense", batch=8).text == "compute"
+    verdict = t.cell("bound_by", model="dense", batch=8)  # the verdict with its evidence (no roofline: the row's)
+    assert verdict.raw == "compute" and verdict.text == "compute (busy 97%; no roofline measured)"
     keys = [c.key for c in t.columns]
     assert keys[:2] == ["model", "batch"] and "backend" not in keys  # one backend: held, and said in the caption
-    assert keys.index("gpu_busy_fraction") == keys.index("tpot_ms") + 1  # what bounds the step, beside it
+    assert keys.index("bound_by") == keys.index("tpot_ms") + 1  # what bounds the step, beside it
     assert "eager" in t.caption and "batch 1" not in t.caption
 
 
 def test_batch_finding_moe_over_dense_at_each_batch_through_resolved():
     (f,) = [f for f in FN.ablations(_data(_batch_rows())) if f.id == "model-batch"]
     pairs = {n["cell"]: n for n in f.numbers["pairs"]}
-    assert set(pairs) == {"moe at batch 1", "moe at batch 4"}  # batch 8: moe failed, said so instead
-    one = pairs["moe at batch 1"]
+    assert set(pairs) == {"moe against dense at batch 1", "moe against dense at batch 4"}  # batch 8: moe failed
+    one = pairs["moe against dense at batch 1"]
     assert one["claimed"] and one["low"] == pytest.approx(40 * 0.99 / (20 * 1.01))
     assert one["high"] == pytest.approx(40 * 1.01 / (20 * 0.99))
-    assert "moe at batch 8 failed (oom)" in f.text and "against dense" in f.text
+    assert "moe failed (oom)." in f.items and "decode tok/s, moe against dense at batch 1: between" in f.text
     # Overlapping intervals: the same rows with dense as fast as moe at batch 4 -> no difference claimed.
     rows = [r for r in _batch_rows() if (r["model"], r["batch_size"]) != ("dense", 4)] + [_row("dense", 64, 4, 119.0)]
     (f,) = [f for f in FN.ablations(_data(rows)) if f.id == "model-batch"]
     pairs = {n["cell"]: n for n in f.numbers["pairs"]}
-    assert not pairs["moe at batch 4"]["claimed"] and pairs["moe at batch 1"]["claimed"]
-    assert "no difference resolved" in f.text
+    assert not pairs["moe against dense at batch 4"]["claimed"] and pairs["moe against dense at batch 1"]["claimed"]
+    assert f.items[-1] == "Not resolved: decode tok/s of moe against dense at batch 4 (intervals overlap)."
 
 
 def test_frontier_figure_throughput_against_step_time_labelled_by_batch():
@@ -154,5 +159,5 @@ def test_frontier_figure_throughput_against_step_time_labelled_by_batch():
         svg, pdf = plot.render(fig)
         assert ">8<" in svg.replace(" ", "") or "8</text>" in svg
         assert pdf.startswith(b"%PDF")
-    no_study = {k: v for k, v in CONFIG["studies"].items() if k != "batch"}
-    assert "no batch_scaling study" in build_figure(spec, _data(_batch_rows(), CONFIG | {"studies": no_study})).skipped
+    no_study = CONFIG.model_copy(update={"studies": {k: v for k, v in CONFIG.studies.items() if k != "batch"}})
+    assert "no batch_scaling study" in build_figure(spec, _data(_batch_rows(), no_study)).skipped

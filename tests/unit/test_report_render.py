@@ -18,7 +18,7 @@ import yaml
 
 from deploybench.report.latex import tex_escape
 from deploybench.report.render import render_report
-from tests.fixtures.report_demo import demo_config, demo_frame
+from tests.fixtures.report_demo import demo_config, demo_frame, demo_settings
 
 ROOT = Path(__file__).resolve().parents[2]
 TEMPLATES = ROOT / "workflow" / "templates"
@@ -116,7 +116,7 @@ def check_html(html: str) -> HTMLCheck:
 @pytest.fixture(scope="module")
 def rendered(tmp_path_factory):
     out = tmp_path_factory.mktemp("report")
-    paths = render_report(demo_frame("gpu"), demo_config("gpu"), out, TEMPLATES, pdf=False)
+    paths = render_report(demo_frame("gpu"), demo_settings("gpu"), out, TEMPLATES, pdf=False)
     return paths, json.loads(paths["manifest"].read_text())
 
 
@@ -125,7 +125,10 @@ def test_render_writes_html_tex_and_figures(rendered):
     assert paths["html"].name == "report.html" and paths["tex"].name == "report.tex"
     assert paths["pdf"] is None and paths["pdf_status"] == "not built: skipped by the caller"
     drawn = [f for f, m in manifest["figures"].items() if not m["skipped"]]
-    assert len(drawn) == 7  # every figure family has data in the GPU demo
+    assert sorted(drawn) == ["fig-ape", "fig-itl", "fig-memory", "fig-ttft-context"]
+    # The demo's main study decodes host-paced (eager, GPU busy 17-46%): what would compare those cells is not drawn.
+    for fid in ("fig-tps-context", "fig-roofline", "fig-energy-context"):
+        assert "every cell it would draw is host-paced" in manifest["figures"][fid]["skipped"], fid
     for fid in drawn:
         assert (paths["figures"] / f"{fid}.svg").read_text().startswith("<svg")
         assert (paths["figures"] / f"{fid}.pdf").read_bytes().startswith(b"%PDF")  # vector PDF for LaTeX
@@ -242,9 +245,9 @@ def test_tex_escape():
 @pytest.mark.parametrize("variant", ["cpu", "only_failed", "none"])
 def test_bad_input_still_renders(tmp_path, variant):
     if variant == "cpu":
-        df, cfg = demo_frame("cpu"), demo_config("cpu")
+        df, cfg = demo_frame("cpu"), demo_settings("cpu")
     elif variant == "only_failed":
-        df, cfg = demo_frame("gpu", imported=False), demo_config("gpu")
+        df, cfg = demo_frame("gpu", imported=False), demo_settings("gpu")
         df["status"], df["failure_kind"], df["error"] = "failed", "oom", "out of memory"
     else:
         df, cfg = None, None
@@ -257,10 +260,10 @@ def test_bad_input_still_renders(tmp_path, variant):
 
 
 def test_stale_figures_and_pdf_are_removed(tmp_path):
-    render_report(demo_frame("gpu"), demo_config("gpu"), tmp_path, TEMPLATES, pdf=False)
+    render_report(demo_frame("gpu"), demo_settings("gpu"), tmp_path, TEMPLATES, pdf=False)
     assert (tmp_path / "figures" / "fig-memory.svg").exists()
     (tmp_path / "report.pdf").write_bytes(b"%PDF-stale")
-    render_report(demo_frame("cpu"), demo_config("cpu"), tmp_path, TEMPLATES, pdf=False)
+    render_report(demo_frame("cpu"), demo_settings("cpu"), tmp_path, TEMPLATES, pdf=False)
     assert not (tmp_path / "figures" / "fig-memory.svg").exists()  # CPU: no device memory
     assert not (tmp_path / "report.pdf").exists()
 

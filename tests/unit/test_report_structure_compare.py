@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from deploybench.report.render import render_report
-from tests.fixtures.report_demo import demo_config, demo_frame
+from tests.fixtures.report_demo import demo_frame, demo_settings
 
 ROOT = Path(__file__).resolve().parents[2]
 TEMPLATES = ROOT / "workflow" / "templates"
@@ -26,7 +26,7 @@ def reports(tmp_path_factory):
     out = {}
     for name, variant in (("gpu", "gpu"), ("gpu_again", "gpu"), ("cpu", "cpu")):
         out[name] = tmp_path_factory.mktemp(name)
-        render_report(demo_frame(variant), demo_config(variant), out[name], TEMPLATES, pdf=False)
+        render_report(demo_frame(variant), demo_settings(variant), out[name], TEMPLATES, pdf=False)
     return out
 
 

@@ -14,18 +14,19 @@ import numpy as np
 import pytest
 
 from deploybench.engines.timing import RunTiming
+from deploybench.enums import StopReason
 from deploybench.instruments import nvml
 from deploybench.measure import phases as measure
 from deploybench.measure import uncertainty
 from deploybench.measure.uncertainty import (
     MIN_RUNS_FOR_TARGET,
     Repetition,
-    StopReason,
     average_ranks,
     median_interval,
     variance_inflation,
 )
 from deploybench.results import metrics
+from tests.fixtures.engines import ScriptedEngine
 from tests.unit.test_measure import make_cell, random_model
 
 SIMULATIONS = 300
@@ -221,7 +222,7 @@ STEADY = [100.0 + 0.01 * ((i * 7) % 5 - 2) for i in range(190)]
 
 
 class FakeRunner:
-    """A backend runner whose measured runs have the decode tok/s of `speeds`, in order, and each take
+    """Runs whose measured ones have the decode tok/s of `speeds`, in order, and each take
     `run_s` of the fake clock; warm-up runs (clock=False) take no time and consume nothing."""
 
     def __init__(self, speeds, clock: FakeClock, run_s=1.0, gen=5):
@@ -250,8 +251,8 @@ def first_within(speeds, target_rel, min_runs) -> int:
 def decode_phase(speeds, **measurement):
     cell = make_cell(random_model("qwen3"), context=8, gen=5, **measurement)
     clock = FakeClock()
-    runner = FakeRunner(speeds, clock, gen=cell.gen)
-    return measure._decode_runs(runner, cell, "cpu", nvml.open_device("cpu"), clock=clock)
+    engine = ScriptedEngine(FakeRunner(speeds, clock, gen=cell.gen), cell)
+    return measure._decode_runs(engine, cell, nvml.open_device("cpu"), clock=clock)
 
 
 def test_the_decode_phase_stops_exactly_when_the_interval_narrows_below_the_target():
@@ -285,6 +286,6 @@ def test_the_ttft_phase_stops_when_its_interval_narrows():
         fake.now += ttft_s[i]
         return RunTiming(e2e_s=ttft_s[i], new_tokens=new_tokens), None
 
-    prefill = measure._prefill_runs(run, cell, nvml.open_device("cpu"), clock=fake)
+    prefill = measure._prefill_runs(ScriptedEngine(run, cell), cell, nvml.open_device("cpu"), clock=fake)
     expected = first_within([s * 1000 for s in ttft_s], 0.02, min_runs=MIN_RUNS_FOR_TARGET)
     assert len(prefill.ttft_ms) == expected and prefill.stop_reason is StopReason.CI_TARGET

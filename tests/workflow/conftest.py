@@ -38,8 +38,11 @@ class Workflow:
         python_path = os.pathsep.join(p for p in (str(self.root), os.environ.get("PYTHONPATH")) if p)
         return {**os.environ, "DEPLOYBENCH_WARM": "1", "PYTHONPATH": python_path}
 
-    def snakemake(self, *args: str, timeout: float = 600, check: bool = True, env: dict | None = None):
-        cmd = [sys.executable, "-m", "snakemake", *args, "--cores", "1", "--resources", "gpu=1"]
+    def snakemake(
+        self, *args: str, timeout: float = 600, check: bool = True, env: dict | None = None, prefix: tuple = ()
+    ):
+        """Run snakemake here; `prefix` runs it under a command that sets a limit (taskset, prlimit)."""
+        cmd = [*prefix, sys.executable, "-m", "snakemake", *args, "--cores", "1", "--resources", "gpu=1"]
         full_env = {**self.env, **(env or {})}
         proc = subprocess.run(cmd, cwd=self.root, capture_output=True, text=True, timeout=timeout, env=full_env)
         if check and proc.returncode != 0:

@@ -9,6 +9,7 @@ import re
 import pandas as pd
 import pytest
 
+from deploybench.plan.config import validate_config
 from deploybench.report import appendix, builder
 from deploybench.report.data import ReportData
 from deploybench.report.specs import BY_ID
@@ -28,7 +29,7 @@ def test_report_tables_equal_the_parquet(small_workflow):
 
     df = pd.read_parquet(wf.root / "results/ape.parquet")
     page = html.unescape((wf.root / "report/report.html").read_text())
-    data = ReportData(df, config)
+    data = ReportData(df, validate_config(config))
 
     (latency,) = builder.build(BY_ID["table-latency-ref"], data)
     for model in ("m-qwen3", "m-llama"):

@@ -11,6 +11,7 @@ localrules:
 rule consolidate:
     input:
         cells=CELL_FILES,
+        serving=SERVE_MARKERS,  # serve.smk: each marker lists its group's cell files
         external=external_table_paths(),
     output:
         parquet="results/consolidated.parquet",

@@ -19,17 +19,8 @@ rule report:
     log:
         "logs/report.log",
     params:
-        config={
-            key: config.get(key, {})
-            for key in (
-                "models",
-                "decoding",
-                "studies",
-                "analysis",
-                "report",
-                "measurement",
-            )
-        },
+        # The validated config as JSON, the keys the config files give: it changes only when they do.
+        config=SETTINGS.model_dump_json(exclude_unset=True),
         templates_dir=f"{workflow.basedir}/workflow/templates",
     script:
         "../../scripts/report.py"

@@ -14,7 +14,7 @@ static cache), and only its decode steps (one query position, the compiled graph
 function above. Models without SDPA (gpt-oss: attention sinks) keep GQA_EAGER for both. Rows record
 which in attn_implementation.
 
-The decode step's kernel is selectable (loop_options.DecodeAttentionKernel): the matmuls above
+The decode step's kernel is selectable (enums.DecodeAttentionKernel): the matmuls above
 (the default), torch's SDPA with enable_gqa, SDPA over the KV heads with the query groups folded
 into the query length, or FlexAttention, whose GPU decoding kernel splits the KV length across
 thread blocks. All but SDPA's own GQA path read each KV head once, and all take the same additive
@@ -30,7 +30,8 @@ from __future__ import annotations
 import torch
 from torch.nn import functional
 
-from deploybench.plan.loop_options import DecodeAttentionKernel
+from deploybench.enums import DecodeAttentionKernel
+from deploybench.instruments.device import is_cuda
 
 GQA_EAGER = "deploybench_gqa_eager"
 GQA_SDPA_PREFILL = "deploybench_gqa_sdpa_prefill"
@@ -128,7 +129,7 @@ _flex_outside_the_graph = torch.compiler.disable(flex_decode)
 
 def breaks_graph(kernel, device: str) -> bool:
     """Whether the decode step cannot be one graph with this kernel on this device (FlexAttention on CPU)."""
-    return DecodeAttentionKernel(kernel) is DecodeAttentionKernel.FLEX_DECODING and not str(device).startswith("cuda")
+    return DecodeAttentionKernel(kernel) is DecodeAttentionKernel.FLEX_DECODING and not is_cuda(device)
 
 
 def with_sinks(out: torch.Tensor, lse: torch.Tensor, sinks: torch.Tensor) -> torch.Tensor:

@@ -2,10 +2,12 @@
 
 At batch 1 a decode step routes one token to k experts (gpt-oss-20b: 4 of 32). transformers' default
 grouped_mm runs a grouped GEMM with one row per routed expert; on an H200 the expert GEMMs and the
-attention products shared 3.5 ms of a 6.07 ms step for 4.8 GB, at most 1.4 TB/s. Alternatives:
+attention products stream far below the copy bandwidth (reference-run/h200-2026-11-29/README.md, "Why
+gpt-oss-20b is far from its routed-experts roofline"). Alternatives:
 
 - batched_mm (transformers): gathers the routed experts' weights (a copy) and runs one bmm. It
-  asked for 253 GiB at a 2048-token prefill, so it is usable only here, for the decode steps.
+  ran out of memory at a 2048-token prefill on an H200 (the same README), so it is usable only
+  here, for the decode steps.
 - gathered_reduction (deploybench): each routed expert's product written as a broadcast product
   and sum over its weight rows picked by expert id; inductor fuses the gather into the reduction,
   so the routed weights are read once, in place, with no copy.
@@ -21,7 +23,7 @@ import torch
 
 from deploybench.analytic import params
 from deploybench.engines.compiled_loop import module_swap
-from deploybench.plan.loop_options import DecodeExperts
+from deploybench.enums import DecodeExperts
 
 TAG = "DecodeExperts"
 

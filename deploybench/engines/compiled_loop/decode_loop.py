@@ -16,7 +16,7 @@ model supports it (attention.GQA_SDPA_PREFILL).
 
 Options (loop_options.CompiledLoopOptions, from the model entry): fused projections (fusion.py), the
 decode-attention kernel (attention.py) and the experts path of the decode steps (decode_experts.py).
-The loop records on the model what it built (`deploybench_variant`), and the row says so.
+The loop keeps what it built (`build`), and the row says so.
 """
 
 from __future__ import annotations
@@ -27,9 +27,11 @@ from dataclasses import dataclass
 import torch
 
 from deploybench.engines import models
+from deploybench.engines.base import DecodeBuild
 from deploybench.engines.compiled_loop import attention, decode_experts, fusion
 from deploybench.engines.compiled_loop.sampling import make_sampler
 from deploybench.engines.timing import RunTiming, synchronize
+from deploybench.instruments.device import is_cuda
 from deploybench.plan.loop_options import DEFAULT, CompiledLoopOptions
 from deploybench.plan.spec import DecodingMode
 
@@ -66,14 +68,14 @@ class CompiledDecodeLoop:
         # A decode step feeds the experts one token per sequence: batch tokens take the decode path.
         decode_experts.install(model, options.decode_experts, decode_tokens=batch)
         self.batch = batch  # the static cache and the compiled graph hold this batch
-        model.deploybench_variant = _variant_facts(model, options, fused)
+        self.build = _decode_build(model, options, fused)
         self.model = model
         self.device = device
         # The last generated token is never fed back: the cache holds context + gen - 1 tokens.
         self.cache = StaticCache(config=model.config, max_cache_len=context + gen - 1)
         _steady_sliding_layers(self.cache, context + gen - 1, getattr(model.config, "sliding_window", None))
         self.sampler = make_sampler(decoding)
-        mode = "reduce-overhead" if device.startswith("cuda") else None  # CUDA graphs on GPU only
+        mode = "reduce-overhead" if is_cuda(device) else None  # CUDA graphs on GPU only
         one_graph = not attention.breaks_graph(options.decode_attention, device)  # FlexAttention on CPU breaks it
         self.step = torch.compile(self._decode_step, mode=mode, fullgraph=one_graph)
 
@@ -97,7 +99,7 @@ class CompiledDecodeLoop:
             raise ValueError(
                 f"this loop runs batch {self.batch}; build another CompiledDecodeLoop for batch {input_ids.shape[0]}"
             )
-        on_gpu = self.device.startswith("cuda")
+        on_gpu = is_cuda(self.device)
         torch.manual_seed(seed)
         positions = torch.arange(input_ids.shape[1], device=input_ids.device)[None]
         synchronize(self.device)
@@ -134,7 +136,7 @@ def _refuse_uncapturable_experts(model, options: CompiledLoopOptions, device: st
     """transformers' grouped_mm compiles only in bf16: in another dtype it falls back to a loop over
     `offs.tolist()`, a host copy that CUDA graph capture cannot hold. Refused as an unsupported dtype (a row)
     before anything is built, naming the option that avoids it."""
-    if not device.startswith("cuda") or not models.is_moe(model.config) or model.dtype == torch.bfloat16:
+    if not is_cuda(device) or not models.is_moe(model.config) or model.dtype == torch.bfloat16:
         return
     path = options.decode_experts or getattr(model.config, "_experts_implementation", None)
     if str(path) == "grouped_mm":
@@ -145,29 +147,16 @@ def _refuse_uncapturable_experts(model, options: CompiledLoopOptions, device: st
         )
 
 
-def _variant_facts(model, options: CompiledLoopOptions, fused: fusion.FusionResult) -> dict:
-    """The row's account of what this loop built (measure._load copies it into the row)."""
+def _decode_build(model, options: CompiledLoopOptions, fused: fusion.FusionResult) -> DecodeBuild:
+    """The row's account of what this loop built."""
     moe = models.is_moe(model.config)
     experts = options.decode_experts or getattr(model.config, "_experts_implementation", None)
-    return {
-        "fusions": fused.applied,
-        "fusions_skipped": fused.skipped,
-        "decode_attention_kernel": options.decode_attention.value,
-        "decode_experts_implementation": str(experts) if moe else None,
-    }
-
-
-def variant_facts(model) -> dict:
-    """What compiled_loop built into `model`; for a model no loop touched, no fusion and no decode kernel."""
-    return dict(getattr(model, "deploybench_variant", None) or NO_VARIANT)
-
-
-NO_VARIANT = {
-    "fusions": [],
-    "fusions_skipped": [],
-    "decode_attention_kernel": None,
-    "decode_experts_implementation": None,
-}
+    return DecodeBuild(
+        fusions=tuple(fused.applied),
+        fusions_skipped=tuple(fused.skipped),
+        decode_attention_kernel=options.decode_attention.value,
+        decode_experts_implementation=str(experts) if moe else None,
+    )
 
 
 def _steady_sliding_layers(cache, max_cache_len: int, window: int | None) -> None:

@@ -1,9 +1,10 @@
 """Fused projections: q/k/v in one weight, gate/up in one weight, built once after load.
 
 At batch 1 every projection is a GEMV, and small ones stream far below the copy bandwidth: on an
-H200, Qwen3-32B's k_proj and v_proj [1024, 5120] reached 1.08 TB/s against 3.6-3.8 TB/s for the
-large matrices. Concatenating the weights that multiply the same input makes one larger GEMV per
-layer (and one kernel launch instead of two or three). The fused module's forward is the
+H200, Qwen3-32B's k_proj and v_proj [1024, 5120] reached a fraction of the large matrices' rate
+(reference-run/h200-2026-11-29/README.md, "Why Qwen3-32B compiled stays at 64%"). Concatenating the
+weights that multiply the same input makes one larger GEMV per layer (and one kernel launch instead
+of two or three). The fused module's forward is the
 transformers layer's own, with one matmul split into views; each fused weight replaces its parts,
 which are freed (no copy of the unfused weights stays).
 
@@ -22,7 +23,7 @@ from dataclasses import dataclass, field
 import torch
 
 from deploybench.engines.compiled_loop import module_swap
-from deploybench.plan.loop_options import Fusion
+from deploybench.enums import Fusion
 
 QKV_TAG = "FusedQKV"
 GATE_UP_TAG = "FusedGateUp"
