@@ -127,7 +127,9 @@ def check_config(files: list[str]) -> int:
     from deploybench.plan.serving import serve_groups
 
     groups = serve_groups(config)
-    serving = f" + {sum(map(len, groups.values()))} serving load points in {len(groups)} server groups" if groups else ""
+    serving = (
+        f" + {sum(map(len, groups.values()))} serving load points in {len(groups)} server groups" if groups else ""
+    )
     print(f"{' + '.join(files)}: valid, {len(cells)} cells{serving}")
     return 0
 

@@ -126,7 +126,7 @@ class FailureKind(StrEnum):
     UNSUPPORTED = "unsupported"
     # Serving engines (deploybench.measure.serving): the row keeps the tail of the server's log.
     ENGINE_NOT_FOUND = "engine_not_found"  # the engine's interpreter is missing or lacks the engine
-    SERVER_START = "server_start"  # the server died while starting, did not answer /health in time, or its port was taken
+    SERVER_START = "server_start"  # it died while starting, did not answer /health in time, or its port was taken
     SERVER_DIED = "server_died"  # the server died during the load point
     REQUESTS_FAILED = "requests_failed"  # a request failed: HTTP error, an error inside a 200, fewer tokens than asked
 
@@ -137,7 +137,7 @@ class PromptMode(StrEnum):
     CHAT_TEMPLATE = "chat_template"
     RAW_TEXT = "raw_text"
     RANDOM_IDS = "random_ids"
-    RANDOM_WORDS = "random_words"  # seeded random token ids sent as text: the word-level tokenizer's words, one token each
+    RANDOM_WORDS = "random_words"  # seeded random token ids sent as text, one word-level token per word
 
 
 class CacheImplementation(StrEnum):

@@ -135,7 +135,9 @@ def run(job: ServeJob, marker: str | Path, archive_dir: str | None = archive.ARC
             done.status[spec.cell_id] = restorable["status"]
             continue
         todo.append(spec)
-    log.info("%s: %d load points to measure, %d kept, %d restored", job.group, len(todo), len(done.kept), len(done.restored))
+    log.info(
+        "%s: %d load points to measure, %d kept, %d restored", job.group, len(todo), len(done.kept), len(done.restored)
+    )
     if todo:
         from deploybench.measure.gpu_lease import lease_gpu
 
@@ -162,7 +164,11 @@ def _measure(done: GroupRun, todo: list[CellSpec], dev, device: str, tmp: Path) 
         return
     if not first.backend.starts_server:  # openai: an endpoint someone else started
         endpoint = first.engine
-        columns = {"engine_name": str(Backend.OPENAI), "engine_url": endpoint.url, "engine_started_by": endpoint.started_by}
+        columns = {
+            "engine_name": str(Backend.OPENAI),
+            "engine_url": endpoint.url,
+            "engine_started_by": endpoint.started_by,
+        }
         target = Target(endpoint.url, endpoint.served_model_name or first.model.id, columns, metrics=True)
         _points(done, todo, served, target, dev, rows)
         return
@@ -183,7 +189,13 @@ def _measure(done: GroupRun, todo: list[CellSpec], dev, device: str, tmp: Path) 
         started_by = f"deploybench serve job (server log {info.log_path})"
         columns = serving.engine_columns(info, config.engine_args, started_by)
         done.server = {k: columns[k] for k in ("engine_name", "engine_version", "engine_startup_s", "engine_command")}
-        log.info("server ready in %.1f s: %s (process group %s: %s)", info.startup_s, info.base_url, server.pgid, server.members())
+        log.info(
+            "server ready in %.1f s: %s (process group %s: %s)",
+            info.startup_s,
+            info.base_url,
+            server.pgid,
+            server.members(),
+        )
         target = Target(
             info.base_url,
             info.served_model_name,

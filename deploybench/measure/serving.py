@@ -202,7 +202,9 @@ def measure_point(spec: CellSpec, served, target: Target, dev, row: dict) -> dic
     p50 = figures.get("e2e_ms_p50")
     row["e2e_tps"] = ratio(spec.gen * 1000.0, p50)
     warm_failed = [r.failure for r in warm.records if not r.ok]
-    notes = [f"{len(warm_failed)} of {len(warm.records)} warm-up requests failed: {warm_failed[0]}"] if warm_failed else []
+    notes = (
+        [f"{len(warm_failed)} of {len(warm.records)} warm-up requests failed: {warm_failed[0]}"] if warm_failed else []
+    )
     row["notes"] = notes
     row["cell_wall_s"] = time.perf_counter() - started
     return _verdict(spec, row, point, target)

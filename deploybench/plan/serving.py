@@ -66,7 +66,7 @@ def check_study(study: Study) -> None:
     serving_backends = [b for b in study.backends if Backend(b).serving]
     if not study.serving:
         if serving_backends:
-            why = f"{serving_backends[0]!r} is a serving engine: measure it in a study of kind serving_load"
+            why = f"'{serving_backends[0]}' is a serving engine: measure it in a study of kind serving_load"
             raise Invalid("backends", why)
         for key in LOAD_KEYS:
             if getattr(study, key) is not None:
@@ -74,7 +74,8 @@ def check_study(study: Study) -> None:
         return
     others = [b for b in study.backends if not Backend(b).serving]
     if others:
-        why = f"a serving_load study loads serving engines ({', '.join(b for b in Backend if b.serving)}), not {others[0]!r}"
+        engines = ", ".join(b for b in Backend if b.serving)
+        why = f"a serving_load study loads serving engines ({engines}), not '{others[0]}'"
         raise Invalid("backends", why + " (name them: backends defaults to eager)")
     if study.concurrency is None and study.request_rate is None:
         raise Invalid("concurrency", "a serving_load study needs load points: concurrency and/or request_rate")

@@ -45,7 +45,14 @@ STANDARD_DECODING = {
 }
 # The measurement settings a serving load point reads (the others are of the generate() phases): a serving cell's
 # spec holds only these, so editing n_runs or max_measure_s remeasures no server.
-SERVING_MEASUREMENT = ("device", "seed", "min_energy_window_s", "idle_cooldown_s", "idle_cooldown_max_s", "idle_window_s")
+SERVING_MEASUREMENT = (
+    "device",
+    "seed",
+    "min_energy_window_s",
+    "idle_cooldown_s",
+    "idle_cooldown_max_s",
+    "idle_window_s",
+)
 # Files of a local pretrained directory that decide the architecture and the generation defaults.
 PRETRAINED_CARD_FILES = ("config.json", "generation_config.json")
 

@@ -180,6 +180,8 @@ def _grid(spec: TableSpec, data: ReportData, st: Study, tid: str) -> Table:
     lay = _Layout(spec, data, st)
     if spec.pivot_ends and len(lay.pivots) < 2:
         return skipped_table(tid, spec.title, f"study {st.name} has one {spec.pivot} only", st.name)
+    if "batch" in lay.iterated and len(batches := data.measured(st, "batch")) < 2:  # nothing scales: batch 1 is above
+        return skipped_table(tid, spec.title, captions.text("notes", "one_batch", batch=batches[0]), st.name)
     base = baseline_of(data, st)
     t = Table(tid, spec.title, _caption(spec, lay, st, base), _columns(spec, lay), study=st.name)
     used, seen = [], set()

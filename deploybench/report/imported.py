@@ -130,10 +130,9 @@ def _memory(ours: dict, theirs: dict, rt: float) -> tuple[str, str, str]:
         return "unexplained", DASH, "the study's weights are not in its row"
     (w_o, w_s), (p_o, p_s) = gb["weights_bytes"], gb["peak_allocated_bytes"]
     kv = Q.value(Q.get("kv_cache_bytes"), ours)
-    factors = (
-        f"weights {fmt_num(w_o, 4)} vs {fmt_num(w_s, 4)} + rest {fmt_num(p_o - w_o, 3)} vs {fmt_num(p_s - w_s, 3)}"
-    )
-    factors += f" GB (KV cache {fmt_num(kv, 3)} of ours)" if kv is not None else " GB"
+    rest = f"KV cache and the rest {fmt_num(p_o - w_o, 3)} vs {fmt_num(p_s - w_s, 3)} GB"
+    factors = f"weights {fmt_num(w_o, 4)} vs {fmt_num(w_s, 4)} + {rest}"
+    factors += f" (our KV cache: {fmt_num(kv, 3)})" if kv is not None else ""
     kind = "same" if abs(rt - 1) <= TOLERANCE else "unexplained"
     return kind, factors, captions.text("study", "gib", rest=fmt_num(abs((p_o - w_o) - (p_s - w_s)), 2))
 

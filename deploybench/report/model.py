@@ -57,7 +57,9 @@ def text_column(key: str, label: str, wrap: float | None = None) -> Column:
 
 def metric_column(m: Metric, key: str | None = None, label: str | None = None) -> Column:
     align = "l" if m.type is ValueType.STR else "r"
-    return Column(key or m.name, label or m.header_label, Q.unit(m), m.better, align)
+    col = Column(key or m.name, label or m.header_label, Q.unit(m), m.better, align)
+    col.wrap, col.width = (True, 0.13) if m.name == "bound_by" else (False, None)  # the verdict with its evidence
+    return col
 
 
 @dataclass

@@ -53,12 +53,14 @@ def _tables(data: ReportData) -> list[Table]:
     by: dict[str, list] = {}
     for r in sorted(rows, key=_order(data)):
         by.setdefault(machine(r), []).append(r)
+    groups = sorted(by.items(), key=lambda kv: -len(kv[1]))
+    failed = [(name, r) for name, group in groups for r in group if all(is_failed(x) for x in group)]
     out = []
-    for i, (name, group) in enumerate(sorted(by.items(), key=lambda kv: -len(kv[1]))):
+    for i, (name, group) in enumerate((name, group) for name, group in groups if not all(map(is_failed, group))):
         tid = "table-trust" if i == 0 else f"table-trust-{i + 1}"
         cols = [text_column("model", "Model"), text_column("backend", "Backend")]
         cols += [metric_column(Q.get(n)) for n in FIGURES]
-        cols[-1].label, cols[-1].wrap, cols[-1].width = "decode paced by", True, 0.2
+        cols[-1].label, cols[-1].width = "decode paced by", 0.2
         title = f"What to trust on {group[0].get('device_name') or 'this machine'} ({name})"
         caption = captions.text("tables", "table-trust", fixed=cell_label({a: v for a, v in held.items() if v}))
         t = Table(tid, title, caption, cols, lead=machine_words(group))
@@ -67,6 +69,13 @@ def _tables(data: ReportData) -> list[Table]:
             cells |= {n: metric_cell(r, Q.get(n), failed_text=True) for n in FIGURES}
             t.rows.append(Row(cells, key={"model": r["model"], "backend": r["backend"]}))
         out.append(finish(t, list(FIGURES[:-1]), "no figures measured"))
+        if not any(c.interval or c.runs for row in t.rows for c in row.cells.values()):
+            t.notes.append(captions.text("trust", "no_intervals"))
+    if out and failed:  # a machine whose every cell here failed: said under the first table
+        said = "; ".join(
+            f"{r['model']} {r['backend']} on {name}: {r.get('failure_kind') or 'error'}" for name, r in failed
+        )
+        out[0].notes.append(captions.text("trust", "failed_elsewhere", said=said))
     return out
 
 

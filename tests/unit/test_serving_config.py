@@ -1,4 +1,4 @@
-"""Serving in the typed config: the refusals name their key; load points, their ids, groups and the serve job's params."""
+"""Serving in the typed config: refusals name their key; load points, their ids, groups, the serve job's params."""
 
 from __future__ import annotations
 
@@ -79,7 +79,11 @@ REFUSALS = {
     "burstiness without a rate": (config(burstiness=0.5), "config.studies.load.burstiness", "only with request_rate"),
     "a batch axis": (config(batch=[1, 4]), "config.studies.load.batch", "a serving request is one sequence"),
     "a rate below the id's precision": (config(request_rate=[0.0001]), "config.studies.load.request_rate[0]", ""),
-    "an unknown SLO target": (config(slo={"ttft_ms_p42": 1}), "config.studies.load.slo", "not a valid name"),
+    "an unknown SLO target": (
+        config(slo={"ttft_ms_p42": 1}),
+        "config.studies.load.slo.ttft_ms_p42",
+        "not a valid name",
+    ),
     "openai without its endpoint": (with_openai(config()), "config.serving.openai", "required by study 'load'"),
     "openai on random weights": (
         with_openai(config(), "random") | {"serving": {"openai": {"url": "http://127.0.0.1:1", "started_by": "me"}}},
@@ -143,7 +147,10 @@ def test_load_points_ids_and_groups():
 def test_the_serve_params_change_exactly_with_a_point_or_an_engine_setting():
     def params(mutate=lambda c: c) -> dict[str, str]:
         settings = validate_config(mutate(config()))
-        return {naming.SERVE_GROUP_ID.format(**g.__dict__): serve_params(settings, g, p) for g, p in serve_groups(settings).items()}
+        return {
+            naming.SERVE_GROUP_ID.format(**g.__dict__): serve_params(settings, g, p)
+            for g, p in serve_groups(settings).items()
+        }
 
     def put(path, value):
         def mutate(c):
@@ -158,7 +165,10 @@ def test_the_serve_params_change_exactly_with_a_point_or_an_engine_setting():
     before = params()
     (text,) = before.values()
     job = parse_serve_job(text, HARNESS_VERSION)
-    assert [p.cell_id for p in job.points] == ["m-serve/vllm-bfloat16/c32-g8-b1-greedy-cc1", "m-serve/vllm-bfloat16/c32-g8-b1-greedy-cc4"]
+    assert [p.cell_id for p in job.points] == [
+        "m-serve/vllm-bfloat16/c32-g8-b1-greedy-cc1",
+        "m-serve/vllm-bfloat16/c32-g8-b1-greedy-cc4",
+    ]
     assert job.params_json() == text and job.startup_timeout_s == 600
     spec = job.points[0]
     assert set(json.loads(spec.spec_json())["measurement"]) == {
@@ -175,7 +185,9 @@ def test_the_serve_params_change_exactly_with_a_point_or_an_engine_setting():
     kv = parse_serve_job(next(iter(params(put(("serving", "vllm", "kv_cache_gib"), 2)).values())), "3")
     assert all(a.spec_json() != b.spec_json() for a, b in zip(kv.points, job.points))
     added = parse_serve_job(next(iter(params(put(("studies", "load", "concurrency"), [1, 2, 4])).values())), "3")
-    assert [p.spec_json() for p in added.points if not p.cell_id.endswith("-cc2")] == [p.spec_json() for p in job.points]
+    assert [p.spec_json() for p in added.points if not p.cell_id.endswith("-cc2")] == [
+        p.spec_json() for p in job.points
+    ]
     with pytest.raises(SpecError, match="harness_version"):
         parse_serve_job(text, "0")
 
@@ -183,7 +195,9 @@ def test_the_serve_params_change_exactly_with_a_point_or_an_engine_setting():
 def test_check_engines_names_the_key(tmp_path):
     c = config(backends=["vllm"]) | {"serving": {"vllm": {"python": str(tmp_path / "no/bin/python")}}}
     settings = validate_config(c)
-    with pytest.raises(ConfigError, match=r"^config\.serving\.vllm\.python: '.*no/bin/python' does not exist: `make engine-vllm`"):
+    with pytest.raises(
+        ConfigError, match=r"^config\.serving\.vllm\.python: '.*no/bin/python' does not exist: `make engine-vllm`"
+    ):
         check_engines(settings, ["vllm"])
     check_engines(settings, ["eager"])  # no serve job about to run: nothing to check
     check_engines(validate_config(config() | {"serving": {"vllm": {"python": "python3"}}}), ["vllm"])  # on PATH

@@ -3,7 +3,13 @@
 # results/cells/, which the job writes and keeps; deploybench.measure.serve_group). Its one declared output is the
 # group's marker. Its params hold every load point's cell spec: adding a point or editing a setting reruns the
 # job, which measures only the points without a good row of their current settings.
-from deploybench.plan.serving import check_engines, find_group, marker_path, serve_groups, serve_params
+from deploybench.plan.serving import (
+    check_engines,
+    find_group,
+    marker_path,
+    serve_groups,
+    serve_params,
+)
 
 SERVE_GROUPS = serve_groups(SETTINGS)
 SERVE_MARKERS = [marker_path(group) for group in SERVE_GROUPS]

@@ -56,7 +56,9 @@ def prepare_model(spec: CellSpec, root: Path) -> ServedModel:
     positions = getattr(config, "max_position_embeddings", None)
     if spec.model.source is WeightsSource.PRETRAINED:
         vocab, special = _pretrained_vocabulary(spec, config.vocab_size, special)
-        return ServedModel(spec.model.id, spec.model.revision, False, vocab, special, False, config.model_type, positions)
+        return ServedModel(
+            spec.model.id, spec.model.revision, False, vocab, special, False, config.model_type, positions
+        )
     directory = root / spec.model_name
     directory.mkdir(parents=True, exist_ok=True)
     card = json.loads(Path(spec.model.architecture).read_text())
