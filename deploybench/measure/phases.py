@@ -24,7 +24,6 @@ from contextlib import contextmanager
 
 import torch
 
-from deploybench import HARNESS_VERSION
 from deploybench.analytic import capacity, kvcache, params
 from deploybench.engines import models
 from deploybench.engines.base import Engine
@@ -37,36 +36,10 @@ from deploybench.instruments.energy_meter import EnergyMeter, IdleReading, measu
 from deploybench.measure import cell_figures, failures, row, uncertainty
 from deploybench.measure.runs import Afterwards, Ceilings, Clock, DecodeRuns, Idle, Measured, PrefillRuns, Ready
 from deploybench.plan.spec import CellSpec, ModelEntry
-from deploybench.results.schema import SCHEMA_VERSION
+from deploybench.results.identity import identity_columns
 from deploybench.stats import PERCENTILE_METHOD
 
 log = logging.getLogger(__name__)
-
-
-def identity(cell: CellSpec) -> dict:
-    decoding = cell.decoding
-    return {
-        "cell_id": cell.cell_id,
-        "model": cell.model_name,
-        "backend": cell.backend,
-        "dtype": cell.dtype,
-        "context_tokens": cell.context,
-        "gen_tokens": cell.gen,
-        "decoding": cell.decoding_name,
-        "spec_json": cell.spec_json(),
-        "harness_version": HARNESS_VERSION,
-        "schema_version": SCHEMA_VERSION,
-        "source": "deploybench",
-        "do_sample": decoding.do_sample,
-        "temperature": decoding.temperature,
-        "top_p": decoding.top_p,
-        "top_k": decoding.top_k,
-        "seed": cell.measurement.seed,
-        "weights_source": cell.model.source,
-        "model_ref": cell.model.ref,
-        "cache_implementation": cell.cache_implementation,
-        "batch_size": cell.batch,
-    }
 
 
 def failed_row(row: dict, kind: str, exc: BaseException) -> dict:
@@ -86,7 +59,7 @@ def measure_cell(cell: CellSpec) -> dict:
     measurement = cell.measurement
     device = environment.resolve_device(measurement.device)
     result = {
-        **identity(cell),
+        **identity_columns(cell),
         **environment.capture(device),
         "started_at": environment.utc_now(),
         "warmup_runs": measurement.warmup_runs,

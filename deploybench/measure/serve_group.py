@@ -29,6 +29,7 @@ from deploybench import HARNESS_VERSION
 from deploybench.engines.serving import deploy
 from deploybench.engines.serving.server import ServerProcess, ServingError
 from deploybench.enums import Backend, Device, FailureKind
+from deploybench.instruments.nvml import UnavailableDevice
 from deploybench.instruments.server_gpu import server_device
 from deploybench.measure import serving
 from deploybench.measure.serving import Target
@@ -144,12 +145,19 @@ def run(job: ServeJob, marker: str | Path, archive_dir: str | None = archive.ARC
         with sigterm_exits(), lease_gpu() as lease, tempfile.TemporaryDirectory(prefix="deploybench-serve-") as tmp:
             log.info("GPU lease: %s", lease)
             device = resolve_device(todo[0].measurement.device, lease)
-            with server_device(lease, device) as dev:
+            with _gpu(todo[0], lease, device) as dev:
                 _measure(done, todo, dev, device, Path(tmp))
     content = done.marker()
     path = Path(marker)
     write_atomically({path: lambda tmp: tmp.write_text(json.dumps(content, indent=2) + "\n")})
     return content
+
+
+def _gpu(spec: CellSpec, lease, device: str):
+    """The NVML device under the server; none for an endpoint started elsewhere (it may run on another GPU or host)."""
+    if not spec.backend.starts_server:
+        return UnavailableDevice("an openai endpoint runs where its starter put it: no GPU figures")
+    return server_device(lease, device)
 
 
 def _measure(done: GroupRun, todo: list[CellSpec], dev, device: str, tmp: Path) -> None:

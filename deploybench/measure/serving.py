@@ -50,6 +50,7 @@ from deploybench.instruments.energy_meter import EnergyMeter, measure_idle
 from deploybench.instruments.server_gpu import GpuMonitor
 from deploybench.plan.spec import CellSpec
 from deploybench.results.archive import utc_now
+from deploybench.results.identity import identity_columns
 from deploybench.stats import PERCENTILE_METHOD
 
 MAX_WARMUP = 64  # requests of a request-rate point's warm-up
@@ -114,10 +115,9 @@ def environment_columns(dev, device: str) -> dict:
 
 
 def base_row(spec: CellSpec, environment: dict, target_columns: dict) -> dict:
-    from deploybench.measure.phases import identity  # torch is imported with it (never initialised here)
 
     return {
-        **identity(spec),
+        **identity_columns(spec),
         "cache_implementation": None,  # the engine's own (paged, in vLLM)
         **environment,
         **target_columns,

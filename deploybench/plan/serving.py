@@ -175,7 +175,7 @@ class ServeJob(Settings):
 
     points: Annotated[list[CellSpec], Field(min_length=1)]
     harness_version: str
-    startup_timeout_s: PositiveFloat = None
+    startup_timeout_s: PositiveFloat | None = Field(None, exclude_if=lambda timeout: timeout is None)
     """none for an endpoint the job does not start (openai)"""
 
     @model_validator(mode="after")

@@ -196,6 +196,7 @@ def _histograms(spec: FigureSpec, data: ReportData, st: Study, ref: dict, used: 
         p.series.append(Series(model, edges, shares, color))
         p.note = f"n = {len(samples)}, p50 = {fmt_num(_quantile(sorted(samples), 0.5), 3)} {Q.unit(m)}"
         p.note += f"; {above} above {fmt_num(edges[-1], 3)} {Q.unit(m)} not drawn" if above else ""
+        p.note += "; ‡ host-paced: these gaps are the host's pace" if pacing.host_paced(r) else ""
         panels.append(p)
     return panels
 
@@ -228,7 +229,8 @@ def build(spec: FigureSpec, data: ReportData) -> Figure:
     panels, dropped = [p for p in drawn if not p.dropped], [p.dropped for p in drawn if p.dropped]
     if spec.layout == "frontier" and len(data.measured(st, "batch")) < 2:
         return Figure(spec.id, spec.title, skipped=captions.text("skips", "one_batch", batch=data.anchor(st, "batch")))
-    dropped = [captions.text("skips", "paced", figures=" and ".join(dropped))] if dropped else []
+    said = ", ".join(dropped[:-1]) + " and " + dropped[-1] if len(dropped) > 1 else "".join(dropped)
+    dropped = [captions.text("skips", "paced", figures=said)] if dropped else []
     if not panels:
         skips, why = captions.entries("skips"), data.reason_missing(used, spec.missing)
         why = skips[spec.id].format(reason=why) if spec.id in skips else why

@@ -23,7 +23,8 @@ from pathlib import Path
 from deploybench import HARNESS_VERSION
 from deploybench.enums import Status
 from deploybench.plan.spec import CellSpec
-from deploybench.results.schema import SCHEMA_VERSION, read_rows, write_row
+from deploybench.results.identity import identity_columns
+from deploybench.results.schema import read_rows, write_row
 
 log = logging.getLogger(__name__)
 
@@ -129,18 +130,7 @@ def restore(good: dict, out: str | Path, archive_dir: str | Path) -> Path:
 def crash_row(cell: CellSpec, error: str, started_at: str) -> dict:
     """The row of an attempt that ended in an exception (or a killed process): identity, settings, the error."""
     return {
-        "cell_id": cell.cell_id,
-        "model": cell.model_name,
-        "backend": cell.backend,
-        "dtype": cell.dtype,
-        "context_tokens": cell.context,
-        "gen_tokens": cell.gen,
-        "decoding": cell.decoding_name,
-        "batch_size": cell.batch,
-        "spec_json": cell.spec_json(),
-        "harness_version": HARNESS_VERSION,
-        "schema_version": SCHEMA_VERSION,
-        "source": "deploybench",
+        **identity_columns(cell),
         "started_at": started_at,
         "status": Status.FAILED,
         "failure_kind": None,

@@ -108,3 +108,55 @@ def test_sigterm_becomes_system_exit():
         os.kill(os.getpid(), signal.SIGTERM)  # the handler runs in this thread before the next bytecode
     assert caught.value.code == 128 + signal.SIGTERM
     assert signal.getsignal(signal.SIGTERM) is not None
+
+
+@pytest.fixture
+def endpoint():
+    """The scripted OpenAI-compatible server, on a loop of its own thread (the serve job runs its own loop)."""
+    import asyncio
+    import threading
+
+    from tests.fixtures.fake_openai_server import FakeOpenAIServer, tokens_script
+
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    server = FakeOpenAIServer(lambda i, body: tokens_script([1] * body["max_tokens"]))
+    asyncio.run_coroutine_threadsafe(server.__aenter__(), loop).result(10)
+    yield server
+    asyncio.run_coroutine_threadsafe(server.__aexit__(None, None, None), loop).result(10)
+    loop.call_soon_threadsafe(loop.stop)
+    thread.join(10)
+
+
+def test_an_openai_endpoint_is_loaded_not_started(tmp_path, monkeypatch, endpoint):
+    from deploybench.engines.serving.tiny_model import write_tiny_model
+
+    monkeypatch.chdir(tmp_path)
+    write_tiny_model(tmp_path / "served")  # a pretrained entry's directory: its config and its tokenizer
+    c = config(backends=["openai"]) | {
+        "serving": {"openai": {"url": endpoint.url, "started_by": "a scripted server", "token_id_prompts": True}}
+    }
+    c["models"] = {"m-serve": {"source": "pretrained", "id": "./served"}}
+    c["studies"] = {"load": c["studies"]["load"]}
+    c["analysis"] = {}
+    settings = validate_config(c)
+    ((group, points),) = serve_groups(settings).items()
+    job = parse_serve_job(serve_params(settings, group, points), HARNESS_VERSION)
+    assert job.startup_timeout_s is None
+    content = run(job, "results/serving/marker.json", archive_dir=None)
+    assert content["server_starts"] == 0 and len(content["measured"]) == 2
+    for spec in job.points:
+        (row,) = read_rows(naming.cell_path(spec.cell_id))
+        assert row["status"] == "ok", row["error"]
+        assert (row["engine_name"], row["engine_url"], row["engine_started_by"]) == (
+            "openai",
+            endpoint.url,
+            "a scripted server",
+        )
+        n = row["load_n_requests"]
+        assert row["client_output_tokens"] == row["server_output_tokens"] == 8 * n and row["tokens_reconciled"]
+        assert row["prompt_mode"] == "random_ids" and row["context_tokens_measured"] == 32
+        assert row["energy_source"].startswith("unavailable: an openai endpoint")
+    assert {body["model"] for body in endpoint.bodies} == {"./served"}
+    assert not any("ignore_eos" in body for body in endpoint.bodies)  # not declared accepted
