@@ -9,14 +9,16 @@ from __future__ import annotations
 from collections import Counter
 
 from deploybench.analytic import boundness
+from deploybench.enums import StudyKind
 from deploybench.plan.naming import cell_id
-from deploybench.report import captions, pacing
+from deploybench.report import captions, pacing, serving
 from deploybench.report import quantities as Q
 from deploybench.report.data import OURS, ReportData, as_list, cell_label, cell_of, is_failed, is_invalid, reasons
 from deploybench.report.fmt import DASH, fmt_int, fmt_num, join, num, short, span, to_int
 from deploybench.report.model import Cell, Row, Table, metric_cell, row_status, skipped_table, text_cell, text_column
 from deploybench.results import metrics
 
+SERVING = str(StudyKind.SERVING_LOAD)  # its cells are load points: serving.lines says which have no row
 # The governance rows (config metadata keys) and environment rows (row columns): captions.yaml's `governance`
 # and `environment`. What else a machine's rows say about it: column -> (label, how each value prints, or None:
 # the range of its values in the catalogue's display unit).
@@ -86,8 +88,10 @@ def failures(data: ReportData) -> list[Table]:
     t = Table(tid, "Failed and invalid cells", captions.text("tables", tid), cols, long=True)
     ours = sorted(data.ours, key=lambda r: str(r.get("cell_id")))
     t.rows = [_failure_row(r) for r in ours if is_failed(r) or is_invalid(r)]
-    absent = [cell for st in data.studies() for cell in st.cells() if data.row(cell) is None]
-    for cid in dict.fromkeys(cell_id(**data.effective(cell)) for cell in absent):
+    absent = [cell for st in data.studies() if st.kind != SERVING for cell in st.cells() if data.row(cell) is None]
+    ids = [cell_id(**data.effective(cell)) for cell in absent]
+    ids += [ln.cell_id(v) for ln in serving.lines(data) for v, r in ln.points if r is None]  # a load point each
+    for cid in dict.fromkeys(ids):
         cells = {"cell_id": text_cell(cid), "status": Cell("missing", kind="missing")}
         cells |= {"kind": text_cell("no row"), "reason": text_cell(captions.text("notes", "no_row"))}
         t.rows.append(Row(cells, key={"cell_id": cid}, status="missing"))

@@ -4,19 +4,22 @@ A cell is addressed by its axes {model, backend, dtype, context, gen, decoding, 
 grid of them, read from the typed config (deploybench.plan.config: its defaults, its expansion into cells).
 Every table, figure and finding reads batch-1 rows, except where it lays out the batch axis itself (the
 batch-scaling study): a cell that names no batch is at BATCH, and so is a row without batch_size (schema 1.x).
+A serving engine's rows are load points of one cell each (`load_of`): the cell's row is its concurrency-1 point,
+one request at a time as every other batch-1 row; all of its points are `ReportData.serving` (report/serving.py).
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, fields
 
 import pandas as pd
 
-from deploybench.enums import StudyKind
+from deploybench.enums import Backend, LoadMode, StudyKind
 from deploybench.plan import config as plan
 from deploybench.plan.spec import DecodingMode, MeasurementSettings, ModelEntry
 from deploybench.report import captions
-from deploybench.report.fmt import short, to_int
+from deploybench.report.fmt import num, short, to_int
 from deploybench.results.schema import UNBATCHED as BATCH  # of every cell that names no batch, and of every row
 from deploybench.results.values import finite_or_none, is_missing
 
@@ -25,6 +28,8 @@ AXES = tuple(f.name for f in fields(plan.Cell))  # model, backend, dtype, contex
 NUMERIC = ("context", "gen", "batch")  # the axes whose values are counts
 # The frame's column for each axis.
 AXIS_COLUMN = {axis: axis for axis in AXES} | {"context": "context_tokens", "gen": "gen_tokens", "batch": "batch_size"}
+SERVING = tuple(str(b) for b in Backend if b.serving)  # backends whose cells are load points
+_LOAD_SUFFIX = re.compile(r"-(?:cc(?P<cc>\d+)|r(?P<rate>\d+(?:\.\d+)?)(?:-bu[\d.]+)?)$")  # plan.naming.load_suffix
 
 
 def _clean(v):
@@ -58,6 +63,29 @@ def is_failed(r: dict | None) -> bool:
 
 def is_invalid(r: dict | None) -> bool:
     return r is not None and r.get("valid") is False and not is_failed(r)
+
+
+def load_of(r: dict) -> tuple[str, float] | None:
+    """A serving row's load point, (concurrency, N) or (request_rate, req/s), from its load columns or else its
+    cell id (a failed start has no load columns); None for any other row."""
+    if r.get("backend") not in SERVING:
+        return None
+    for mode, col in ((LoadMode.CONCURRENCY, "load_concurrency"), (LoadMode.REQUEST_RATE, "load_request_rate_rps")):
+        if r.get("load_mode") == mode and num(r.get(col)) is not None:
+            return str(mode), float(r[col])
+    found = _LOAD_SUFFIX.search(str(r.get("cell_id") or ""))
+    if found is None:
+        return None
+    return (
+        (str(LoadMode.CONCURRENCY), float(found["cc"]))
+        if found["cc"]
+        else (str(LoadMode.REQUEST_RATE), float(found["rate"]))
+    )
+
+
+def one_at_a_time(r: dict) -> bool:
+    """Not a serving row, or its concurrency-1 point: the row of its cell."""
+    return r.get("backend") not in SERVING or load_of(r) == (str(LoadMode.CONCURRENCY), 1.0)
 
 
 def reasons(r: dict) -> str:
@@ -122,9 +150,11 @@ class ReportData:
         self.all = records(df)
         self.ours = [r for r in self.all if is_ours(r)]
         self.imported = [r for r in self.all if not is_ours(r)]
-        self.index = {_key(cell_of(r)): r for r in self.ours}
+        self.serving = [r for r in self.ours if r.get("backend") in SERVING]  # every load point
+        cells = [r for r in self.ours if one_at_a_time(r)]
+        self.index = {_key(cell_of(r)): r for r in cells}
         self._built: dict = {}
-        self.batch1 = [r for r in self.ours if cell_of(r)["batch"] == BATCH]  # the rows of unbatched figures
+        self.batch1 = [r for r in cells if cell_of(r)["batch"] == BATCH]  # the rows of unbatched figures
         self.configured_models = list(config.models) if config else []  # in the config's order
         seen = [r.get("model") for r in self.ours if r.get("model")]
         self.models = [m for m in self.configured_models if m in seen] + sorted(set(seen) - set(self.configured_models))

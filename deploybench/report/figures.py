@@ -60,11 +60,15 @@ class Series:
     labels: list[str] = field(default_factory=list)  # a text beside each point (frontier: its batch size)
     ends: list[tuple[float, float] | None] = field(default_factory=list)  # each point's 95% interval or run range
     paced: list[bool] = field(default_factory=list)  # each point from a host-paced cell (pacing.py)
+    dashed: bool = False  # serving: the panel's second figure of the same line (its `dashed` says which)
+    status: list[str] = field(default_factory=list)  # serving: each point ok | invalid | failed
 
 
 @dataclass
 class Panel:
-    kind: str  # line | bar | stacked | hist | frontier (a line through points of two figures, labelled)
+    # line | bar | stacked | hist | frontier (a line through points of two figures, labelled) | serving (load points
+    # of serving engines, serving_figures.py) | message (nothing to draw: the panel says why)
+    kind: str
     title: str
     x_label: str
     y_label: str
@@ -73,6 +77,11 @@ class Panel:
     log2_x: bool = False
     note: str = ""
     dropped: str = ""  # why the panel is not drawn (every point host-paced)
+    log_x: bool = False  # serving: logarithmic axes where the figures span decades
+    log_y: bool = False
+    solid: str = ""  # serving: what the solid and the dashed lines show (the key inside the panel)
+    dashed: str = ""
+    limits: list[tuple[float, str]] = field(default_factory=list)  # serving: vertical lines, e.g. an SLO target
 
 
 @dataclass

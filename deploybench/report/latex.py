@@ -25,6 +25,7 @@ _TEX_SPECIAL = {
     **{ch: rf"\ensuremath{{{cmd}}}" for ch, cmd in zip("−×÷≈↑↓→°Δµ≤≥±", _MATH)},  # − is the minus sign
     **{ch: rf"\textsuperscript{{{digit}}}" for ch, digit in zip("⁰¹²³⁹", "01239")},
     **dict(zip("—–†‡…“”‘’\u00a0", _PUNCTUATION)),
+    **{"✓": r"\ensuremath{\surd}", "✗": r"\ensuremath{\times}", "§": r"\S{}"},  # no package needed
 }
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 import math
 import re
+import textwrap
 from xml.sax.saxutils import escape
 
 from deploybench.report.figures import Figure, Panel
@@ -18,6 +19,7 @@ from deploybench.report.fmt import fmt_num
 try:
     import matplotlib
     from matplotlib.figure import Figure as MplFigure
+    from matplotlib.lines import Line2D
 except ImportError:  # a GPU node without it still renders the report, figures skipped with the reason
     matplotlib = None
 
@@ -124,7 +126,66 @@ def _hist(ax, p: Panel) -> None:
     ax.set_ylim(bottom=0)
 
 
+def _serving(ax, p: Panel) -> None:
+    """Load points joined per line (the panel's second figure dashed); a hollow marker is an invalid point, a cross
+    a failed one (not joined); the key inside the axes."""
+    names = list(dict.fromkeys(s.name for s in p.series))
+    for s in p.series:
+        marker, states = MARKERS[names.index(s.name) % len(MARKERS)], s.status or ["ok"] * len(s.y)
+        joined = [k for k, state in enumerate(states) if state != "failed"]
+        xs, ys = [s.x[k] for k in joined], [s.y[k] for k in joined]
+        ax.plot(xs, ys, color=s.color, ls="--" if s.dashed else "-", lw=1.3 if s.dashed else 2, zorder=2)
+        for k in joined:
+            hollow = states[k] == "invalid"
+            ax.plot(s.x[k], s.y[k], ls="none", marker=marker, ms=4 if s.dashed else 5.5, color=s.color, zorder=3,
+                    mfc="white" if hollow else s.color, mew=1.4)  # fmt: skip
+        for k in (k for k, state in enumerate(states) if state == "failed"):
+            ax.plot(s.x[k], s.y[k], ls="none", marker="x", ms=8, mew=2.2, color=s.color, zorder=3)
+        for x, y, text in zip(s.x, s.y, s.labels):
+            ax.annotate(text, (x, y), xytext=(4, 3), textcoords="offset points", fontsize=7.5, color=s.color)
+    if p.log2_x:  # loads 1, 4, 16, ...: evenly spaced, the loads as ticks
+        ax.set_xscale("log", base=2)
+        xs = sorted({x for s in p.series for x in s.x})
+        ax.set_xticks(xs, [f"{x:g}" for x in xs])
+        ax.minorticks_off()
+    elif p.log_x:
+        ax.set_xscale("log")
+        ax.xaxis.set_major_formatter(tick_label)
+    else:
+        ax.set_xlim(left=0)
+    if p.log_y:
+        ax.set_yscale("log")
+    else:
+        ax.set_ylim(bottom=0)
+    for x, _ in p.limits:  # a target: the dashed points left of it meet it
+        ax.axvline(x, color="#777", ls=":", lw=1.4, zorder=1)
+    states = {state for s in p.series for state in s.status}
+    first = {name: next(s for s in p.series if s.name == name) for name in names}
+    key = [Line2D([], [], color=s.color, lw=2, marker=MARKERS[i % len(MARKERS)], label=name)
+           for i, (name, s) in enumerate(first.items())]  # fmt: skip
+    if any(s.dashed for s in p.series):
+        key += [
+            Line2D([], [], color="#555", lw=2, label=p.solid),
+            Line2D([], [], color="#555", lw=1.3, ls="--", label=p.dashed),
+        ]
+    key += [Line2D([], [], color="#777", ls=":", lw=1.4, label=text) for _, text in p.limits]
+    if "invalid" in states:
+        key.append(Line2D([], [], color="#555", ls="none", marker="o", mfc="white", label="invalid (†)"))
+    if "failed" in states:
+        key.append(Line2D([], [], color="#555", ls="none", marker="x", mew=2, label="failed"))
+    ax.legend(handles=key, loc="best", fontsize=7.5, frameon=True, framealpha=0.9, edgecolor="#ddd")
+
+
+def _message(ax, p: Panel) -> None:
+    """Nothing to draw: the reason in the panel's place, no empty axes."""
+    ax.set_axis_off()
+    text = "\n".join(textwrap.wrap(p.note, 44))
+    box = {"boxstyle": "round,pad=0.8", "fc": "#f7f7f8", "ec": "#b9b9b9", "ls": "--"}
+    ax.text(0.5, 0.5, text, transform=ax.transAxes, ha="center", va="center", fontsize=8.5, color="#444", bbox=box)
+
+
 DRAW = {"line": _line, "frontier": _line, "bar": _bars, "stacked": _stacked, "hist": _hist}
+DRAW |= {"serving": _serving, "message": _message}
 
 
 def draw(fig: Figure) -> MplFigure:
@@ -135,6 +196,9 @@ def draw(fig: Figure) -> MplFigure:
     axes = out.subplots(rows, cols, squeeze=False).ravel()
     for ax, p in zip(axes, fig.panels):
         DRAW[p.kind](ax, p)
+        if p.kind == "message":
+            ax.set_title(p.title, pad=4)
+            continue
         notes = p.note.split("; ") if p.note else []  # one clause a line, in small type under the title
         ax.set_title(p.title, pad=4 + 11 * len(notes))
         if notes:
@@ -149,7 +213,8 @@ def draw(fig: Figure) -> MplFigure:
         ax.margins(y=0.12)
     for ax in axes[n:]:
         ax.set_visible(False)
-    if any(p.kind != "hist" for p in fig.panels):  # one legend above the panels
+    inside = any(p.kind in ("serving", "message") for p in fig.panels)  # serving: each panel's key in its axes
+    if any(p.kind != "hist" for p in fig.panels) and not inside:  # one legend above the panels
         handles, labels = axes[0].get_legend_handles_labels()
         if any(p.kind == "bar" for p in fig.panels):  # bars: each model's colour, from every panel
             seen = {label: h for ax in axes[:n] for h, label in zip(*ax.get_legend_handles_labels())}

@@ -18,8 +18,21 @@ from pathlib import Path
 import jinja2
 import pandas as pd
 
+from deploybench.enums import StudyKind
 from deploybench.plan.config import WorkflowConfig
-from deploybench.report import appendix, builder, captions, findings, imported, latex, plot, specs, trust
+from deploybench.report import (
+    appendix,
+    builder,
+    captions,
+    findings,
+    imported,
+    latex,
+    plot,
+    serving,
+    serving_figures,
+    specs,
+    trust,
+)
 from deploybench.report.data import ReportData
 from deploybench.report.figures import build_figures
 from deploybench.report.fmt import short
@@ -36,6 +49,7 @@ TABLES |= {"table-study-derived": imported.derived}
 TABLES |= {"table-governance": appendix.governance, "table-methodology": appendix.methodology}
 TABLES |= {"table-definitions": appendix.definitions, "table-environment": appendix.environment}
 TABLES |= {"table-failures": appendix.failures, "table-trust": trust.tables}
+TABLES |= {"table-serving-slo": serving.slo_table, "table-serving-generate": serving.table12}
 # Sections in reading order, each with its tables and figures: captions.yaml's `sections` (with titles, intros).
 
 
@@ -61,9 +75,11 @@ def build_report(df: pd.DataFrame | None, config: WorkflowConfig | None, templat
     """Everything the templates print, as plain data."""
     captions.use(templates_dir)
     data = ReportData(df, config)
-    figs = build_figures(data)
+    figs = build_figures(data) | serving_figures.build_figures(data)
     sections, counts = [], {"table": 0, "figure": 0}
     for sid, text in captions.entries("sections").items():
+        if text.get("needs") and not data.studies(StudyKind(text["needs"])):
+            continue  # a section of a study kind the config lacks (serving engines) is left out
         items = []
         for item_id in text["items"]:
             if item_id.startswith("fig-"):

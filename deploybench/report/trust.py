@@ -4,20 +4,22 @@ One table per machine (its GPU, else its host): a row per (model entry, backend)
 cell's context, generated tokens, decoding and dtype, batch 1, with TTFT, decode and e2e tok/s, peak memory and
 energy per decode token, each with its 95% interval or, where none exists, its run range, and the verdict of what
 paces the decode with its evidence. A host-paced figure is marked (‡, greyed) where it stands. The rows are any
-backend's: a backend whose rows lack a figure shows a dash, and a figure no row has is left out.
-Beside each table, the machine and the code the rows came from.
+backend's: a backend whose rows lack a figure shows a dash, and a figure no row has is left out. A serving engine is
+a backend of its own: its concurrency-1 load point under generate()'s names (serving.as_generate), its timings
+marked * where the server ran on CPU. Beside each table, the machine and the code the rows came from.
 """
 
 from __future__ import annotations
 
-from deploybench.report import captions
+from deploybench.report import captions, serving
 from deploybench.report import quantities as Q
-from deploybench.report.data import ReportData, cell_label, cell_of, is_failed, machine
+from deploybench.report.data import SERVING, ReportData, cell_label, cell_of, is_failed, machine
 from deploybench.report.fmt import fmt_int, fmt_num, join, num
 from deploybench.report.model import Row, Table, finish, metric_cell, metric_column, text_cell, text_column
 
 FIGURES = ("ttft_ms", "decode_tps", "e2e_tps", "peak_allocated_bytes", "j_per_decode_token", "bound_by")
 HELD = ("context", "gen", "decoding", "dtype")  # the reference cell's axes every row of the table shares
+TIMINGS = ("ttft_ms", "decode_tps", "e2e_tps")
 
 
 def _held(data: ReportData) -> dict:
@@ -32,7 +34,7 @@ def _held(data: ReportData) -> dict:
 
 
 def _order(data: ReportData):
-    backends = {b: i for i, b in enumerate(("eager", "compiled", "compiled_loop"))}
+    backends = {b: i for i, b in enumerate(("eager", "compiled", "compiled_loop", *SERVING))}
     models = {m: i for i, m in enumerate(data.configured_models)}
     return lambda r: (
         models.get(r["model"], len(models)),
@@ -65,10 +67,17 @@ def _tables(data: ReportData) -> list[Table]:
         caption = captions.text("tables", "table-trust", fixed=cell_label({a: v for a, v in held.items() if v}))
         t = Table(tid, title, caption, cols, lead=machine_words(group))
         for r in group:
-            cells = {"model": text_cell(r["model"]), "backend": text_cell(r["backend"])}
-            cells |= {n: metric_cell(r, Q.get(n), failed_text=True) for n in FIGURES}
+            engine = f" {r['engine_version']}" if r["backend"] in SERVING and r.get("engine_version") else ""
+            cells = {"model": text_cell(r["model"]), "backend": text_cell(r["backend"] + engine)}
+            cells |= {n: metric_cell(serving.as_generate(r), Q.get(n), failed_text=True) for n in FIGURES}
+            for n in TIMINGS if serving.cpu_timed(r) else ():
+                serving.mark_cpu(cells[n])
+            serving.mark_memory(r, cells["peak_allocated_bytes"])
             t.rows.append(Row(cells, key={"model": r["model"], "backend": r["backend"]}))
         out.append(finish(t, list(FIGURES[:-1]), "no figures measured"))
+        if engines := list(dict.fromkeys(r["backend"] for r in group if r["backend"] in SERVING)):
+            t.notes.append(captions.text("serving", "trust", engines=", ".join(engines)))
+        t.notes += serving.marks(t)
         if not any(c.interval or c.runs for row in t.rows for c in row.cells.values()):
             t.notes.append(captions.text("trust", "no_intervals"))
     if out and failed:  # a machine whose every cell here failed: said under the first table
