@@ -115,7 +115,7 @@ def environment_columns(dev, device: str) -> dict:
 
 
 def base_row(spec: CellSpec, environment: dict, target_columns: dict) -> dict:
-
+    """A load point's row before it is measured: identity, machine and code, the engine, the settings."""
     return {
         **identity_columns(spec),
         "cache_implementation": None,  # the engine's own (paged, in vLLM)

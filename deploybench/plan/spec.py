@@ -278,8 +278,11 @@ class CellSpec(Settings):
         if self.card_sha256 is not None and self.card_sha256 != card_digests(self.model):
             raise Invalid("card_sha256", f"the files of {self.model.ref!r} changed since this cell was planned")
         for key in ("load", "engine"):
-            if (getattr(self, key) is not None) != self.backend.serving:
-                raise Invalid(key, f"required for a serving backend and only there (backend {self.backend})")
+            if self.backend.serving and getattr(self, key) is None:
+                why = f"{self.backend} is a serving engine: its cells are load points (a {key} is required)"
+                raise Invalid("backend", why)
+            if not self.backend.serving and getattr(self, key) is not None:
+                raise Invalid(key, f"only for a serving backend, not {self.backend}")
         return self
 
     @property
