@@ -27,7 +27,8 @@ from pathlib import Path
 
 from deploybench import HARNESS_VERSION
 from deploybench.engines.serving import deploy
-from deploybench.engines.serving.server import ServerProcess, ServingError
+from deploybench.engines.serving.errors import ServingError
+from deploybench.engines.serving.server import ServerProcess
 from deploybench.enums import Backend, Device, FailureKind
 from deploybench.instruments.nvml import UnavailableDevice
 from deploybench.instruments.server_gpu import server_device

@@ -35,14 +35,10 @@ from dataclasses import dataclass
 from deploybench.engines.base import GenerationSettings
 from deploybench.engines.serving import deploy
 from deploybench.engines.serving.client import CompletionClient
+from deploybench.engines.serving.errors import EngineNotFoundError, ServingError, UnsupportedModelError
 from deploybench.engines.serving.load import closed_loop, sender
 from deploybench.engines.serving.metrics import Slo
 from deploybench.engines.serving.point import LoadSpec, measure_load_point
-from deploybench.engines.serving.server import (
-    EngineNotFoundError,
-    ServingError,
-    UnsupportedModelError,
-)
 from deploybench.enums import Device, FailureKind, LoadMode, Status
 from deploybench.instruments import energy, host, nvml
 from deploybench.instruments.energy import SOURCE_COUNTER, ratio

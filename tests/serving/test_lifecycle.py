@@ -13,19 +13,15 @@ import time
 
 import pytest
 
-from deploybench.engines.serving.server import (
-    CAPABILITIES,
-    TRANSFORMERS_SERVE,
-    VLLM,
+from deploybench.engines.serving.capabilities import TRANSFORMERS_SERVE, VLLM
+from deploybench.engines.serving.errors import (
     EngineNotFoundError,
     PortInUseError,
-    ServerConfig,
-    ServerProcess,
     ServerStartError,
     UnsupportedModelError,
-    pick_free_port,
-    port_is_free,
 )
+from deploybench.engines.serving.process_tools import pick_free_port, port_is_free
+from deploybench.engines.serving.server import CAPABILITIES, ServerConfig, ServerProcess
 from tests.serving.helpers import HERE, alive, get, kill_owner_and_check, start_owner, wait_group_gone
 
 FAKE = str(HERE / "fake_server.py")

@@ -14,15 +14,9 @@ import shutil
 
 import pytest
 
-from deploybench.engines.serving.server import (
-    TRANSFORMERS_SERVE,
-    TRANSFORMERS_SERVE_DEFAULT_ARGS,
-    EngineNotFoundError,
-    ServerConfig,
-    ServerProcess,
-    ServerStartError,
-    UnsupportedModelError,
-)
+from deploybench.engines.serving.capabilities import TRANSFORMERS_SERVE, TRANSFORMERS_SERVE_DEFAULT_ARGS
+from deploybench.engines.serving.errors import EngineNotFoundError, ServerStartError, UnsupportedModelError
+from deploybench.engines.serving.server import ServerConfig, ServerProcess
 from deploybench.engines.serving.tiny_model import write_tiny_model
 from tests.serving.helpers import (
     alive,

@@ -14,15 +14,14 @@ import socket
 
 import pytest
 
-from deploybench.engines.serving.server import (
-    VLLM,
+from deploybench.engines.serving.capabilities import VLLM
+from deploybench.engines.serving.errors import (
     EngineNotFoundError,
     PortInUseError,
-    ServerConfig,
-    ServerProcess,
     ServerStartError,
     UnsupportedModelError,
 )
+from deploybench.engines.serving.server import ServerConfig, ServerProcess
 from deploybench.engines.serving.tiny_model import TinyArchitecture, write_tiny_model
 from tests.serving.helpers import (
     alive,

@@ -21,8 +21,9 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from deploybench.engines.serving.capabilities import TRANSFORMERS_SERVE_DEFAULT_ARGS
 from deploybench.engines.serving.client import EngineFlags, request_body
-from deploybench.engines.serving.server import CAPABILITIES, TRANSFORMERS_SERVE_DEFAULT_ARGS, ServerConfig
+from deploybench.engines.serving.server import CAPABILITIES, ServerConfig
 from deploybench.engines.serving.token_prompts import TokenPrompts
 from deploybench.enums import Backend, Device, PromptMode, WeightsSource
 from deploybench.plan.spec import CellSpec
@@ -169,7 +170,7 @@ def prompts(spec: CellSpec, served: ServedModel, flags: EngineFlags, purpose: st
 
 
 def client_flags(spec: CellSpec) -> EngineFlags:
-    """What the engine's completions endpoint accepts (deploybench.engines.serving.server.CAPABILITIES)."""
+    """What the engine's completions endpoint accepts (deploybench.engines.serving.capabilities.CAPABILITIES)."""
     if spec.backend is Backend.OPENAI:
         eos = bool(spec.engine.ignore_eos)
         return EngineFlags(bool(spec.engine.token_id_prompts), eos, eos, True, False, True)

@@ -25,12 +25,8 @@ the spawned engine core needs when it re-imports the entry module).
 from __future__ import annotations
 
 import atexit
-import errno
-import json
 import os
-import re
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -39,128 +35,40 @@ import time
 import urllib.error
 import urllib.request
 import weakref
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from deploybench.engines.serving import launcher
+from deploybench.engines.serving.capabilities import (
+    CAPABILITIES,
+    ENGINE_DISTRIBUTIONS,
+    TRANSFORMERS_SERVE_DEFAULT_ARGS,
+    VLLM_CPU_DEFAULT_KV_CACHE_GIB,
+    EngineCapabilities,
+)
+from deploybench.engines.serving.errors import (
+    EngineNotFoundError,
+    PortInUseError,
+    ServerStartError,
+    ServingError,
+    UnsupportedModelError,
+)
+from deploybench.engines.serving.process_tools import (
+    LOCALHOST,
+    clean_env,
+    engine_versions,
+    head_dim_of,
+    last_error,
+    local_model_config,
+    pick_free_port,
+    port_is_free,
+    read_tail,
+    resolve_executable,
+)
 from deploybench.engines.serving.tiny_model import VLLM_CPU_HEAD_DIMS
 
-LOCALHOST = "127.0.0.1"
-HEALTH_PATH = "/health"
 _NO_PROXY = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # loopback: never through a proxy
-
-
-# --------------------------------------------------------------------------------------------------
-# What each engine accepts
-
-
-@dataclass(frozen=True)
-class EngineCapabilities:
-    """What an engine's OpenAI-compatible server accepts and offers (checked against the versions named)."""
-
-    engine: str
-    completions: bool  # POST /v1/completions
-    chat_completions: bool  # POST /v1/chat/completions
-    token_id_prompts: bool  # /v1/completions `prompt` may be a list of token ids
-    ignore_eos: bool  # request field `ignore_eos`
-    min_tokens: bool  # request field `min_tokens`
-    include_usage: bool  # a usage object in the stream (the final chunk)
-    continuous_usage: bool  # stream_options.continuous_usage_stats: usage on every chunk
-    stream_done_marker: bool  # the stream ends with `data: [DONE]`
-    metrics_path: str | None  # Prometheus metrics (token counters, KV-cache use, queue), None if none
-    dummy_weights: bool  # serves random weights from a directory without weights (a dummy load format)
-    health_path: str = HEALTH_PATH
-    # Where `ignore_eos` is missing: how to get exactly N tokens anyway (None: max_tokens and hope).
-    exact_length_via: str | None = None
-    notes: str = ""
-
-
-VLLM = EngineCapabilities(
-    engine="vllm",
-    completions=True,
-    chat_completions=True,
-    token_id_prompts=True,
-    ignore_eos=True,
-    min_tokens=True,
-    include_usage=True,
-    continuous_usage=True,
-    stream_done_marker=True,
-    metrics_path="/metrics",
-    dummy_weights=True,
-    exact_length_via="ignore_eos",
-    notes="vllm-cpu 0.32.0; random weights with --load-format dummy; CPU attention needs head_dim >= 32",
-)
-TRANSFORMERS_SERVE = EngineCapabilities(
-    engine="transformers-serve",
-    completions=True,  # text prompts only (a list of ids is a 400)
-    chat_completions=True,
-    token_id_prompts=False,
-    ignore_eos=False,  # 422: unexpected field
-    min_tokens=False,  # 422: unexpected field
-    include_usage=True,  # the last chunk always carries usage; stream_options is ignored
-    continuous_usage=False,
-    stream_done_marker=False,
-    metrics_path=None,
-    dummy_weights=False,  # weights must be on disk (write_tiny_model(weights=True))
-    # min_new_tokens (the model's generation_config.json or the request's `generation_config` JSON) is
-    # ignored under --continuous-batching: a model whose configs name no eos_token_id stops at max_tokens.
-    exact_length_via="no eos_token_id in the model's config (tiny_model.write_tiny_model)",
-    notes="transformers 5.17 `transformers serve`; /v1/models answers 500 without a hub cache folder",
-)
-CAPABILITIES: dict[str, EngineCapabilities] = {c.engine: c for c in (VLLM, TRANSFORMERS_SERVE)}
-
-# Distributions whose version is the engine's, in the order asked.
-ENGINE_DISTRIBUTIONS = {"vllm": ("vllm", "vllm-cpu"), "transformers-serve": ("transformers",)}
-# `transformers serve` with continuous batching: defaults took 21 GB of RAM on a CPU host; 256 blocks of
-# 32 tokens kept it at 1 GB with 4 streams in parallel (serving-notes).
-# The default max batch tokens made the first request take 108 s on a 2-core host; 512: 4 s.
-TRANSFORMERS_SERVE_DEFAULT_ARGS = (
-    "--continuous-batching",
-    "--cb-num-blocks",
-    "256",
-    "--cb-block-size",
-    "32",
-    "--cb-max-batch-tokens",
-    "512",
-)
-VLLM_CPU_DEFAULT_KV_CACHE_GIB = 1.0
-
-
-# --------------------------------------------------------------------------------------------------
-# Errors
-
-
-class ServingError(RuntimeError):
-    """A server that could not be started or used; `log_tail` holds the end of its log, if any."""
-
-    def __init__(self, message: str, log_tail: str = "", log_path: Path | None = None):
-        self.reason = message
-        self.log_tail = log_tail
-        self.log_path = log_path
-        if log_tail:
-            message = f"{message}\n--- last lines of {log_path or 'the server log'} ---\n{log_tail}"
-        super().__init__(message)
-
-
-class EngineNotFoundError(ServingError):
-    """The engine's interpreter or command is missing, or the engine is not installed in it."""
-
-
-class PortInUseError(ServingError):
-    """The port asked for is taken (checked before starting, and read from the log of a server that died)."""
-
-
-class UnsupportedModelError(ServingError):
-    """The engine cannot serve this model as configured (found before starting)."""
-
-
-class ServerStartError(ServingError):
-    """The server died while starting, or did not answer /health in time."""
-
-
-# --------------------------------------------------------------------------------------------------
-# Configuration and record
 
 
 @dataclass(frozen=True)
@@ -232,147 +140,6 @@ class ServerInfo:
         return asdict(self)
 
 
-# --------------------------------------------------------------------------------------------------
-# Helpers
-
-
-def pick_free_port(host: str = LOCALHOST) -> int:
-    """A port nobody listens on now (the kernel's choice; another process may still take it)."""
-    with socket.socket(_family(host), socket.SOCK_STREAM) as s:
-        s.bind((host, 0))
-        return s.getsockname()[1]
-
-
-def port_is_free(host: str, port: int) -> bool:
-    """Whether a server could bind `port` now (SO_REUSEADDR as uvicorn sets it: a listener makes it fail)."""
-    with socket.socket(_family(host), socket.SOCK_STREAM) as s:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            s.bind((host, port))
-        except OSError as error:
-            if error.errno == errno.EADDRINUSE:
-                return False
-            raise
-    return True
-
-
-def _family(host: str) -> int:
-    return socket.AF_INET6 if ":" in host else socket.AF_INET
-
-
-_VERSION_PROBE = """
-import importlib.metadata as md, json, platform, sys
-def v(name):
-    try:
-        return md.version(name)
-    except md.PackageNotFoundError:
-        return None
-print(json.dumps({"python": platform.python_version(), "executable": sys.executable,
-                  "packages": {n: v(n) for n in sys.argv[1:]}}))
-"""
-
-
-def engine_versions(python: str, distributions: Sequence[str], timeout_s: float = 120.0) -> dict:
-    """Ask the engine's interpreter for its python and the versions of `distributions` (None: absent),
-    without importing the engine. Raises EngineNotFoundError naming the interpreter if it cannot run."""
-    resolved = _resolve_executable(python)
-    extra = ("torch", "transformers", "tokenizers")
-    try:
-        done = subprocess.run(
-            [resolved, "-I", "-c", _VERSION_PROBE, *distributions, *extra],
-            capture_output=True,
-            text=True,
-            timeout=timeout_s,
-            env=_clean_env(),
-        )
-    except (OSError, subprocess.TimeoutExpired) as error:
-        raise EngineNotFoundError(f"engine interpreter {python!r} cannot run: {error}") from error
-    if done.returncode != 0:
-        raise EngineNotFoundError(f"engine interpreter {python!r} failed (exit {done.returncode})", done.stderr[-2000:])
-    return json.loads(done.stdout.strip().splitlines()[-1])
-
-
-def _resolve_executable(path: str) -> str:
-    """`path` if it is an executable file, or found on PATH; else EngineNotFoundError naming it."""
-    candidate = Path(path)
-    if os.sep in path:
-        if not candidate.exists():
-            raise EngineNotFoundError(
-                f"engine interpreter or command {path!r} does not exist "
-                f"(make engine-vllm / make engine-transformers create .engines/vllm, .engines/transformers-serve)"
-            )
-        if not (candidate.is_file() and os.access(candidate, os.X_OK)):
-            raise EngineNotFoundError(f"engine interpreter or command {path!r} is not an executable file")
-        return str(candidate)
-    import shutil
-
-    found = shutil.which(path)
-    if found is None:
-        raise EngineNotFoundError(f"engine interpreter or command {path!r} is not on PATH")
-    return found
-
-
-def _clean_env(overrides: Mapping[str, str] | None = None) -> dict[str, str]:
-    """The owner's environment without what would leak the project's interpreter into the engine's."""
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if k not in ("PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV", "__PYVENV_LAUNCHER__")
-    }
-    env.update(overrides or {})
-    return env
-
-
-def read_tail(path: str | Path, lines: int = 40, max_bytes: int = 65536) -> str:
-    """The last `lines` lines of a log file ('' if it does not exist)."""
-    try:
-        with open(path, "rb") as f:
-            f.seek(0, os.SEEK_END)
-            size = f.tell()
-            f.seek(max(0, size - max_bytes))
-            data = f.read()
-    except OSError:
-        return ""
-    return "\n".join(data.decode("utf-8", errors="replace").splitlines()[-lines:])
-
-
-_ERROR_LINE = re.compile(r"^([\w.]+(Error|Exception|Exit)\b|.*\bERROR\b)")
-
-
-def last_error(tail: str, max_chars: int = 400) -> str:
-    """The last error a log tail shows: a traceback's final exception line (with the indented lines
-    after it, where pydantic puts the reason) or the last ERROR line; '' if none."""
-    lines = tail.splitlines()
-    for i in range(len(lines) - 1, -1, -1):
-        if _ERROR_LINE.match(lines[i]):
-            block = [lines[i]] + [line for line in lines[i + 1 : i + 3] if line.startswith(" ")]
-            return " ".join(line.strip() for line in block)[:max_chars]
-    return ""
-
-
-def local_model_config(model: str) -> dict | None:
-    """config.json of a local model directory, None for a hub id."""
-    path = Path(model) / "config.json"
-    if not path.is_file():
-        return None
-    try:
-        return json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError):
-        return None  # the engine reports a broken config itself, in its log
-
-
-def _head_dim(config: dict) -> int | None:
-    if config.get("head_dim"):
-        return int(config["head_dim"])
-    if config.get("hidden_size") and config.get("num_attention_heads"):
-        return int(config["hidden_size"]) // int(config["num_attention_heads"])
-    return None
-
-
-# --------------------------------------------------------------------------------------------------
-# Engine command lines
-
-
 def _engine_command(config: ServerConfig, python: str | None, port: int, distribution: str | None):
     """(argv, env overrides) for `config` on `port`."""
     served = served_model_name(config)
@@ -416,9 +183,6 @@ def served_model_name(config: ServerConfig) -> str:
     return config.served_model_name or config.model
 
 
-# --------------------------------------------------------------------------------------------------
-# Owner-side clean-up: atexit and SIGTERM/SIGINT stop every live server
-
 _LIVE: weakref.WeakSet[ServerProcess] = weakref.WeakSet()
 _HANDLERS_INSTALLED = False
 _PREVIOUS: dict[int, object] = {}
@@ -455,10 +219,6 @@ def _install_owner_handlers() -> None:
         _PREVIOUS[sig] = previous
         signal.signal(sig, _on_signal)
     _HANDLERS_INSTALLED = True
-
-
-# --------------------------------------------------------------------------------------------------
-# The server process
 
 
 class ServerProcess:
@@ -520,7 +280,7 @@ class ServerProcess:
         if python is None and config.command and Path(config.command[0]).name.startswith("python"):
             python = config.command[0]
         if config.command:
-            _resolve_executable(config.command[0])
+            resolve_executable(config.command[0])
         versions = {"python": None, "executable": None, "packages": {}}
         if python is not None:
             versions = engine_versions(python, ENGINE_DISTRIBUTIONS[config.engine])
@@ -538,7 +298,7 @@ class ServerProcess:
         distribution = _distribution(config.engine, versions)
         model_config = local_model_config(config.model)
         if config.preflight and distribution == "vllm-cpu" and model_config is not None:
-            head_dim = _head_dim(model_config)
+            head_dim = head_dim_of(model_config)
             if head_dim is not None and head_dim not in VLLM_CPU_HEAD_DIMS:
                 raise UnsupportedModelError(
                     f"vLLM's CPU attention has no kernel for head_dim {head_dim} (model {config.model}); "
@@ -602,7 +362,7 @@ class ServerProcess:
             stdin=subprocess.DEVNULL,
             stdout=self._log,
             stderr=subprocess.STDOUT,
-            env=_clean_env(env_set),
+            env=clean_env(env_set),
             start_new_session=True,  # the launcher leads a new process group: stop() ends all of it
             close_fds=True,
         )
