@@ -57,6 +57,11 @@ class GpuLease:
     visible_devices: str | None  # CUDA_VISIBLE_DEVICES while the lease is held
     source: LeaseSource
 
+    def __repr__(self) -> str:
+        # The job log's line names the source by its value (source='slurm'), as rows and tests read it.
+        devices = f"device_index={self.device_index!r}, visible_devices={self.visible_devices!r}"
+        return f"GpuLease({devices}, source={str(self.source)!r})"
+
 
 class GpuLeaseTimeout(TimeoutError):
     """No device became free within the timeout."""

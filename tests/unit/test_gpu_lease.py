@@ -216,3 +216,11 @@ def test_device_count_sources(clean_env, monkeypatch):
 
     fake.nvmlInit = no_driver
     assert gpu_lease.gpu_count() == 0
+
+
+def test_the_lease_log_line_names_its_source_by_value():
+    """The measure job logs its lease; the SLURM test and a reader look for source='slurm' there."""
+    from deploybench.enums import LeaseSource
+    from deploybench.measure.gpu_lease import GpuLease
+
+    assert repr(GpuLease(1, "1", LeaseSource.SLURM)) == "GpuLease(device_index=1, visible_devices='1', source='slurm')"
