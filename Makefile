@@ -29,7 +29,7 @@ TRANSFORMERS_PIN := $(shell sed -n 's/^transformers==\([^ ]*\).*/\1/p' requireme
 # transformers 5.17's CLI imports requests, which its [serving] extra does not declare.
 TRANSFORMERS_SERVE_SPEC ?= transformers[serving]==$(TRANSFORMERS_PIN) torch==2.13.0 requests==2.34.2
 
-.PHONY: run run-full run-serving run-serving-full test lint format bundle benchmark-default clean engine-vllm engine-transformers engines
+.PHONY: run run-full run-serving run-serving-full test lint format bundle benchmark-default clean engine-vllm engine-transformers engines engine-bundle engine-vllm-offline
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -86,6 +86,20 @@ engine-transformers: $(TRANSFORMERS_SERVE_ENV)/deploybench-engine.json
 
 $(TRANSFORMERS_SERVE_ENV)/deploybench-engine.json:
 	bash scripts/install_engine_env.sh transformers-serve "$(TRANSFORMERS_SERVE_ENV)" transformers "$(TRANSFORMERS_SERVE_SPEC)" ""
+
+# vLLM for a GPU machine without network (torch 2.11.0+cu130 and transformers 5.17 there, as on the GPU image
+# here): `make engine-bundle` downloads and trims the wheels its spec lists (config/engines/) and cuts them into
+# parts of at most ENGINE_BUNDLE_PART_MIB MiB (carry manifest.json and the parts there, one transfer at a
+# time); there, `make engine-vllm-offline ENGINE_BUNDLE_DIR=<folder of the parts>` checks, joins and installs
+# them into .engines/vllm, a venv that sees the machine's torch.
+ENGINE_BUNDLE_SPEC ?= config/engines/vllm-0.26.0-cu13.yaml
+ENGINE_BUNDLE_DIR ?= $(ENGINES_DIR)/bundle-vllm-gpu
+ENGINE_BUNDLE_PART_MIB ?= 48
+engine-bundle: $(VENV)/.installed
+	$(PY) scripts/engine_bundle.py build $(ENGINE_BUNDLE_SPEC) $(ENGINE_BUNDLE_DIR) --part-mib $(ENGINE_BUNDLE_PART_MIB)
+
+engine-vllm-offline:
+	bash scripts/install_engine_bundle.sh vllm $(ENGINE_BUNDLE_DIR) $(VLLM_ENV)
 
 clean:
 	rm -rf .snakemake results report logs

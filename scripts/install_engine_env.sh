@@ -29,43 +29,5 @@ if [ -n "$remove" ]; then
 fi
 seconds=$(( $(date +%s) - start ))
 
-"$env_dir/bin/python" - "$engine" "$dist" "$specs" "$remove" "$seconds" "$record" <<'PY'
-import importlib.metadata as md
-import json
-import platform
-import sys
-import time
-
-engine, dist, specs, remove, seconds, record = sys.argv[1:]
-
-
-def version(name):
-    try:
-        return md.version(name)
-    except md.PackageNotFoundError:
-        return None
-
-
-left = [name for name in remove.split() if version(name) is not None]
-if left:
-    sys.exit(f"still installed after uninstalling: {left}")
-info = {
-    "engine": engine,
-    "distribution": dist,
-    "version": version(dist),
-    "python": platform.python_version(),
-    "interpreter": sys.executable,
-    "requested": specs.split(),
-    "removed": remove.split(),
-    "packages": {name: version(name) for name in (dist, "torch", "transformers", "tokenizers")},
-    "install_seconds": int(seconds),
-    "installed_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-}
-if info["version"] is None:
-    sys.exit(f"{dist} is not installed in {sys.prefix}")
-with open(record, "w") as f:
-    json.dump(info, f, indent=2)
-    f.write("\n")
-print(json.dumps(info))
-PY
+"$env_dir/bin/python" "$(dirname "$0")/record_engine_env.py" "$engine" "$dist" "$specs" "$remove" "$seconds" "$record"
 echo "[engine] $engine in $env_dir: ${seconds} s, $(du -sh "$env_dir" | cut -f1)"

@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# One call of a GPU sitting that brings a serving engine's offline bundle part by part (the machine has no
+# network; one transfer carries at most 64 MiB) while measuring cells, then installs the engine and serves.
+#
+#   SNAKEMAKE_ARGS="<targets and flags>" [INSTALL_ENGINE=1] [BUDGET_S=540] bash benchmarks/gpu_serving_sitting.sh
+#
+# Each call: the project's wheels (.whl, `make bundle`) once per machine; every bundle part carried in this call
+# (.engines/bundle-vllm-gpu/, `make engine-bundle`) kept with the earlier ones; with INSTALL_ENGINE=1 the engine
+# installed from them once all are there (scripts/install_engine_bundle.sh); then Snakemake, its log and the
+# results packed into $OUT. Results, parts and the engine stay on a machine kept warm between calls.
+set -uo pipefail
+OUT=${OUT:-/tmp/deploybench-out}
+mkdir -p "$OUT"
+export PYTHONUNBUFFERED=1 CUDA_DEVICE_ORDER=PCI_BUS_ID
+export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
+parts=/root/engine-bundle
+start=$(date +%s)
+
+if ! python3 -c "import snakemake, pydantic, prometheus_client, httpx" 2>/dev/null; then
+    [ -d .whl ] || { echo "no .whl here and no snakemake: carry .whl (make bundle BUNDLE_DIR=.whl)"; exit 2; }
+    python3 -m pip install -q --no-index --find-links .whl snakemake==9.27.1 pydantic==2.14.4 \
+        prometheus-client==0.26.0 httpx==0.29.0 2>&1 | grep -v -i warning | tail -3
+fi
+python3 -c "import snakemake, deploybench.measure.phases, deploybench.measure.serving" || { echo "pre-flight: an import failed"; exit 2; }
+
+mkdir -p "$parts"
+for f in .engines/bundle-vllm-gpu/*; do [ -f "$f" ] && cp -u "$f" "$parts/"; done
+echo "bundle parts here: $(cd "$parts" && ls | tr '\n' ' ')"
+if [ -n "${INSTALL_ENGINE:-}" ] && [ ! -f .engines/vllm/deploybench-engine.json ]; then
+    bash scripts/install_engine_bundle.sh vllm "$parts" .engines/vllm 2>&1 | tee "$OUT/engine-install.log" | tail -5
+fi
+
+nvidia-smi --query-gpu=name,uuid,driver_version,memory.total,clocks.max.sm,power.limit --format=csv | tee -a "$OUT/machine.txt"
+python3 -c "import torch, transformers; print('torch', torch.__version__, 'transformers', transformers.__version__)" | tee -a "$OUT/machine.txt"
+if [ -n "${SNAKEMAKE_ARGS:-}" ]; then
+    # shellcheck disable=SC2086  # a word list
+    timeout "${BUDGET_S:-540}" python3 -m snakemake $SNAKEMAKE_ARGS 2>&1 | tee "$OUT/snakemake.log" |
+        grep -E "Finished|Error|error|steps|rror in rule" | tail -40
+fi
+echo "call wall s: $(( $(date +%s) - start ))"
+tar czf "$OUT/state.tar.gz" results logs 2>/dev/null
+ls -la "$OUT"
