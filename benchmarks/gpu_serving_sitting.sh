@@ -2,7 +2,8 @@
 # One call of a GPU sitting that brings a serving engine's offline bundle part by part (the machine has no
 # network; one transfer carries at most 64 MiB) while measuring cells, then installs the engine and serves.
 #
-#   SNAKEMAKE_ARGS="<targets and flags>" [INSTALL_ENGINE=1] [BUDGET_S=540] bash benchmarks/gpu_serving_sitting.sh
+#   SNAKEMAKE_ARGS="<targets and flags>" [INSTALL_ENGINE=1] [BUDGET_S=540] [WHL=.whl] \
+#     [PARTS_FROM=.engines/bundle-vllm-gpu] bash benchmarks/gpu_serving_sitting.sh
 #
 # Each call: the project's wheels (.whl, `make bundle`) once per machine; every bundle part carried in this call
 # (.engines/bundle-vllm-gpu/, `make engine-bundle`) kept with the earlier ones; with INSTALL_ENGINE=1 the engine
@@ -17,14 +18,14 @@ parts=/root/engine-bundle
 start=$(date +%s)
 
 if ! python3 -c "import snakemake, pydantic, prometheus_client, httpx" 2>/dev/null; then
-    [ -d .whl ] || { echo "no .whl here and no snakemake: carry .whl (make bundle BUNDLE_DIR=.whl)"; exit 2; }
-    python3 -m pip install -q --no-index --find-links .whl snakemake==9.27.1 pydantic==2.14.4 \
+    [ -d "${WHL:-.whl}" ] || { echo "no ${WHL:-.whl} and no snakemake: carry it (make bundle BUNDLE_DIR=.whl)"; exit 2; }
+    python3 -m pip install -q --no-index --find-links "${WHL:-.whl}" snakemake==9.27.1 pydantic==2.14.4 \
         prometheus-client==0.26.0 httpx==0.29.0 2>&1 | grep -v -i warning | tail -3
 fi
 python3 -c "import snakemake, deploybench.measure.phases, deploybench.measure.serving" || { echo "pre-flight: an import failed"; exit 2; }
 
 mkdir -p "$parts"
-for f in .engines/bundle-vllm-gpu/*; do [ -f "$f" ] && cp -u "$f" "$parts/"; done
+for f in "${PARTS_FROM:-.engines/bundle-vllm-gpu}"/*; do [ -f "$f" ] && cp -u "$f" "$parts/"; done
 echo "bundle parts here: $(cd "$parts" && ls | tr '\n' ' ')"
 if [ -n "${INSTALL_ENGINE:-}" ] && [ ! -f .engines/vllm/deploybench-engine.json ]; then
     bash scripts/install_engine_bundle.sh vllm "$parts" .engines/vllm 2>&1 | tee "$OUT/engine-install.log" | tail -5
