@@ -28,7 +28,7 @@ def _layer_types(config) -> list[str]:
     return ["full_attention"] * config.num_hidden_layers
 
 
-def _head_dim(config) -> int:
+def head_dim(config) -> int:
     return getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
 
 
@@ -57,7 +57,7 @@ def analytic_kv_bytes(
     The last generated token is never fed back, so the cache has seen context + gen - 1 tokens.
     """
     seen = context + gen - 1
-    per_token_per_layer = 2 * batch * config.num_key_value_heads * _head_dim(config) * dtype.itemsize
+    per_token_per_layer = 2 * batch * config.num_key_value_heads * head_dim(config) * dtype.itemsize
     return sum(
         per_token_per_layer * cached_tokens(config, kind, seen, cache_implementation) for kind in _layer_types(config)
     )
@@ -78,13 +78,13 @@ def positions_attended_per_token(config, context: int, gen: int) -> float:
 
 def kv_bytes_read_per_token(config, context: int, gen: int, dtype: torch.dtype) -> float:
     """Mean KV bytes a decode step reads over the generation (attention reads the whole cache)."""
-    per_position = 2 * config.num_key_value_heads * _head_dim(config) * dtype.itemsize
+    per_position = 2 * config.num_key_value_heads * head_dim(config) * dtype.itemsize
     return per_position * positions_attended_per_token(config, context, gen)
 
 
 def attention_flops_per_token(config, context: int, gen: int) -> float:
     """Multiply-adds of a decode step's attention, x2: q.k and p.v per query head and attended position."""
-    return 4 * config.num_attention_heads * _head_dim(config) * positions_attended_per_token(config, context, gen)
+    return 4 * config.num_attention_heads * head_dim(config) * positions_attended_per_token(config, context, gen)
 
 
 def kv_bytes_read_per_step(config, context: int, gen: int, dtype: torch.dtype, batch: int = 1) -> float:

@@ -19,6 +19,7 @@ from deploybench.instruments.coverage import Coverage
 from deploybench.instruments.device import is_cuda
 from deploybench.measure import uncertainty
 from deploybench.measure.records import (
+    BatchFit,
     Boundness,
     CellFigures,
     Compilation,
@@ -59,7 +60,9 @@ def figures(cell: CellSpec, config, counts: dict, split: dict, measured: Measure
         energy=energy_record,
         roofline=roof,
         boundness=boundness_figures(measured.after.step, latency.tpot_ms, intensity, ridge, device),
-        max_batch_fit=max_batch_fit(measured.fits, memory, load.weights_bytes, cell.batch),
+        batch_fit=batch_fit(
+            measured.fits, cell.batch, max_batch_fit(measured.fits, memory, load.weights_bytes, cell.batch)
+        ),
         verdict=Verdict(Status.OK, not reasons, tuple(reasons)),
     )
 
@@ -201,13 +204,26 @@ def latency_figures(prefill: PrefillRuns, decode: DecodeRuns, gen: int, batch: i
 def max_batch_fit(
     fits: BatchEstimate | None, memory: MemoryFigures, weights_bytes: int | None, batch_size: int
 ) -> int | None:
-    """The largest batch this cell's measured memory says fits the free memory it started with."""
+    """The largest batch this cell's measured memory says fits the free memory it started with
+    (capacity.measured_estimate: what a larger batch of the same cell is checked with before it loads)."""
     peak = memory.peak.peak_allocated_bytes
-    if fits is None or peak is None:
+    if fits is None or peak is None or weights_bytes is None:
         return None
-    kv_per_seq = memory.kv_cache_bytes // batch_size
-    activations = capacity.activation_bytes_per_seq(peak, weights_bytes, kv_per_seq, batch_size)
-    return capacity.max_batch_fit(fits.free_bytes, weights_bytes, kv_per_seq, activations)
+    return capacity.measured_estimate(fits.free_bytes, peak, weights_bytes, memory.kv_cache_bytes, batch_size).max_batch
+
+
+def batch_fit(fits: BatchEstimate | None, batch: int, max_batch: int | None = None) -> BatchFit:
+    """The pre-load estimate's columns at `batch` (empty where free memory was unknown), with `max_batch` as
+    max_batch_fit: every row of a cell that got as far as the check, refused, failed or measured."""
+    if fits is None:
+        return BatchFit(None, None, None, None, max_batch)
+    return BatchFit(
+        free_bytes_before_load=fits.free_bytes,
+        predicted_peak_bytes=int(fits.needed_bytes(batch)),
+        predicted_activation_bytes_per_seq=fits.activation_bytes_per_seq,
+        predicted_activation_source=fits.activation_source,
+        max_batch_fit=max_batch,
+    )
 
 
 def validity_reasons(

@@ -24,7 +24,7 @@ from contextlib import contextmanager
 
 import torch
 
-from deploybench.analytic import capacity, kvcache, params
+from deploybench.analytic import capacity, params
 from deploybench.engines import models
 from deploybench.engines.base import Engine
 from deploybench.engines.factory import engine_for
@@ -33,7 +33,8 @@ from deploybench.enums import Status
 from deploybench.instruments import calibration, environment, memory, nvml
 from deploybench.instruments.device import is_cuda
 from deploybench.instruments.energy_meter import EnergyMeter, IdleReading, measure_idle
-from deploybench.measure import cell_figures, failures, row, uncertainty
+from deploybench.measure import batch_fit, cell_figures, failures, row, uncertainty
+from deploybench.measure.records import columns
 from deploybench.measure.runs import Afterwards, Ceilings, Clock, DecodeRuns, Idle, Measured, PrefillRuns, Ready
 from deploybench.plan.spec import CellSpec, ModelEntry
 from deploybench.results.identity import identity_columns
@@ -72,7 +73,7 @@ def measure_cell(cell: CellSpec) -> dict:
     result |= {"model_type": config.model_type, **counts}
     try:
         _check_context_fits(cell, config)
-        result |= _measure_loaded(cell, device, config, counts, meta)
+        result |= _measure_loaded(cell, device, config, counts, meta, result)
     except Exception as exc:  # expected failures become rows; the rest propagates
         kind = failures.classify(exc)
         if kind is None:
@@ -99,12 +100,16 @@ def _check_context_fits(cell: CellSpec, config) -> None:
         )
 
 
-def _measure_loaded(cell: CellSpec, device: str, config, counts: dict, meta) -> dict:
-    """The phases of a cell whose context fits, then its figures: the measured columns of its row."""
+def _measure_loaded(cell: CellSpec, device: str, config, counts: dict, meta, result: dict) -> dict:
+    """The phases of a cell whose context fits, then its figures: the measured columns of its row. The batch
+    estimate's columns go into `result` before the check, so a failed row (refused or out of memory) keeps them."""
     walls: dict[str, float] = {}
     with _phase(walls, "calibrate"):
         ceilings = _calibrate(cell, device, calibration.dominant_weight_shape(meta))  # before the model loads
-    fits = _check_batch_fits(cell, device, config, counts)
+    fits = _batch_estimate(cell, device, config, counts, meta, result.get("device_name"))
+    result |= columns(cell_figures.batch_fit(fits, cell.batch))
+    if fits is not None:
+        capacity.check_batch_fits(cell.batch, fits)  # an oom row naming the estimate, before any weights load
     engine = engine_for(cell, device, config)
     try:
         with nvml.open_device(device) as meter_device:  # NVML stays up until the energy windows closed
@@ -161,22 +166,16 @@ def _calibrate(cell: CellSpec, device: str, weight_shape) -> Ceilings:
     return ceilings
 
 
-def _check_batch_fits(cell: CellSpec, device: str, config, counts: dict) -> capacity.BatchEstimate | None:
-    """Before loading: free device memory, and an out-of-memory row when even the weights and the batch's
-    KV cannot fit (activations come on top: measured after the runs, in max_batch_fit). On CPU the free memory
-    is the host's (capacity.free_bytes); None where it cannot be read."""
+def _batch_estimate(
+    cell: CellSpec, device: str, config, counts: dict, meta, device_name: str | None
+) -> capacity.BatchEstimate | None:
+    """Before loading: free device memory and what the batch needs, weights + B x (KV + prefill activations)
+    (deploybench.measure.batch_fit: the activations a smaller batch of this cell measured on this machine, else
+    analytic). On CPU the free memory is the host's (capacity.free_bytes); None where it cannot be read."""
     free_bytes = capacity.free_bytes(device)
     if free_bytes is None:
         return None
-    dtype = models.TORCH_DTYPES[cell.dtype]
-    estimate = capacity.BatchEstimate(
-        free_bytes=free_bytes,
-        weights_bytes=capacity.weights_bytes_estimate(counts["total_params"], dtype),
-        kv_bytes_per_seq=kvcache.analytic_kv_bytes(config, cell.context, cell.gen, dtype, cell.cache_implementation),
-        activation_bytes_per_seq=0.0,
-    )
-    capacity.check_batch_fits(cell.batch, estimate)
-    return estimate
+    return batch_fit.estimate(cell, config, meta, counts, free_bytes, device_name)
 
 
 # ---------------------------------------------------------------- phase: idle power

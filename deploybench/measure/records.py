@@ -150,6 +150,19 @@ class Boundness:
 
 
 @dataclass(frozen=True)
+class BatchFit:
+    """The estimate the cell's batch was checked with before loading (capacity.BatchEstimate: its free memory,
+    predicted peak and activation figure with its source), and the largest batch the cell's own measured memory
+    says fits (empty for a cell that did not run)."""
+
+    free_bytes_before_load: int | None
+    predicted_peak_bytes: int | None
+    predicted_activation_bytes_per_seq: float | None
+    predicted_activation_source: str | None
+    max_batch_fit: int | None = None
+
+
+@dataclass(frozen=True)
 class Verdict:
     """The outcome of a cell that ran (a failed one's row says so in measure.phases.failed_row)."""
 
@@ -168,5 +181,5 @@ class CellFigures:
     energy: EnergyFigures
     roofline: Roofline
     boundness: Boundness
-    max_batch_fit: int | None
+    batch_fit: BatchFit
     verdict: Verdict
