@@ -23,12 +23,17 @@ wheels=$(mktemp -d)
 trap 'rm -rf "$wheels"' EXIT
 PYTHONPATH="$repo" "$python" "$repo/scripts/engine_bundle.py" assemble "$parts_dir" "$wheels"
 test -x "$env_dir/bin/python" || "$python" -m venv --system-site-packages "$env_dir"
+# --system-site-packages reaches the base installation only: where PYTHON is itself a venv (the GPU image's
+# python3 is /opt/torch/.venv's), its site-packages are added by a .pth, after the engine's own packages.
+site=$("$env_dir/bin/python" -c "import sysconfig; print(sysconfig.get_paths()['purelib'])")
+"$python" -c "import sysconfig; p = sysconfig.get_paths(); print('\n'.join(dict.fromkeys([p['purelib'], p['platlib']])))" \
+    > "$site/_deploybench_base_env.pth"
 "$env_dir/bin/python" -m pip install -q --no-index --no-deps --no-cache-dir "$wheels"/*.whl
 read -r dist spec < <("$python" -c "import json,sys; m=json.load(open(sys.argv[1])); print(m['distribution'], m['engine'])" "$parts_dir/manifest.json")
 if [ "$engine" = vllm ]; then
     # What the server start imports first; a missing dependency is named here, not minutes into a serve job.
-    "$env_dir/bin/python" -c "import vllm.entrypoints.openai.api_server"
+    "$env_dir/bin/python" -c "import torch, vllm.entrypoints.openai.api_server"
 fi
 seconds=$(( $(date +%s) - start ))
-"$env_dir/bin/python" "$repo/scripts/record_engine_env.py" "$engine" "$dist" "$spec (offline bundle)" "" "$seconds" "$record"
+"$env_dir/bin/python" "$repo/scripts/record_engine_env.py" "$engine" "$dist" "$spec offline-bundle" "" "$seconds" "$record"
 echo "[engine] $engine in $env_dir from $parts_dir: ${seconds} s, $(du -sh "$env_dir" | cut -f1)"

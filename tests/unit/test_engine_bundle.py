@@ -105,3 +105,20 @@ def test_the_vllm_spec_is_a_lock(tmp_path):
     names = [p[0].lower().replace("_", "-") for p in pins]
     assert len(names) == len(set(names))
     assert all(reason.strip() for reason in spec["leave_out_files"].values())
+
+
+def test_the_install_script_makes_an_env_that_sees_the_creating_venv(tmp_path):
+    """scripts/install_engine_bundle.sh from a venv's interpreter (as the GPU image's python3 is): the engine's env
+    holds the bundle's packages and still imports what only the creating venv has (there: torch; here: pydantic)."""
+    split_bundle([make_wheel(tmp_path)], tmp_path / "parts", 700, {"engine": "tinypkg==1.0", "distribution": "tinypkg"})
+    env = tmp_path / "env"
+    subprocess.run(
+        ["bash", "scripts/install_engine_bundle.sh", "tinypkg", str(tmp_path / "parts"), str(env), sys.executable],
+        check=True,
+        capture_output=True,
+    )
+    probe = "import tinypkg, pydantic, sys; print(tinypkg.VALUE, sys.prefix)"
+    out = subprocess.run([env / "bin" / "python", "-c", probe], check=True, capture_output=True, text=True).stdout
+    assert out.split() == ["7", str(env)]
+    record = json.loads((env / "deploybench-engine.json").read_text())
+    assert record["engine"] == "tinypkg" and record["version"] == "1.0"
