@@ -118,16 +118,34 @@ def read_tail(path: str | Path, lines: int = 40, max_bytes: int = 65536) -> str:
 
 
 ERROR_LINE = re.compile(r"^([\w.]+(Error|Exception|Exit)\b|.*\bERROR\b)")
+EXCEPTION_LINE = re.compile(r"^[\w.]+(Error|Exception|Exit)\b")
+# vLLM prefixes every line of a process with its role and pid: "(EngineCore pid=2000) ..."
+PROCESS_PREFIX = re.compile(r"^\([\w ]+ pid=\d+\) ")
+# An exception that only points elsewhere: the cause is an earlier one.
+POINTS_ELSEWHERE = re.compile(r"root cause above|see (the )?(error|log|traceback) above", re.IGNORECASE)
 
 
 def last_error(tail: str, max_chars: int = 400) -> str:
-    """The last error a log tail shows: a traceback's final exception line (with the indented lines
-    after it, where pydantic puts the reason) or the last ERROR line; '' if none."""
-    lines = tail.splitlines()
+    """The error a log shows: a traceback's final exception line (with the indented lines after it, where
+    pydantic puts the reason), or, where that one only points above (vLLM's "Engine core initialization
+    failed. See root cause above"), the last exception line before it, then the pointer; else the last
+    ERROR line; '' if none. vLLM's per-process line prefixes are ignored."""
+    lines = [PROCESS_PREFIX.sub("", line) for line in tail.splitlines()]
+
+    def block(i: int) -> str:
+        return " ".join(x.strip() for x in [lines[i]] + [x for x in lines[i + 1 : i + 3] if x.startswith(" ")])
+
+    exceptions = [i for i, line in enumerate(lines) if EXCEPTION_LINE.match(line)]
+    if exceptions:
+        last = exceptions[-1]
+        if POINTS_ELSEWHERE.search(lines[last]):
+            causes = [i for i in exceptions if not POINTS_ELSEWHERE.search(lines[i])]
+            if causes:
+                return f"{block(causes[-1])} (then: {lines[last].strip()})"[:max_chars]
+        return block(last)[:max_chars]
     for i in range(len(lines) - 1, -1, -1):
         if ERROR_LINE.match(lines[i]):
-            block = [lines[i]] + [line for line in lines[i + 1 : i + 3] if line.startswith(" ")]
-            return " ".join(line.strip() for line in block)[:max_chars]
+            return block(i)[:max_chars]
     return ""
 
 

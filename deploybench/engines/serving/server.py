@@ -412,7 +412,7 @@ class ServerProcess:
                 tail,
                 Path(info.log_path),
             )
-        cause = last_error(tail)
+        cause = last_error(read_tail(info.log_path, lines=400))  # the root cause may be far above the end
         raise ServerStartError(
             f"{info.engine} server exited with code {code} {after_s:.1f} s after start, before /health answered 200"
             + (f": {cause}" if cause else ""),
