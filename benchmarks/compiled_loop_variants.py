@@ -100,6 +100,17 @@ def measure_variant(args, options: dict, ceilings: dict, bytes_per_token: float,
     )
     loaded, ids, device = random_model_and_prompt(cell, seed=args.seed)  # every variant: the same random weights
     engine = CompiledLoopEngine(cell, device, loaded.model.config)
+    try:
+        return _measure(args, options, engine, loaded, ids, ceilings, bytes_per_token, baseline)
+    finally:
+        # Also when the variant fails: an exception's traceback keeps this frame, and the frame the model
+        # (on the H100 every variant after a failed one ran out of memory, the failed one's 40 GB still held).
+        engine.close()
+        del engine, loaded, ids
+        _release(device)
+
+
+def _measure(args, options, engine, loaded, ids, ceilings, bytes_per_token: float, baseline: dict | None) -> dict:
     engine.attach(loaded, ids)  # fuses, picks the kernels
     run, built = engine.run, columns(engine.facts())
     logits = first_step_logits(loaded.model, ids)
@@ -133,9 +144,6 @@ def measure_variant(args, options: dict, ceilings: dict, bytes_per_token: float,
         result.update(_against_baseline(result, logits, baseline))
     else:
         result["logits"] = logits.tolist()
-    engine.close()
-    del engine, run, loaded, ids
-    _release(device)
     return result
 
 
@@ -197,9 +205,10 @@ def main() -> None:
             result = measure_variant(args, grid[name], report["ceilings"], report["decode_bytes_per_token"], baseline)
         except Exception as exc:  # a variant this stack cannot build is a result, not a crash
             result = {"options": grid[name], "error": f"{type(exc).__name__}: {exc}"[:500]}
-            _release(report["environment"].get("device", "cpu"))
             if name == BASELINE:
                 raise
+        if "error" in result:  # outside the except: its traceback (and what its frames hold) is gone by now
+            _release(report["environment"].get("device", "cpu"))
         result["wall_s"] = time.perf_counter() - started
         report["variants"][name] = result
         out.write_text(json.dumps(report, indent=1, default=str))
