@@ -170,3 +170,115 @@ def test_the_serving_client_imports_without_torch():
         "assert not [m for m in sys.modules if m.partition('.')[0] in ('torch', 'transformers')]\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
+
+
+def test_a_prepared_request_goes_out_as_json_body_did_byte_for_byte():
+    """What `complete` sends (a body encoded ahead, `content=`) is what httpx sent for `json=request_body(...)`."""
+    cases = [
+        ([5, 6, 7] * 700, 64, VLLM_FLAGS, "gpt-oss-20b", None),
+        ([0, 201087], 1, VLLM_FLAGS, None, {"temperature": 0.7, "top_p": 0.9, "top_k": 20}),
+        ('héllo wörld ✓ "quoted" \\ tab\t', 8, OPENAI_FLAGS, "m", None),  # non-ASCII kept, as httpx did
+    ]
+
+    async def prepared():
+        out = []
+        for prompt, gen, flags, model, extra in cases:
+            async with CompletionClient("http://127.0.0.1:1", flags, model, extra_body=extra) as client:
+                request = client.prepare(prompt, gen)
+                before = client._http.build_request(
+                    "POST", client.path, json=request_body(prompt, gen, flags, model, extra)
+                )
+                out.append((request, before, prompt, gen))
+        return out
+
+    for request, before, prompt, gen in asyncio.run(prepared()):
+        assert request.content == before.content and request.http.content == before.content
+        assert dict(request.http.headers) == dict(before.headers)  # Content-Type and Content-Length included
+        assert (request.http.method, request.http.url) == (before.method, before.url)
+        assert request.http.extensions == before.extensions  # the client's timeout
+        assert request.gen == gen and request.prompt_tokens == (None if isinstance(prompt, str) else len(prompt))
+
+
+def test_as_many_connections_as_requests_in_flight_and_kept_alive():
+    """Above httpx's default limit of 100 connections, every request is in flight at once (none waits for a
+    connection inside the client), and the next wave reuses the connections."""
+    from deploybench.engines.serving.load import closed_loop, sender
+    from deploybench.engines.serving.token_prompts import TokenPrompts
+
+    n = 120
+
+    async def run():
+        prompts = TokenPrompts(context=4, vocab_size=1000, seed=0)
+        async with FakeOpenAIServer(lambda i, body: tokens_script([1, 1], delay_s=0.25)) as server:
+            async with CompletionClient(server.url, model="fake", request_timeout_s=30) as client:
+                loop = await closed_loop(sender(client, prompts, 2), n, n_requests=2 * n)
+                opened = client._http._transport.opened
+            return loop, server, opened
+
+    loop, server, opened = asyncio.run(run())
+    assert [r.failure for r in loop.records] == [None] * 2 * n
+    assert server.max_running == n  # all n streams at once
+    # The second wave on the first wave's connections (a connection whose end came late is replaced: not asserted).
+    assert n <= server.connections < 2 * n and opened == server.connections
+
+
+def test_a_stream_is_read_to_its_end_so_its_connection_is_reused():
+    async def run(script, requests=3):
+        async with FakeOpenAIServer(lambda i, body: script) as server:
+            async with CompletionClient(server.url, model="fake", request_timeout_s=5) as client:
+                records = [await client.complete(i, [11, 12, 13], 4) for i in range(requests)]
+            return records, server.connections
+
+    records, connections = asyncio.run(run(tokens_script([1, 1, 1, 1])))
+    assert all(r.ok for r in records) and connections < 3  # reused (every time, unless a body's end came late)
+    # A body that does not end after [DONE]: the request stands (well within its timeout), the connection goes.
+    records, connections = asyncio.run(run(tokens_script([1, 1, 1, 1], end="hold"), requests=2))
+    assert [r.failure for r in records] == [None, None] and all(r.done_marker for r in records)
+    assert connections == 2
+    # Failures still end the connection's use as before, and the next request opens another.
+    records, connections = asyncio.run(run(tokens_script([1, 1], end="cut"), requests=2))
+    assert all(r.failure.startswith("RemoteProtocolError") for r in records) and connections == 2
+
+
+def test_a_missing_sniffio_is_looked_for_once():
+    """httpcore imports sniffio on every lock and event; where it is not installed, the client remembers
+    that (the import still fails, at once) and where it is, nothing changes."""
+    code = (
+        "import asyncio, importlib.util, sys\n"
+        "installed = importlib.util.find_spec('sniffio') is not None\n"
+        "from deploybench.engines.serving.client import CompletionClient\n"
+        "async def enter():\n"
+        "    async with CompletionClient('http://127.0.0.1:1'):\n"
+        "        pass\n"
+        "asyncio.run(enter())\n"
+        "try:\n"
+        "    import sniffio\n"
+        "    found = True\n"
+        "except ImportError:\n"
+        "    found = False\n"
+        "assert found == installed, (found, installed)\n"
+        "assert installed or sys.modules['sniffio'] is None\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
+
+
+def test_a_connection_cancelled_in_its_close_is_not_reused(monkeypatch):
+    """The read of a body's end after [DONE] has a deadline; where it passes (forced here: at once), the
+    cancellation can land in httpcore's close and leave the connection's pool busy. Such a connection must
+    be dropped, not handed to the next request (which would wait for it until its timeout)."""
+    import deploybench.engines.serving.client as client_module
+    from deploybench.engines.serving.point import LoadSpec, measure_load_point
+    from deploybench.engines.serving.token_prompts import TokenPrompts
+
+    monkeypatch.setattr(client_module, "END_AFTER_DONE_S", 1e-6)
+    prompts = TokenPrompts(context=8, vocab_size=500, special_ids=[0, 1], seed=0)
+
+    async def run():
+        async with FakeOpenAIServer(lambda i, body: tokens_script([1, 1, 1, 1], delay_s=0.002)) as server:
+            async with CompletionClient(server.url, model="fake", request_timeout_s=5) as client:
+                spec = LoadSpec("concurrency", 2, n_requests=12)
+                return await measure_load_point(client, prompts, 4, spec, metrics_interval_s=0.01)
+
+    for _ in range(3):
+        point = asyncio.run(run())
+        assert point.failure is None and point.figures["server_metrics_errors"] == []

@@ -2,11 +2,13 @@
 fake server only for plumbing (no timing asserted)."""
 
 import asyncio
+import json
 import statistics
 
+import numpy as np
 import pytest
 
-from deploybench.engines.serving.client import CompletionClient
+from deploybench.engines.serving.client import VLLM_FLAGS, CompletionClient, request_body
 from deploybench.engines.serving.load import (
     LagLimits,
     LoadRun,
@@ -39,6 +41,80 @@ def test_prompts_have_exactly_context_tokens_are_distinct_and_avoid_special_ids(
         short[9]
     with pytest.raises(ValueError):
         TokenPrompts(context=0, vocab_size=10)
+
+
+def old_token_prompt(prompts: TokenPrompts, index: int) -> list[int]:
+    """TokenPrompts.__getitem__ as it was when the recorded serving results were measured (a list of int()s)."""
+    a = len(prompts.allowed)
+    head = [(index + prompts._offsets[0]) % a, (index // a + prompts._offsets[1]) % a][: prompts.context]
+    rest = np.random.default_rng([prompts.seed, 1, index]).integers(0, a, size=prompts.context - len(head))
+    return [int(t) for t in prompts.allowed[np.concatenate([np.asarray(head, dtype=np.int64), rest])]]
+
+
+def test_prompts_are_the_ids_recorded_runs_sent():
+    """The same (seed, index) gives the same ids as before, as Python ints (what the JSON body holds)."""
+    cases = [
+        (TokenPrompts(context=16, vocab_size=100, special_ids=[0, 1, 2, 99], seed=3), range(0, 3000, 7)),
+        (
+            TokenPrompts(context=2048, vocab_size=201088, special_ids=[199998, 199999, 200002], seed=2**63 + 5),
+            range(60),
+        ),
+        (TokenPrompts(context=2048, vocab_size=201088, seed=0), [0, 1, 255, 256, 4095, 201087, 201088, 10**9]),
+        (TokenPrompts(context=1, vocab_size=10, special_ids=[0]), range(9)),
+        (TokenPrompts(context=2, vocab_size=5, seed=7), range(25)),
+    ]
+    for prompts, indices in cases:
+        for i in indices:
+            ids = prompts[i]
+            assert ids == old_token_prompt(prompts, i), (prompts.context, prompts.seed, i)
+            assert all(type(t) is int for t in ids)
+
+
+class PreparingClient:
+    """A CompletionClient's prepare/send pair that logs when each request was prepared and which it sent."""
+
+    def __init__(self, clock, hold_s=0.5):
+        self.clock, self.hold_s, self.log = clock, hold_s, []
+
+    def prepare(self, prompt, gen):
+        self.log.append(("prepare", prompt[0]))
+        return ("prepared", tuple(prompt), gen)
+
+    async def send(self, index, request, scheduled):
+        self.log.append(("send", index))
+        assert request == ("prepared", (index, index + 1), 2)  # its own request, as prepare built it
+        rec = RequestRecord(index=index, gen=2, scheduled=scheduled, sent=self.clock())
+        for _ in range(5):
+            await asyncio.sleep(0)
+        self.clock.now += self.hold_s
+        rec.done = self.clock()
+        return rec
+
+
+class Prompts:
+    def __getitem__(self, index):
+        return [index, index + 1]
+
+
+def test_the_sender_prepares_each_request_once_the_first_wave_before_the_clock_starts():
+    clock = FakeClock()
+    client = PreparingClient(clock)
+    send = sender(client, Prompts(), 2)
+    run = asyncio.run(closed_loop(send, 3, n_requests=10, clock=clock))
+    assert [r.index for r in run.records] == list(range(10)) and [r.failure for r in run.records] == [None] * 10
+    prepared = [i for what, i in client.log if what == "prepare"]
+    assert sorted(prepared) == list(range(10))  # each once, none past n_requests
+    assert client.log[:3] == [("prepare", 0), ("prepare", 1), ("prepare", 2)]  # the first wave, before any send
+    assert [r.scheduled for r in run.records[:3]] == [100.0] * 3  # the clock started after them
+    # With look-ahead, the later requests were prepared before they were sent (by the refill), not at the send.
+    sends = {i: n for n, (what, i) in enumerate(client.log) if what == "send"}
+    prepares = {i: n for n, (what, i) in enumerate(client.log) if what == "prepare"}
+    assert all(prepares[i] < sends[i] for i in range(10))
+    # Reused for another run (and an open loop), it starts over from request 0.
+    client.log.clear()
+    run = asyncio.run(open_loop(send, [0.0, 0.0, 0.0, 0.0], rate=float("inf"), clock=clock))
+    assert [i for what, i in client.log if what == "prepare"] == [0, 1, 2, 3]
+    assert client.log[:4] == [("prepare", i) for i in range(4)] and [r.ok for r in run.records] == [True] * 4
 
 
 def test_arrivals_are_seeded_gamma_gaps_with_the_asked_mean_and_burstiness():
@@ -150,6 +226,9 @@ def test_closed_loop_through_the_client_against_the_fake_server():
     assert [r.failure for r in run.records] == [None] * 12
     assert server.max_running <= 3
     assert len({tuple(b["prompt"]) for b in server.bodies}) == 12 and {len(b["prompt"]) for b in server.bodies} == {8}
+    prompts = TokenPrompts(context=8, vocab_size=1000, special_ids=[0], seed=0)
+    expected = [request_body(prompts[i], 3, VLLM_FLAGS, "fake") for i in range(12)]  # the bodies, prepared ahead
+    assert sorted(map(json.dumps, server.bodies)) == sorted(map(json.dumps, expected))
     reconciled = reconcile_tokens(run.records, before, after)
     assert reconciled.agree and (reconciled.server_output_tokens, reconciled.server_prompt_tokens) == (36, 96)
     assert closed_loop_window(run.records, 3).start is not None

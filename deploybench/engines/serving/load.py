@@ -6,6 +6,11 @@ request was due and the client's CPU time, so that a load point where the client
 set the pace is flagged (`client_figures`): in a closed loop a request is due the moment its slot
 frees (the previous stream ended), in an open loop at its arrival time.
 
+Building and encoding a request's body (a 2048-id prompt: a 13 KB JSON) is kept off the moment it is due
+where the Send can (`Sender`): the bodies of the first requests are prepared before the load's clock
+starts (a closed loop's first wave of N, all due at the start, went out one body after the other: the
+last of 256 over 400 ms late), and the next ones while the event loop has nothing else to do.
+
 Arrivals as vLLM's `bench serve` draws them: gaps from a gamma distribution of shape `burstiness` and
 mean 1 / rate (burstiness 1 = exponential gaps = Poisson arrivals; below 1 burstier, above 1 more
 regular), the first request at 0.
@@ -14,17 +19,20 @@ regular), the first request at 0.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
+from deploybench.engines.serving.client import PreparedRequest
 from deploybench.engines.serving.records import RequestRecord
 from deploybench.stats import percentile, supported_percentiles
 
 Send = Callable[[int, float], Awaitable[RequestRecord]]  # (request index, when it was due) -> its record
 MAX_ARRIVALS = 10_000_000
+OPEN_LOOP_AHEAD_S = 1.0  # an open loop keeps ready the bodies of the requests due in its first second
 
 
 @dataclass
@@ -45,13 +53,93 @@ class LoadRun:
         return self.ended - self.started
 
 
-def sender(client, prompts, gen: int) -> Send:
+class Sender:
+    """A Send that streams `prompts[index]` for `gen` tokens through a CompletionClient, with the bodies of
+    the next requests built and encoded before they are due.
+
+    Both load generators take indices in order, so the next ones are known: `prepare_ahead(ahead, limit)`
+    prepares requests 0 .. ahead - 1 at once (before the load's clock starts) and from then on keeps up to
+    `ahead` ready, refilling one body per turn of the event loop after whatever else is ready (a stream's
+    chunks wait behind one body's preparation at most, where before a whole wave's); `stop_preparing`
+    ends that. A request whose body is not ready is prepared when it is sent, as without look-ahead. The
+    bytes are those of `client.prepare`, the request goes out through `client.send`: what is sent and when
+    `sent` is stamped do not change.
+    """
+
+    def __init__(self, client, prompts, gen: int):
+        self.client, self.prompts, self.gen = client, prompts, gen
+        self._ready: dict[int, PreparedRequest] = {}
+        self._next = 0  # the next index to prepare
+        self._ahead, self._limit = 0, None
+        self._wanted: asyncio.Event | None = None
+        self._task: asyncio.Task | None = None
+
+    def _prepare(self, index: int) -> PreparedRequest:
+        return self.client.prepare(self.prompts[index], self.gen)
+
+    def _fill_one(self) -> bool:
+        """Prepare the next request, if fewer than `ahead` are ready and there is one."""
+        if len(self._ready) >= self._ahead or (self._limit is not None and self._next >= self._limit):
+            return False
+        self._ready[self._next] = self._prepare(self._next)
+        self._next += 1
+        return True
+
+    def prepare_ahead(self, ahead: int, limit: int | None = None) -> None:
+        """Prepare the first `ahead` requests (of `limit`, where bounded) now, and the next ones as they go."""
+        self._ahead, self._limit, self._next = ahead, limit, 0
+        self._ready.clear()
+        while self._fill_one():
+            pass
+        self._wanted = asyncio.Event()
+        self._task = asyncio.get_running_loop().create_task(self._refill())
+
+    async def _refill(self) -> None:
+        while True:
+            await self._wanted.wait()
+            self._wanted.clear()
+            while True:
+                await asyncio.sleep(0)  # what is ready (chunks, sends) goes first
+                try:
+                    if not self._fill_one():
+                        break
+                except Exception:  # no such prompt (past the prompts' capacity): its send will say so, if it comes
+                    return
+
+    async def stop_preparing(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+        self._task, self._wanted = None, None
+        self._ready.clear()
+
+    async def __call__(self, index: int, scheduled: float) -> RequestRecord:
+        request = self._ready.pop(index, None)
+        if request is None:
+            request = self._prepare(index)
+        self._next = max(self._next, index + 1)
+        if self._wanted is not None:
+            self._wanted.set()
+        return await self.client.send(index, request, scheduled)
+
+
+def sender(client, prompts, gen: int) -> Sender:
     """A Send that streams `prompts[index]` for `gen` tokens through a CompletionClient."""
+    return Sender(client, prompts, gen)
 
-    async def send(index: int, scheduled: float) -> RequestRecord:
-        return await client.complete(index, prompts[index], gen, scheduled)
 
-    return send
+@contextlib.asynccontextmanager
+async def _prepared_ahead(send: Send, ahead: int, limit: int | None) -> AsyncIterator[None]:
+    """Where `send` can prepare requests ahead (a Sender), the first `ahead` now and the next while the load runs."""
+    start = getattr(send, "prepare_ahead", None)
+    if start is None:
+        yield
+        return
+    start(ahead, limit)
+    try:
+        yield
+    finally:
+        await send.stop_preparing()
 
 
 def _check_bounds(n_requests: int | None, duration_s: float | None) -> None:
@@ -70,6 +158,11 @@ async def closed_loop(
     _check_bounds(n_requests, duration_s)
     if concurrency < 1:
         raise ValueError(f"concurrency must be at least 1, got {concurrency}")
+    async with _prepared_ahead(send, concurrency, n_requests):
+        return await _closed_loop(send, concurrency, n_requests, duration_s, clock)
+
+
+async def _closed_loop(send: Send, concurrency: int, n_requests: int | None, duration_s: float | None, clock):
     records: list[RequestRecord] = []
     state = {"next": 0, "stopped_by": "requests"}
     cpu0, loop0, started = time.process_time(), time.thread_time(), clock()
@@ -130,6 +223,12 @@ async def open_loop(
     sleep: Callable[[float], Awaitable] = asyncio.sleep,
 ) -> LoadRun:
     """Send request i at start + offsets[i] (`arrival_offsets`), whatever is in flight; `rate` is recorded."""
+    ahead = max(1, sum(1 for t in offsets if t < offsets[0] + OPEN_LOOP_AHEAD_S)) if len(offsets) else 0
+    async with _prepared_ahead(send, ahead, len(offsets)):
+        return await _open_loop(send, offsets, rate, clock, sleep)
+
+
+async def _open_loop(send: Send, offsets: Sequence[float], rate: float, clock, sleep) -> LoadRun:
     tasks = []
     cpu0, loop0, started = time.process_time(), time.thread_time(), clock()
     for index, offset in enumerate(offsets):

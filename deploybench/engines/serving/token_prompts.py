@@ -40,4 +40,4 @@ class TokenPrompts:
         a = len(self.allowed)
         head = [(index + self._offsets[0]) % a, (index // a + self._offsets[1]) % a][: self.context]
         rest = np.random.default_rng([self.seed, 1, index]).integers(0, a, size=self.context - len(head))
-        return [int(t) for t in self.allowed[np.concatenate([np.asarray(head, dtype=np.int64), rest])]]
+        return self.allowed[np.concatenate([np.asarray(head, dtype=np.int64), rest])].tolist()  # Python ints
