@@ -104,7 +104,7 @@ def flex_decode(module, query, key, value, attention_mask, scaling, dropout=0.0,
     mask = _mask_for(attention_mask, key)
     score_mod = None
     if mask is not None:
-        mask = mask.expand(query.shape[0], -1, -1, -1)
+        mask = opaque_copy(mask.expand(query.shape[0], -1, -1, -1))
 
         def score_mod(score, b, h, q_idx, kv_idx):
             return score + mask[b, 0, q_idx, kv_idx]
@@ -118,6 +118,21 @@ def flex_decode(module, query, key, value, attention_mask, scaling, dropout=0.0,
         )
         out = with_sinks(out, aux.lse, sinks)
     return out.transpose(1, 2).contiguous(), None
+
+
+@torch.library.custom_op("deploybench::opaque_copy", mutates_args=())
+def opaque_copy(tensor: torch.Tensor) -> torch.Tensor:
+    """A copy Inductor cannot see through, so the mask FlexAttention's score modification reads is a buffer.
+
+    Otherwise Inductor inlines the mask's computation from the cache positions into the FlexAttention kernel;
+    for gpt-oss-20b's sliding-window layers that generated Triton code that did not compile (torch 2.11,
+    H100: reference-run/serving-2026-12-07/variants/variants_gpt-oss-20b.log)."""
+    return tensor.clone()
+
+
+@opaque_copy.register_fake
+def _(tensor: torch.Tensor) -> torch.Tensor:
+    return torch.empty_like(tensor)
 
 
 # torch 2.13's compiled FlexAttention on CPU (a C++ template) cannot return the log-sum-exp, refuses a

@@ -1,0 +1,39 @@
+"""The result files of some studies of a config: the Snakemake targets that run those studies alone.
+
+    python scripts/study_cells.py config/full-size.yaml main backends    # one path per line
+    python scripts/study_cells.py config/full-size.yaml --list           # the config's studies and their sizes
+
+A study that does not fit one GPU sitting is run as its cells' files, on one machine, from the full config,
+so every cell keeps the config's settings and the report later reads all studies together.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from deploybench.plan.config import cells_by_study, load_config
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("config")
+    parser.add_argument("studies", nargs="*")
+    parser.add_argument("--list", action="store_true", help="each study with its number of cells")
+    args = parser.parse_args(argv)
+    by_study = cells_by_study(load_config(args.config))
+    if args.list or not args.studies:
+        for name, paths in by_study.items():
+            print(f"{name}\t{len(paths)}")
+        return 0
+    unknown = [name for name in args.studies if name not in by_study]
+    if unknown:
+        print(f"unknown studies {unknown}; the config has {sorted(by_study)}", file=sys.stderr)
+        return 2
+    for path in sorted({path for name in args.studies for path in by_study[name]}):
+        print(path)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
