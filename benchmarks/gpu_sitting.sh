@@ -17,10 +17,10 @@ export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 parts=/root/engine-bundle
 start=$(date +%s)
 
-if ! python3 -c "import snakemake, pydantic, prometheus_client, httpx" 2>/dev/null; then
+if ! python3 -c "import snakemake, pydantic, prometheus_client, httpx, sniffio" 2>/dev/null; then
     [ -d "${WHL:-.whl}" ] || { echo "no ${WHL:-.whl} and no snakemake: carry it (make bundle BUNDLE_DIR=.whl)"; exit 2; }
     python3 -m pip install -q --no-index --find-links "${WHL:-.whl}" snakemake==9.27.1 pydantic==2.14.4 \
-        prometheus-client==0.26.0 httpx==0.29.0 2>&1 | grep -v -i warning | tail -3
+        prometheus-client==0.26.0 httpx==0.29.0 sniffio==1.3.1 2>&1 | grep -v -i warning | tail -3
 fi
 python3 -c "import snakemake, deploybench.measure.phases, deploybench.measure.serving" || { echo "pre-flight: an import failed"; exit 2; }
 

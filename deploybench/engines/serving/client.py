@@ -22,10 +22,8 @@ for the next request (broken off at `[DONE]`, every request opened a new connect
 from __future__ import annotations
 
 import asyncio
-import importlib.util
 import json
 import ssl
-import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -185,15 +183,6 @@ async def _read_to_end(lines: AsyncIterator[str]) -> None:
         pass
 
 
-def _no_sniffio_imports() -> None:
-    """httpcore 1.0 imports sniffio each time it sets up a lock or an event (several per request) and uses
-    asyncio where that fails; anyio 4 no longer installs sniffio, and a failed import searches sys.path
-    every time (about 0.15 ms, more than the rest of a request's send). Where sniffio is not installed,
-    remember that it is not (the import fails at once, as it would have after the search)."""
-    if "sniffio" not in sys.modules and importlib.util.find_spec("sniffio") is None:
-        sys.modules["sniffio"] = None
-
-
 class _ReleasingStream(httpx.AsyncByteStream):
     """A response body that, once closed, hands its connection back: `release(True)` where it was read to its
     end and closed, `release(False)` where not (broken off, failed, or cancelled, the close included)."""
@@ -300,7 +289,6 @@ class CompletionClient:
         self._http: httpx.AsyncClient | None = None
 
     async def __aenter__(self) -> CompletionClient:
-        _no_sniffio_imports()
         self._http = httpx.AsyncClient(
             base_url=self.base_url,
             timeout=self._timeout,
