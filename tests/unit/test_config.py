@@ -309,3 +309,24 @@ def test_cell_paths_match_the_snakemake_wildcards(configfile):
     for cell in all_cells(load_config(REPO / configfile)):
         match = re.fullmatch(pattern, cell.path)
         assert match and match.groupdict() == cell.wildcards, cell.path
+
+
+def test_study_cells_lists_one_study_and_names_an_unknown_one():
+    """scripts/study_cells.py: the Snakemake targets of a sitting that runs some studies of a config alone."""
+    import subprocess
+    import sys
+
+    def run(*args):
+        return subprocess.run(
+            [sys.executable, "scripts/study_cells.py", "config/full-size.yaml", *args], capture_output=True, text=True
+        )
+
+    listed = dict(line.split("\t") for line in run("--list").stdout.splitlines())
+    assert listed["backends"] == "9" and listed["main"] == "12"
+    backends = run("backends").stdout.split()
+    assert len(backends) == 9 and all(path.startswith("results/cells/") for path in backends)
+    assert sum("/compiled-bfloat16/" in path for path in backends) == 3
+    union = run("main", "backends").stdout.split()
+    assert len(union) == 12 + 9 - 3  # the three eager cells at 2048 belong to both
+    unknown = run("backends", "nope")
+    assert unknown.returncode == 2 and "nope" in unknown.stderr and not unknown.stdout
