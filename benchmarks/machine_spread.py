@@ -22,7 +22,10 @@ from deploybench.results import metrics
 
 # What can explain a machine-to-machine spread, in the order a reader checks it.
 EXPLAINING = (
+    "device_name",
     "device_uuid",
+    "driver_version",
+    "torch_version",
     "cpu_model",
     "launch_us",
     "python_loop_ns",
@@ -30,8 +33,25 @@ EXPLAINING = (
     *energy.WINDOW_STATE_FIELDS,
     "mem_bandwidth_bytes_per_s",
     "gemv_bandwidth_bytes_per_s",
+    "roofline_fraction",
+    "roofline_fraction_gemv",
     "gpu_busy_fraction",
     "code_revision",
+)
+# The compact table (--markdown): what a reader compares first, then the run's own columns above in the TSV.
+MARKDOWN = (
+    ("machine", lambda r: f"{r['device_name']} `{(r['device_uuid'] or '')[:12]}`"),
+    ("decode tok/s", lambda r: f"{r['decode_tps']:.1f}"),
+    ("copy / GEMV roofline", lambda r: f"{r['roofline_fraction']:.2f} / {r['roofline_fraction_gemv']:.2f}"),
+    (
+        "copy / GEMV TB/s",
+        lambda r: f"{r['mem_bandwidth_bytes_per_s'] / 1e12:.2f} / {r['gemv_bandwidth_bytes_per_s'] / 1e12:.2f}",
+    ),
+    ("GPU busy", lambda r: f"{r['gpu_busy_fraction']:.0%}"),
+    ("SM MHz mean (min)", lambda r: f"{r['sm_clock_mhz_mean']:.0f} ({r['sm_clock_mhz_min']:.0f})"),
+    ("power-capped s", lambda r: f"{r['power_violation_s']:.1f}"),
+    ("launch µs", lambda r: f"{r['launch_us']:.1f}"),
+    ("code", lambda r: f"`{(r['code_revision'] or '')[:7]}`"),
 )
 
 
@@ -70,17 +90,41 @@ def _text(value) -> str:
     return "-" if value is None else str(value)
 
 
+def markdown(records: list[dict]) -> str:
+    """One line per (cell, machine), the cell's spread on its first line; a missing figure prints as a dash."""
+
+    def cell(record, fmt):
+        try:
+            return fmt(record)
+        except (TypeError, KeyError):
+            return "-"
+
+    lines = ["| cell | " + " | ".join(name for name, _ in MARKDOWN) + " | spread |", "|---" * (len(MARKDOWN) + 2) + "|"]
+    previous = None
+    for record in records:
+        first = record["cell_id"] != previous
+        previous = record["cell_id"]
+        spread = f"{record['spread']:.3f}" if first and record["spread"] else ""
+        values = " | ".join(cell(record, fmt) for _, fmt in MARKDOWN)
+        lines.append(f"| {record['cell_id'] if first else ''} | {values} | {spread} |")
+    return "\n".join(lines)
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("results", type=Path, nargs="+", help="results/ folders, one per machine")
     ap.add_argument("--cells", default="", help="keep cell ids containing this text (e.g. compiled_loop)")
     ap.add_argument("--out", type=Path, help="also write the table as CSV")
+    ap.add_argument("--markdown", action="store_true", help="print a compact Markdown table instead (for a README)")
     args = ap.parse_args(argv)
     runs = {str(path): rows_of(path) for path in args.results}
     records = spread_table(runs, args.cells)
     if not records:
         print("no cell is in more than one run")
         return 1
+    if args.markdown:
+        print(markdown(records))
+        return 0
     columns = ["cell_id", "run", "decode_tps", "spread", *EXPLAINING]
     units = {c: metrics.by_name()[c].unit for c in columns if c in metrics.by_name() and metrics.by_name()[c].unit}
     print("\t".join(f"{c} ({units[c]})" if c in units else c for c in columns))

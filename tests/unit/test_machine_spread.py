@@ -34,3 +34,13 @@ def test_spread_of_a_shared_cell_with_its_explaining_columns(tmp_path, capsys):
     assert machine_spread.main([str(fast), str(slow)]) == 0
     assert "power_violation_s (s)" in capsys.readouterr().out
     assert machine_spread.main([str(fast)]) == 1  # nothing shared
+
+
+def test_markdown_table_names_each_machine_and_leaves_missing_figures_as_dashes(tmp_path, capsys):
+    a = _run(tmp_path, "a", decode_tps=48.3, device_name="NVIDIA H100", device_uuid="GPU-aaaaaaaa-1234", launch_us=6.0)
+    b = _run(tmp_path, "b", decode_tps=41.0, device_name="NVIDIA H200", device_uuid="GPU-bbbbbbbb-5678")
+    assert machine_spread.main([str(a), str(b), "--markdown"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 4 and lines[2].startswith(f"| {CELL} | NVIDIA H100 `GPU-aaaaaaaa`")
+    assert "| 48.3 |" in lines[2] and "| 6.0 |" in lines[2] and lines[2].endswith(f"| {48.3 / 41.0:.3f} |")
+    assert lines[3].startswith("|  | NVIDIA H200 `GPU-bbbbbbbb`") and "| - |" in lines[3]  # no launch_us
