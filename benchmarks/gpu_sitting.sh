@@ -37,8 +37,8 @@ if [ -n "${PYTEST_ARGS:-}" ]; then
     # The log is appended call by call (a suite split over calls); each call's own lines begin with its header.
     echo "== $(date -u +%FT%TZ) pytest $PYTEST_ARGS" >>"$HOME/pytest-gpu.log"
     # shellcheck disable=SC2086  # a word list
-    timeout "${BUDGET_S:-540}" python3 -m pytest -p no:cacheprovider -rA --durations=25 $PYTEST_ARGS 2>&1 |
-        tee -a "$HOME/pytest-gpu.log" | grep -E "PASSED|FAILED|ERROR|passed|failed" | tail -40
+    timeout "${BUDGET_S:-540}" python3 -m pytest -p no:cacheprovider -v -rA --durations=25 $PYTEST_ARGS 2>&1 |
+        tee -a "$HOME/pytest-gpu.log" | grep -E "FAILED|ERROR|passed|failed" | tail -40
     cp "$HOME/pytest-gpu.log" "$OUT/"
 fi
 if [ -n "${SNAKEMAKE_ARGS:-}" ]; then

@@ -114,11 +114,30 @@ def alive(pid: int) -> bool:
     return stat[stat.rindex(")") + 2] not in "ZX"
 
 
+def _process_state(pid: int) -> str:
+    """Where a process waits (its state and kernel wait channel), for a test that timed out on it."""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            status = next((line.strip() for line in f if line.startswith("State:")), "")
+        with open(f"/proc/{pid}/wchan") as f:
+            return f"{status}, waiting in {f.read() or '-'}"
+    except OSError as error:
+        return f"unreadable ({error})"
+
+
 def kill_owner_and_check(owner: subprocess.Popen, report: dict, sig: int = signal.SIGKILL, timeout: float = 60) -> None:
     """Kill the owner with `sig`; every process of its server's group must be gone within `timeout`."""
     members = report["members"]
     owner.send_signal(sig)
-    owner.wait(timeout=60)
+    try:
+        # The owner's handler stops the server first: up to stop_grace_s + 15 s for the launcher, 15 s more after
+        # a SIGKILL, 10 s of checks. The margin is for a loaded CI machine (a 60 s wait once ran out there).
+        owner.wait(timeout=120)
+    except subprocess.TimeoutExpired:
+        state = _process_state(owner.pid)
+        left = group_members(report["pgid"])
+        owner.kill()
+        pytest.fail(f"the owner did not exit within 120 s of {signal.Signals(sig).name}: {state}; server group: {left}")
     left = wait_group_gone(report["pgid"], timeout)
     stragglers = [p for p in members if alive(p)]
     if left or stragglers:
