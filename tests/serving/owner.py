@@ -6,10 +6,15 @@ Prints {"pgid", "members", "base_url", "startup_s"} once /health answers (or {"e
 """
 
 import json
+import signal
 import sys
 import time
 
 from deploybench.engines.serving.server import ServerConfig, ServerProcess
+
+# An owner as a user runs it, whatever started the tests: a test run started in the background by a
+# non-interactive shell inherits SIGINT ignored, and the server's handlers rightly leave an ignored signal alone.
+signal.signal(signal.SIGINT, signal.default_int_handler)
 
 fields = json.loads(sys.argv[1])
 for key in ("command", "engine_args"):
