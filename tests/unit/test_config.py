@@ -330,3 +330,27 @@ def test_study_cells_lists_one_study_and_names_an_unknown_one():
     assert len(union) == 12 + 9 - 3  # the three eager cells at 2048 belong to both
     unknown = run("backends", "nope")
     assert unknown.returncode == 2 and "nope" in unknown.stderr and not unknown.stdout
+
+
+def test_study_cells_config_out_keeps_every_cells_params(tmp_path):
+    """A sitting's own config (--config-out): only its studies, and each of their cells with the params (so the
+    path and Snakemake's rerun check) it has under the full config."""
+    import subprocess
+    import sys
+
+    from deploybench.plan.config import cells_by_study, study_cells
+
+    cut = tmp_path / "sitting.yaml"
+    run = subprocess.run(
+        [sys.executable, "scripts/study_cells.py", "config/full-size.yaml", "main", "batch", "--config-out", str(cut)],
+        capture_output=True,
+        text=True,
+    )
+    assert run.returncode == 0, run.stderr
+    full, sitting = load_config(REPO / "config/full-size.yaml"), load_config(cut)
+    assert list(sitting.studies) == ["main", "batch"]
+    assert sorted(set(run.stdout.split())) == sorted({p for paths in cells_by_study(sitting).values() for p in paths})
+    for name in sitting.studies:
+        assert {c.path: cell_params(sitting, c) for c in study_cells(sitting, sitting.studies[name])} == {
+            c.path: cell_params(full, c) for c in study_cells(full, full.studies[name])
+        }
