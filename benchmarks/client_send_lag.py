@@ -35,6 +35,7 @@ from deploybench.engines.serving.client import VLLM_FLAGS, CompletionClient  # n
 from deploybench.engines.serving.load import closed_loop, sender  # noqa: E402
 from deploybench.engines.serving.point import LoadSpec, measure_load_point  # noqa: E402
 from deploybench.engines.serving.token_prompts import TokenPrompts  # noqa: E402
+from deploybench.report.fmt import fmt_int, fmt_num  # noqa: E402
 from deploybench.stats import percentile  # noqa: E402
 from tests.fixtures.fake_openai_server import FakeOpenAIServer, tokens_script  # noqa: E402
 
@@ -166,10 +167,6 @@ def run_point(concurrency: int, args) -> dict:
     }
 
 
-def _fmt(value) -> str:
-    return "-" if value is None else f"{value:.3g}" if isinstance(value, float) else str(value)
-
-
 COLUMNS = [
     ("N", "concurrency"),
     ("reqs", "requests"),
@@ -208,7 +205,8 @@ def main() -> None:
         for _ in range(args.repeats):
             row = run_point(concurrency, args)
             rows.append(row)
-            cells = "  ".join(f"{_fmt(row[key]):>11}" for _, key in COLUMNS)
+            texts = (fmt_int(v) if isinstance(v := row[key], int) else fmt_num(v, 3) for _, key in COLUMNS)
+            cells = "  ".join(f"{text:>11}" for text in texts)
             print(f"{cells}  {row['invalid'] or ''}", flush=True)
             if row["failed"]:
                 print(f"  {row['failed']} requests failed", flush=True)
