@@ -1,14 +1,15 @@
 #!/usr/bin/env bash
-# One call of a GPU sitting that brings a serving engine's offline bundle part by part (the machine has no
-# network; one transfer carries at most 64 MiB) while measuring cells, then installs the engine and serves.
+# One call of a GPU sitting: the GPU tests and/or Snakemake targets, and, when asked, a serving engine's offline
+# bundle brought part by part (the machine has no network; one transfer carries at most 64 MiB).
 #
-#   SNAKEMAKE_ARGS="<targets and flags>" [INSTALL_ENGINE=1] [BUDGET_S=540] [WHL=.whl] \
-#     [PARTS_FROM=.engines/bundle-vllm-gpu] bash benchmarks/gpu_serving_sitting.sh
+#   [PYTEST_ARGS="-m gpu tests/gpu"] [SNAKEMAKE_ARGS="<targets and flags>"] [BUDGET_S=540] [WHL=.whl] \
+#     [PARTS_FROM=.engines/bundle-vllm-gpu] [INSTALL_ENGINE=1] bash benchmarks/gpu_sitting.sh
 #
 # Each call: the project's wheels (.whl, `make bundle`) once per machine; every bundle part carried in this call
-# (.engines/bundle-vllm-gpu/, `make engine-bundle`) kept with the earlier ones; with INSTALL_ENGINE=1 the engine
-# installed from them once all are there (scripts/install_engine_bundle.sh); then Snakemake, its log and the
-# results packed into $OUT. Results, parts and the engine stay on a machine kept warm between calls.
+# kept with the earlier ones; with INSTALL_ENGINE=1 the engine installed from them once all are there
+# (scripts/install_engine_bundle.sh); then pytest (its log appended call by call), then Snakemake, each under
+# BUDGET_S; logs and the packed results (state.tar.gz) in $OUT. Results, parts and the engine stay on a machine
+# kept warm between calls.
 set -uo pipefail
 OUT=${OUT:-/tmp/deploybench-out}
 mkdir -p "$OUT"
@@ -35,11 +36,12 @@ nvidia-smi --query-gpu=name,uuid,driver_version,memory.total,clocks.max.sm,power
 python3 -c "import torch, transformers; print('torch', torch.__version__, 'transformers', transformers.__version__)" | tee -a "$OUT/machine.txt"
 if [ -n "${PYTEST_ARGS:-}" ]; then
     # The log is appended call by call (a suite split over calls); each call's own lines begin with its header.
+    # Written into $OUT as it goes, so a call cut off by the device's limit still brings back what ran.
     echo "== $(date -u +%FT%TZ) pytest $PYTEST_ARGS" >>"$HOME/pytest-gpu.log"
+    cp "$HOME/pytest-gpu.log" "$OUT/"
     # shellcheck disable=SC2086  # a word list
     timeout "${BUDGET_S:-540}" python3 -m pytest -p no:cacheprovider -v -rA --durations=25 $PYTEST_ARGS 2>&1 |
-        tee -a "$HOME/pytest-gpu.log" | grep -E "FAILED|ERROR|passed|failed" | tail -40
-    cp "$HOME/pytest-gpu.log" "$OUT/"
+        tee -a "$HOME/pytest-gpu.log" "$OUT/pytest-gpu.log" | grep -E "FAILED|ERROR|passed|failed" | tail -40
 fi
 if [ -n "${SNAKEMAKE_ARGS:-}" ]; then
     # shellcheck disable=SC2086  # a word list
