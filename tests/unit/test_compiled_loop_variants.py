@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from deploybench.analytic import params
 from deploybench.engines import models
 from tests.unit.test_measure import CARDS
@@ -16,6 +18,7 @@ BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
 sys.path.insert(0, str(BENCHMARKS))  # the script imports its sibling _cell
 spec = importlib.util.spec_from_file_location("compiled_loop_variants", BENCHMARKS / "compiled_loop_variants.py")
 variants_script = importlib.util.module_from_spec(spec)
+sys.modules[spec.name] = variants_script  # a dataclass looks its module up there
 spec.loader.exec_module(variants_script)
 
 
@@ -64,14 +67,54 @@ def test_runs_on_cpu_with_a_tiny_card(tmp_path):
         "--architecture", CARDS["qwen3"], "--context", "24", "--gen", "6", "--dtype", "float32",
         "--only", "fusions=qkv+gate_up", "--runs", "1", "--ttft-runs", "1", "--out", str(out),
     ]  # fmt: skip
-    subprocess.run(command, check=True, capture_output=True, timeout=900, cwd=BENCHMARKS.parent)
+    run = subprocess.run(command, check=True, capture_output=True, text=True, timeout=900, cwd=BENCHMARKS.parent)
     report = json.loads(out.read_text())
     assert list(report["variants"]) == ["baseline", "fusions=qkv+gate_up"]
-    fused = report["variants"]["fusions=qkv+gate_up"]
+    baseline, fused = report["variants"]["baseline"], report["variants"]["fusions=qkv+gate_up"]
     assert fused["built"]["fusions"] == ["qkv", "gate_up"] and fused["built"]["decode_attention_kernel"] == "gqa_matmul"
     assert fused["tokens_equal_baseline"] is True and len(fused["tokens"]) == 6
+    # float32: the loop's model is transformers' to rounding, and the fused one the loop's.
+    assert baseline["logit_steps"] == 16 and 0 < baseline["stock_logit_gap"] < 1e-5 * fused["baseline_max_abs_logit"]
     assert fused["max_abs_logit_diff_vs_baseline"] <= 1e-5 * fused["baseline_max_abs_logit"]
+    assert fused["logits_match_baseline"] is True
+    assert json.loads(run.stdout[run.stdout.index("{") :])["fastest_matching"] in ("baseline", "fusions=qkv+gate_up")
+    assert variants_script.Baseline.logits_path(out).exists() and "logits" not in baseline
     assert fused["decode_tps"] > 0 and fused["ttft_ms"] > 0
     # No CUDA device: no ceilings to judge against, so no roofline.
     assert report["ceilings"] == {"copy_bandwidth_bytes_per_s": None, "gemv_bandwidth_bytes_per_s": None}
     assert fused["roofline_fraction"] is None and report["decode_bytes_per_token"] > 0
+
+
+def test_a_variant_off_by_more_than_rounding_does_not_match():
+    """against_baseline: logits within twice the baseline's distance from transformers' model match; a variant
+    whose logits are off at one step (a wrong mask at some position, say) does not, whatever its tokens."""
+    import torch
+
+    reference = torch.randn(4, 50)
+    baseline = variants_script.Baseline({"tokens": [1, 2, 3], "decode_tps": 10.0, "stock_logit_gap": 1e-3}, reference)
+    rounded = reference + 1e-3 * torch.rand(4, 50)
+    broken = reference.clone()
+    broken[3, 7] += 0.5
+    same_tokens = {"tokens": [1, 2, 3], "decode_tps": 12.0}
+    assert variants_script.against_baseline(same_tokens, rounded, baseline)["logits_match_baseline"] is True
+    verdict = variants_script.against_baseline(same_tokens, broken, baseline)
+    assert verdict["logits_match_baseline"] is False and verdict["tokens_equal_baseline"] is True
+    assert verdict["max_abs_logit_diff_vs_baseline"] == pytest.approx(0.5)
+    assert verdict["decode_speedup_vs_baseline"] == pytest.approx(1.2)
+    parted = variants_script.against_baseline({"tokens": [1, 5, 3], "decode_tps": 12.0}, rounded, baseline)
+    assert parted["logits_match_baseline"] is True and parted["first_differing_token"] == 1
+
+
+def test_summary_names_the_fastest_matching_variant():
+    report = {
+        "ceilings": {},
+        "variants": {
+            "baseline": {"decode_tps": 10.0, "stock_logit_gap": 0.1},
+            "fast_but_off": {"decode_tps": 30.0, "logits_match_baseline": False},
+            "faster": {"decode_tps": 12.0, "logits_match_baseline": True},
+            "failed": {"error": "OutOfMemoryError"},
+        },
+    }
+    assert variants_script.summary(report)["fastest_matching"] == "faster"
+    report["variants"]["faster"]["logits_match_baseline"] = False
+    assert variants_script.summary(report)["fastest_matching"] == "baseline"
