@@ -32,7 +32,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # tests.fixtures: the unit tests' fake server
 
 from deploybench.engines.serving.client import VLLM_FLAGS, CompletionClient  # noqa: E402
-from deploybench.engines.serving.load import closed_loop, sender  # noqa: E402
+from deploybench.engines.serving.load import Sender, closed_loop  # noqa: E402
 from deploybench.engines.serving.point import LoadSpec, measure_load_point  # noqa: E402
 from deploybench.engines.serving.token_prompts import TokenPrompts  # noqa: E402
 from deploybench.report.fmt import fmt_int, fmt_num  # noqa: E402
@@ -124,7 +124,7 @@ async def measure(url: str, concurrency: int, args) -> tuple[dict, list]:
     prompts = TokenPrompts(args.context, VOCAB, SPECIAL_IDS, seed=2)
     spec = LoadSpec("concurrency", concurrency, n_requests=args.n_requests, duration_s=args.duration_s)
     async with CompletionClient(url, VLLM_FLAGS, "fake", clock=time.monotonic) as client:
-        await closed_loop(sender(client, warm, args.gen), concurrency, concurrency, clock=client.clock)
+        await closed_loop(Sender(client, warm, args.gen), concurrency, concurrency, clock=client.clock)
         point = await measure_load_point(client, prompts, args.gen, spec, server_metrics=True)
     keys = {r.index: f"{prompts[r.index][0]},{prompts[r.index][1]}" for r in point.records}
     return point, keys

@@ -36,7 +36,7 @@ from deploybench.engines.base import GenerationSettings
 from deploybench.engines.serving import deploy
 from deploybench.engines.serving.client import CompletionClient
 from deploybench.engines.serving.errors import EngineNotFoundError, ServingError, UnsupportedModelError
-from deploybench.engines.serving.load import closed_loop, sender
+from deploybench.engines.serving.load import Sender, closed_loop
 from deploybench.engines.serving.metrics import Slo
 from deploybench.engines.serving.point import LoadSpec, measure_load_point
 from deploybench.enums import Device, FailureKind, LoadMode, Status
@@ -163,7 +163,7 @@ async def _load(spec: CellSpec, served, target: Target, dev):
         width = warmup_width(spec)
         warm_prompts, _ = deploy.prompts(spec, served, flags, "warm-up")
         t0 = time.monotonic()
-        warm = await closed_loop(sender(client, warm_prompts, spec.gen), width, width, clock=client.clock)
+        warm = await closed_loop(Sender(client, warm_prompts, spec.gen), width, width, clock=client.clock)
         warm_s = time.monotonic() - t0
         prompts, mode = deploy.prompts(spec, served, flags, "measure")
         slo = Slo.from_config(spec.load.slo) if spec.load.slo else None

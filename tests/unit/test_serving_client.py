@@ -192,7 +192,7 @@ def test_a_prepared_request_goes_out_as_json_body_did_byte_for_byte():
         return out
 
     for request, before, prompt, gen in asyncio.run(prepared()):
-        assert request.content == before.content and request.http.content == before.content
+        assert request.http.content == before.content
         assert dict(request.http.headers) == dict(before.headers)  # Content-Type and Content-Length included
         assert (request.http.method, request.http.url) == (before.method, before.url)
         assert request.http.extensions == before.extensions  # the client's timeout
@@ -202,7 +202,7 @@ def test_a_prepared_request_goes_out_as_json_body_did_byte_for_byte():
 def test_as_many_connections_as_requests_in_flight_and_kept_alive():
     """Above httpx's default limit of 100 connections, every request is in flight at once (none waits for a
     connection inside the client), and the next wave reuses the connections."""
-    from deploybench.engines.serving.load import closed_loop, sender
+    from deploybench.engines.serving.load import Sender, closed_loop
     from deploybench.engines.serving.token_prompts import TokenPrompts
 
     n = 120
@@ -211,7 +211,7 @@ def test_as_many_connections_as_requests_in_flight_and_kept_alive():
         prompts = TokenPrompts(context=4, vocab_size=1000, seed=0)
         async with FakeOpenAIServer(lambda i, body: tokens_script([1, 1], delay_s=0.25)) as server:
             async with CompletionClient(server.url, model="fake", request_timeout_s=30) as client:
-                loop = await closed_loop(sender(client, prompts, 2), n, n_requests=2 * n)
+                loop = await closed_loop(Sender(client, prompts, 2), n, n_requests=2 * n)
                 opened = client._http._transport.opened
             return loop, server, opened
 

@@ -12,11 +12,11 @@ from deploybench.engines.serving.client import VLLM_FLAGS, CompletionClient, req
 from deploybench.engines.serving.load import (
     LagLimits,
     LoadRun,
+    Sender,
     arrival_offsets,
     client_figures,
     closed_loop,
     open_loop,
-    sender,
 )
 from deploybench.engines.serving.reconcile import reconcile_tokens
 from deploybench.engines.serving.records import RequestRecord
@@ -99,7 +99,7 @@ class Prompts:
 def test_the_sender_prepares_each_request_once_the_first_wave_before_the_clock_starts():
     clock = FakeClock()
     client = PreparingClient(clock)
-    send = sender(client, Prompts(), 2)
+    send = Sender(client, Prompts(), 2)
     run = asyncio.run(closed_loop(send, 3, n_requests=10, clock=clock))
     assert [r.index for r in run.records] == list(range(10)) and [r.failure for r in run.records] == [None] * 10
     prepared = [i for what, i in client.log if what == "prepare"]
@@ -216,7 +216,7 @@ async def closed_loop_against_the_fake_server(concurrency, n_requests):
     async with FakeOpenAIServer(lambda i, body: tokens_script([1, 1, 1], delay_s=0.002)) as server:
         async with CompletionClient(server.url, model="fake", request_timeout_s=30) as client:
             before = parse_metrics((await client.get_text("/metrics"))[1])
-            run = await closed_loop(sender(client, prompts, 3), concurrency, n_requests=n_requests)
+            run = await closed_loop(Sender(client, prompts, 3), concurrency, n_requests=n_requests)
             after = parse_metrics((await client.get_text("/metrics"))[1])
         return run, before, after, server
 

@@ -93,10 +93,6 @@ class PreparedRequest:
     gen: int
     prompt_tokens: int | None  # token ids in the prompt; None for a text prompt
 
-    @property
-    def content(self) -> bytes:
-        return self.http.content
-
 
 class StreamParser:
     """Turns server-sent-event lines, each with its arrival time, into the record's chunks and usage."""

@@ -123,11 +123,6 @@ class Sender:
         return await self.client.send(index, request, scheduled)
 
 
-def sender(client, prompts, gen: int) -> Sender:
-    """A Send that streams `prompts[index]` for `gen` tokens through a CompletionClient."""
-    return Sender(client, prompts, gen)
-
-
 @contextlib.asynccontextmanager
 async def _prepared_ahead(send: Send, ahead: int, limit: int | None) -> AsyncIterator[None]:
     """Where `send` can prepare requests ahead (a Sender), the first `ahead` now and the next while the load runs."""

@@ -19,11 +19,11 @@ from deploybench.engines.serving.load import (
     DEFAULT_LAG_LIMITS,
     LagLimits,
     LoadRun,
+    Sender,
     arrival_offsets,
     client_figures,
     closed_loop,
     open_loop,
-    sender,
 )
 from deploybench.engines.serving.metrics import Slo, serving_figures
 from deploybench.engines.serving.reconcile import reconcile_tokens
@@ -83,7 +83,7 @@ async def _read(client: CompletionClient, errors: list[str]) -> MetricsSnapshot 
 
 
 async def _run(client: CompletionClient, prompts, gen: int, spec: LoadSpec) -> LoadRun:
-    send = sender(client, prompts, gen)
+    send = Sender(client, prompts, gen)
     if spec.mode == "concurrency":
         return await closed_loop(send, int(spec.load), spec.n_requests, spec.duration_s, client.clock)
     if spec.mode == "request_rate":
