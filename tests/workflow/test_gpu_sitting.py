@@ -1,0 +1,82 @@
+"""benchmarks/gpu_sitting.sh, the per-call driver of a lent GPU machine, rehearsed on CPU: from a copy of the tree,
+one call runs a pytest selection and one study's cells, and leaves in $OUT what comes back from such a machine
+(the logs and the packed results); then, from those results alone, the sitting's own config
+(scripts/study_cells.py --config-out) plans its report without measuring anything again."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tarfile
+
+import pytest
+
+from .conftest import REPO, copy_workflow
+
+pytestmark = pytest.mark.workflow
+
+STUDY = {"kind": "context_scaling", "models": ["m-qwen3"], "contexts": [16, 48], "gen": [4]}
+
+
+def _study_cells(wf, *args: str) -> list[str]:
+    run = subprocess.run(
+        [sys.executable, "scripts/study_cells.py", "config.yaml", *args],
+        cwd=wf.root,
+        env=wf.env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return run.stdout.split()
+
+
+def test_a_sitting_call_brings_back_its_logs_and_cells_and_its_report_measures_nothing(small_workflow, tmp_path):
+    wf = small_workflow
+    config = wf.read_config()
+    config["studies"]["scaling"] = STUDY
+    wf.write_config(config)
+    shutil.copytree(REPO / "benchmarks", wf.root / "benchmarks", ignore=shutil.ignore_patterns("__pycache__"))
+    (wf.root / "sitting_tests").mkdir()
+    (wf.root / "sitting_tests/test_here.py").write_text("def test_here():\n    assert True\n")
+    cells = _study_cells(wf, "scaling")
+    assert len(cells) == 2
+
+    out, home = tmp_path / "out", tmp_path / "home"
+    home.mkdir()
+    env = {
+        **wf.env,
+        "OUT": str(out),
+        "HOME": str(home),
+        "PATH": f"{os.path.dirname(sys.executable)}{os.pathsep}{os.environ['PATH']}",  # python3: this interpreter
+        "PARTS_FROM": str(tmp_path / "no-parts"),
+        "BUDGET_S": "300",
+        "PYTEST_ARGS": "sitting_tests",
+        "SNAKEMAKE_ARGS": f"--configfile config.yaml --cores 1 --resources gpu=1 --keep-going {' '.join(cells)}",
+    }
+    call = subprocess.run(
+        ["bash", "benchmarks/gpu_sitting.sh"], cwd=wf.root, env=env, capture_output=True, text=True, timeout=600
+    )
+    assert call.returncode == 0, call.stdout[-3000:] + call.stderr[-3000:]
+    assert re.search(r"call wall s: \d+", call.stdout)
+
+    pytest_log = (out / "pytest-gpu.log").read_text()
+    assert pytest_log.startswith("== ") and "pytest sitting_tests" in pytest_log
+    assert "test_here PASSED" in pytest_log and "1 passed" in pytest_log
+    assert "2 of 2 steps (100%) done" in (out / "snakemake.log").read_text()
+    assert "torch" in (out / "machine.txt").read_text()  # no nvidia-smi here: the versions line only
+    with tarfile.open(out / "state.tar.gz") as state:
+        packed = set(state.getnames())
+    assert set(cells) <= packed
+
+    # The report, elsewhere, from the returned results and the config cut to the sitting's study.
+    render = copy_workflow(tmp_path / "render")
+    render.write_config(config)
+    with tarfile.open(out / "state.tar.gz") as state:
+        state.extractall(render.root, filter="data")
+    assert _study_cells(render, "scaling", "--config-out", "sitting.yaml") == cells
+    plan = render.snakemake("-n", "--configfile", "sitting.yaml", "--replace-workflow-config").stdout
+    jobs = dict(re.findall(r"^(\w+)\s+(\d+)$", plan.split("Job stats:")[1], re.MULTILINE))
+    assert "measure" not in jobs and jobs["report"] == "1", jobs
