@@ -118,3 +118,42 @@ def test_summary_names_the_fastest_matching_variant():
     assert variants_script.summary(report)["fastest_matching"] == "faster"
     report["variants"]["faster"]["logits_match_baseline"] = False
     assert variants_script.summary(report)["fastest_matching"] == "baseline"
+
+
+def test_variants_table_bolds_the_fastest_matching_variant_and_prints_errors():
+    spec_t = importlib.util.spec_from_file_location("variants_table", BENCHMARKS / "variants_table.py")
+    table = importlib.util.module_from_spec(spec_t)
+    spec_t.loader.exec_module(table)
+    common = {"roofline_fraction": 0.5, "roofline_fraction_gemv": 0.6}
+    report = {
+        "architecture": "workflow/architectures/qwen3-32b.json",
+        "environment": {"device_uuid": "GPU-0123456789ab-cdef"},
+        "ceilings": {},
+        "variants": {
+            "baseline": {"decode_tps": 30.0, "stock_logit_gap": 0.25, **common},
+            "attention=sdpa_gqa": {
+                "decode_tps": 33.0,
+                "decode_speedup_vs_baseline": 1.1,
+                "logits_match_baseline": True,
+                "max_abs_logit_diff_vs_baseline": 0.3,
+                **common,
+            },
+            "fusions=qkv": {
+                "decode_tps": 40.0,
+                "decode_speedup_vs_baseline": 4 / 3,
+                "logits_match_baseline": False,
+                "max_abs_logit_diff_vs_baseline": 3.0,
+                **common,
+            },
+            "fusions=gate_up": {"error": "OutOfMemoryError: CUDA out of memory"},
+        },
+    }
+    lines = table.markdown([report]).splitlines()
+    assert lines[0].startswith("| model | variant | decode tok/s |") and len(lines) == 2 + 4
+    assert lines[2] == "| qwen3-32b | baseline | 30.00 | — | 0.50 / 0.60 | (itself) | (0.250) | `GPU-01234567` |"
+    assert "| **attention=sdpa_gqa** | **33.00** | 1.10× |" in lines[3] and "| yes | 0.300 |" in lines[3]
+    assert "| fusions=qkv | 40.00 | 1.33× |" in lines[4] and "| no | 3.00 |" in lines[4]
+    assert "error: OutOfMemoryError" in lines[5]
+    for result in report["variants"].values():  # a report from before the logit check: nothing marked
+        result.pop("logits_match_baseline", None)
+    assert "**" not in table.markdown([report]) and "| — | 0.300 |" in table.markdown([report])
