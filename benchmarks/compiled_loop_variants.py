@@ -89,7 +89,8 @@ def decode_step_logits(model, ids: torch.Tensor, steps: int) -> torch.Tensor:
     first = ids.shape[1] - steps
     logits = []
     with torch.inference_mode():
-        model(input_ids=ids[:, :first], position_ids=positions[:, :first], past_key_values=cache, use_cache=True)
+        prefill = {"input_ids": ids[:, :first], "position_ids": positions[:, :first], "past_key_values": cache}
+        model(**prefill, use_cache=True, logits_to_keep=1)  # not the whole prompt's logits: 0.8 GB for gpt-oss
         for k in range(first, ids.shape[1]):
             step = model(
                 input_ids=ids[:, k : k + 1], position_ids=positions[:, k : k + 1], past_key_values=cache, use_cache=True
