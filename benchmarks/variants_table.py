@@ -47,10 +47,10 @@ def rows(report: dict) -> list[tuple[str, ...]]:
         if "error" in result:
             out.append((model, name, f"error: {short(result['error'], 60)}", DASH, DASH, DASH, DASH, machine))
             continue
-        match = result.get("logits_match_baseline")
         if name == BASELINE:
             match_text, diff = "(itself)", f"({fmt_num(baseline.get('stock_logit_gap'), 3)})"
         else:
+            match = result.get("logits_match_baseline")
             match_text = DASH if match is None else ("yes" if match else "no")
             diff = fmt_num(result.get("max_abs_logit_diff_vs_baseline"), 3)
         roofline = f"{fmt_num(result.get('roofline_fraction'), 2)} / {fmt_num(result.get('roofline_fraction_gemv'), 2)}"
