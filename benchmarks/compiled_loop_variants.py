@@ -99,7 +99,10 @@ def decode_step_logits(model, ids: torch.Tensor, steps: int) -> torch.Tensor:
     return torch.stack(logits)
 
 
-def measure_variant(args, options: dict, ceilings: dict, bytes_per_token: float, baseline: Baseline | None) -> dict:
+def measure_variant(
+    args, options: dict, ceilings: dict, bytes_per_token: float, baseline: Baseline | None
+) -> tuple[dict, torch.Tensor]:
+    """The variant's figures, and its decode steps' logits (the baseline's are what the others are judged by)."""
     cell = benchmark_cell(
         args.architecture,
         args.context,
@@ -121,7 +124,9 @@ def measure_variant(args, options: dict, ceilings: dict, bytes_per_token: float,
         _release(device)
 
 
-def _measure(args, options, engine, loaded, ids, ceilings, bytes_per_token: float, baseline: Baseline | None) -> dict:
+def _measure(
+    args, options, engine, loaded, ids, ceilings, bytes_per_token: float, baseline: Baseline | None
+) -> tuple[dict, torch.Tensor]:
     steps = min(args.logit_steps, ids.shape[1] - 1)
     stock = decode_step_logits(loaded.model, ids, steps) if baseline is None else None  # transformers' own model
     engine.attach(loaded, ids)  # fuses, picks the kernels
@@ -154,12 +159,11 @@ def _measure(args, options, engine, loaded, ids, ceilings, bytes_per_token: floa
         **roofline.roofline(decode_tps, ceilings["gemv_bandwidth_bytes_per_s"], bytes_per_token, suffix="_gemv"),
     }
     if baseline is None:
-        result["logits"] = logits  # kept beside the JSON (Baseline.save), not in it
         result["stock_logit_gap"] = (logits - stock).abs().max().item()
         result["logit_steps"] = steps
     else:
         result.update(against_baseline(result, logits, baseline))
-    return result
+    return result, logits.cpu()
 
 
 @dataclass
@@ -174,7 +178,7 @@ class Baseline:
         return out.with_name(out.name + ".baseline-logits.pt")
 
     def save(self, out: Path) -> None:
-        torch.save(self.logits.cpu(), self.logits_path(out))
+        torch.save(self.logits, self.logits_path(out))
 
     @classmethod
     def load(cls, report: dict, out: Path) -> Baseline:
@@ -255,7 +259,9 @@ def main() -> None:
             continue
         started = time.perf_counter()
         try:
-            result = measure_variant(args, grid[name], report["ceilings"], report["decode_bytes_per_token"], baseline)
+            result, logits = measure_variant(
+                args, grid[name], report["ceilings"], report["decode_bytes_per_token"], baseline
+            )
         except Exception as exc:  # a variant this stack cannot build is a result, not a crash
             result = {"options": grid[name], "error": f"{type(exc).__name__}: {exc}"[:500]}
             if name == BASELINE:
@@ -263,7 +269,7 @@ def main() -> None:
         if "error" in result:  # outside the except: its traceback (and what its frames hold) is gone by now
             _release(report["environment"].get("device", "cpu"))
         if name == BASELINE:
-            baseline = Baseline(result, result.pop("logits"))
+            baseline = Baseline(result, logits)  # its logits beside the JSON, not in it
             baseline.save(out)
         result["wall_s"] = time.perf_counter() - started
         report["variants"][name] = result
