@@ -27,6 +27,7 @@ from deploybench.plan.config import (
 from deploybench.plan.spec import canonical_json, parse_job
 from tests.fixtures.bad_configs import BAD_CONFIGS, put, without
 from tests.fixtures.small_config import SMALL_CONFIG
+from tests.fixtures.study_cells import run_study_cells
 
 REPO = Path(__file__).resolve().parents[2]
 SCHEMA_FILE = REPO / "workflow/schemas/config.schema.json"
@@ -313,13 +314,9 @@ def test_cell_paths_match_the_snakemake_wildcards(configfile):
 
 def test_study_cells_lists_one_study_and_names_an_unknown_one():
     """scripts/study_cells.py: the Snakemake targets of a sitting that runs some studies of a config alone."""
-    import subprocess
-    import sys
 
     def run(*args):
-        return subprocess.run(
-            [sys.executable, "scripts/study_cells.py", "config/full-size.yaml", *args], capture_output=True, text=True
-        )
+        return run_study_cells("config/full-size.yaml", *args)
 
     listed = dict(line.split("\t") for line in run("--list").stdout.splitlines())
     assert listed["backends"] == "9" and listed["main"] == "12"
@@ -335,17 +332,10 @@ def test_study_cells_lists_one_study_and_names_an_unknown_one():
 def test_study_cells_config_out_keeps_every_cells_params(tmp_path):
     """A sitting's own config (--config-out): only its studies, and each of their cells with the params (so the
     path and Snakemake's rerun check) it has under the full config."""
-    import subprocess
-    import sys
-
     from deploybench.plan.config import cells_by_study, study_cells
 
     cut = tmp_path / "sitting.yaml"
-    run = subprocess.run(
-        [sys.executable, "scripts/study_cells.py", "config/full-size.yaml", "main", "batch", "--config-out", str(cut)],
-        capture_output=True,
-        text=True,
-    )
+    run = run_study_cells("config/full-size.yaml", "main", "batch", "--config-out", str(cut))
     assert run.returncode == 0, run.stderr
     full, sitting = load_config(REPO / "config/full-size.yaml"), load_config(cut)
     assert list(sitting.studies) == ["main", "batch"]

@@ -14,6 +14,8 @@ import tarfile
 
 import pytest
 
+from tests.fixtures.study_cells import run_study_cells
+
 from .conftest import REPO, copy_workflow
 
 pytestmark = pytest.mark.workflow
@@ -22,14 +24,8 @@ STUDY = {"kind": "context_scaling", "models": ["m-qwen3"], "contexts": [16, 48],
 
 
 def _study_cells(wf, *args: str) -> list[str]:
-    run = subprocess.run(
-        [sys.executable, "scripts/study_cells.py", "config.yaml", *args],
-        cwd=wf.root,
-        env=wf.env,
-        capture_output=True,
-        text=True,
-        check=True,
-    )
+    run = run_study_cells("config.yaml", *args, cwd=wf.root, env=wf.env)
+    assert run.returncode == 0, run.stderr
     return run.stdout.split()
 
 
