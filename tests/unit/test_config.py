@@ -327,6 +327,11 @@ def test_study_cells_lists_one_study_and_names_an_unknown_one():
     assert len(union) == 12 + 9 - 3  # the three eager cells at 2048 belong to both
     unknown = run("backends", "nope")
     assert unknown.returncode == 2 and "nope" in unknown.stderr and not unknown.stdout
+    one_model = run("batch:qwen3-32b").stdout.split()
+    assert len(one_model) == 8 and all("/qwen3-32b/" in path for path in one_model)
+    stray = run("batch:qwen3-32b+yi-34b")  # yi-34b is a model of the config, not of the batch study
+    assert stray.returncode == 2 and "batch:qwen3-32b+yi-34b" in stray.stderr and "yi-34b" in stray.stderr
+    assert not stray.stdout
 
 
 def test_study_cells_config_out_keeps_every_cells_params(tmp_path):
@@ -335,12 +340,13 @@ def test_study_cells_config_out_keeps_every_cells_params(tmp_path):
     from deploybench.plan.config import cells_by_study, study_cells
 
     cut = tmp_path / "sitting.yaml"
-    run = run_study_cells("config/full-size.yaml", "main", "batch", "--config-out", str(cut))
+    run = run_study_cells("config/full-size.yaml", "main", "batch:gpt-oss-20b", "--config-out", str(cut))
     assert run.returncode == 0, run.stderr
     full, sitting = load_config(REPO / "config/full-size.yaml"), load_config(cut)
-    assert list(sitting.studies) == ["main", "batch"]
+    assert list(sitting.studies) == ["main", "batch"] and sitting.studies["batch"].models == ["gpt-oss-20b"]
     assert sorted(set(run.stdout.split())) == sorted({p for paths in cells_by_study(sitting).values() for p in paths})
     for name in sitting.studies:
-        assert {c.path: cell_params(sitting, c) for c in study_cells(sitting, sitting.studies[name])} == {
-            c.path: cell_params(full, c) for c in study_cells(full, full.studies[name])
-        }
+        full_params = {c.path: cell_params(full, c) for c in study_cells(full, full.studies[name])}
+        cut_params = {c.path: cell_params(sitting, c) for c in study_cells(sitting, sitting.studies[name])}
+        assert cut_params == {path: full_params[path] for path in cut_params}
+    assert len(cut_params) == 8 and all("/gpt-oss-20b/" in path for path in cut_params)  # the batch study's half
