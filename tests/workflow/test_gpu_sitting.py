@@ -67,6 +67,21 @@ def test_a_sitting_call_brings_back_its_logs_and_cells_and_its_report_measures_n
         packed = set(state.getnames())
     assert set(cells) <= packed
 
+    # A call whose budget is spent starts neither step (`timeout 0` would be no limit) and still packs the results.
+    spent = subprocess.run(
+        ["bash", "benchmarks/gpu_sitting.sh"],
+        cwd=wf.root,
+        env={**env, "OUT": str(tmp_path / "out-spent"), "BUDGET_S": "5"},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert spent.returncode == 0, spent.stdout[-3000:] + spent.stderr[-3000:]
+    assert "pytest not started" in (tmp_path / "out-spent/pytest-gpu.log").read_text()
+    assert "snakemake not started" in (tmp_path / "out-spent/snakemake.log").read_text()
+    with tarfile.open(tmp_path / "out-spent/state.tar.gz") as state:
+        assert set(cells) <= set(state.getnames())
+
     # The report, elsewhere, from the returned results and the config cut to the sitting's study.
     render = copy_workflow(tmp_path / "render")
     render.write_config(config)
