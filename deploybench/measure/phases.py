@@ -30,7 +30,7 @@ from deploybench.engines.base import Engine
 from deploybench.engines.factory import engine_for
 from deploybench.engines.timing import RunTiming
 from deploybench.enums import Status
-from deploybench.instruments import calibration, environment, memory, nvml
+from deploybench.instruments import calibration, compile_cache, environment, memory, nvml
 from deploybench.instruments.device import is_cuda
 from deploybench.instruments.energy_meter import EnergyMeter, IdleReading, measure_idle
 from deploybench.measure import batch_fit, cell_figures, failures, row, uncertainty
@@ -111,6 +111,7 @@ def _measure_loaded(cell: CellSpec, device: str, config, counts: dict, meta, res
     if fits is not None:
         capacity.check_batch_fits(cell.batch, fits)  # an oom row naming the estimate, before any weights load
     engine = engine_for(cell, device, config)
+    cache_before = compile_cache.snapshot()
     try:
         with nvml.open_device(device) as meter_device:  # NVML stays up until the energy windows closed
             power_limit_w = nvml.try_read(meter_device.power_limit_w) if meter_device.available else None
@@ -129,8 +130,9 @@ def _measure_loaded(cell: CellSpec, device: str, config, counts: dict, meta, res
         compiled = engine.compiled()
     finally:
         engine.close()  # on every exit path: what it holds goes (a server engine is stopped)
-    log.info("%s: phase wall s %s", cell.cell_id, walls)
-    measured = Measured(ceilings, fits, ready, idle, warmup_s, prefill, decode, after, compiled, walls)
+    cache = compile_cache.since(cache_before)
+    log.info("%s: phase wall s %s; Inductor cache %s", cell.cell_id, walls, cache)
+    measured = Measured(ceilings, fits, ready, idle, warmup_s, prefill, decode, after, compiled, walls, cache)
     split = params.expert_split(meta, cell.model.active_params or None)
     return row.measured_columns(measured, cell_figures.figures(cell, config, counts, split, measured, device))
 

@@ -79,6 +79,8 @@ class Latency:
 class Compilation:
     compiled: bool
     compile_s: float | None = None  # static-cache backends: the first full run's wall less a measured run's
+    compile_cache_hits: int | None = None  # instruments.compile_cache; None for the eager backend
+    compile_cache_misses: int | None = None
 
 
 @dataclass(frozen=True)

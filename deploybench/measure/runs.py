@@ -12,6 +12,7 @@ from deploybench.engines.base import EngineFacts, GenerationSettings, LoadFigure
 from deploybench.engines.timing import RunTiming
 from deploybench.enums import StopReason
 from deploybench.instruments import energy
+from deploybench.instruments.compile_cache import CompileCache
 from deploybench.instruments.coverage import Coverage
 from deploybench.instruments.energy_meter import IdleReading
 from deploybench.instruments.memory import PeakMemory
@@ -99,3 +100,4 @@ class Measured:
     after: Afterwards
     compiled: bool  # the engine's answer after the runs
     phase_wall_s: dict[str, float]
+    compile_cache: CompileCache | None = None  # graphs compiled and loaded from the cache while the engine lived

@@ -14,8 +14,11 @@ from deploybench.enums import ValueType
 from deploybench.report import captions, pacing
 from deploybench.report import quantities as Q
 from deploybench.report.data import is_failed, is_invalid, reasons
-from deploybench.report.fmt import DASH, fmt_int, fmt_num, num, short
+from deploybench.report.fmt import DASH, fmt_int, fmt_num, num, short, to_int
 from deploybench.results.metrics import Metric
+
+# A compile time some of whose graphs came from the machine's Inductor cache (compile_cache_hits): not a cold start's.
+WARM = " (warm)"
 
 
 @dataclass
@@ -122,6 +125,9 @@ def metric_cell(r: dict | None, m: Metric, failed_text: bool = False) -> Cell:
         c.text += " runs {}–{}".format(*_apart(m, c.runs[:2])) if c.runs else f" [{DASH}]"
         said = "the lowest and highest over the runs" if c.runs else "the runs are not in the row"
         c.note = "; ".join(filter(None, [c.note, f"no 95% interval ({Q.no_interval(m, r)}): {said}"]))
+    if m.name == "compile_s" and (hits := to_int(r.get("compile_cache_hits"))):  # not a cold start's
+        said = captions.text("notes", "warm_cell", hits=hits, misses=fmt_int(r.get("compile_cache_misses")))
+        c.text, c.note = c.text + WARM, "; ".join(filter(None, [c.note, said]))
     if is_invalid(r):
         c.text, c.kind, c.note = c.text + " †", "invalid", reasons(r)
     if m.name in pacing.PACED and pacing.host_paced(r):
@@ -217,6 +223,8 @@ def finish(table: Table, value_keys: list[str], why_missing: str) -> Table:
         table.notes.append(captions.text("notes", "host", below=below, hosts="; ".join(hosts)))
     if any(c.runs for c in shown):
         table.notes.append(captions.text("notes", "runs_range"))
+    if any(WARM in c.text for c in shown):
+        table.notes.append(captions.text("notes", "warm"))
     if any(c.text.startswith("n.r.") for c in shown):
         table.notes.append(captions.text("notes", "not_resolved"))
     return table

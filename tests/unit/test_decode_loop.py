@@ -64,6 +64,26 @@ def test_compiled_loop_row_is_complete_and_valid():
     assert row["gen_tokens_measured"] == 8 and len(row["itl_ms_samples"]) == 2 * 7
 
 
+def test_compile_cache_counts_say_whether_the_step_was_compiled_or_loaded():
+    """compile_s is a cold start's only where nothing came from the machine's Inductor cache: in an empty cache the
+    first cell compiles its step, the same cell again loads it, and the row of each says which."""
+    from torch._inductor.utils import fresh_cache
+
+    cell = make_cell(random_model("llama"), context=32, gen=8, dtype="float32", backend="compiled_loop")
+
+    def in_a_new_process():  # a measure job is one: nothing compiled in memory yet
+        torch._dynamo.reset()
+        return measure.measure_cell(cell)
+
+    with fresh_cache():
+        cold, warm = in_a_new_process(), in_a_new_process()
+    assert cold["status"] == warm["status"] == "ok"
+    assert cold["compile_cache_misses"] >= 1 and cold["compile_cache_hits"] == 0
+    assert warm["compile_cache_hits"] >= 1 and warm["compile_cache_misses"] == 0
+    eager = measure.measure_cell(make_cell(random_model("llama"), context=32, gen=8, dtype="float32"))
+    assert eager["compile_cache_hits"] is None and eager["compile_cache_misses"] is None
+
+
 @pytest.mark.parametrize("family", ["llama", "qwen3", "gpt_oss"])  # gpt-oss: sinks and sliding layers
 def test_gqa_attention_equals_eager_attention(family):
     torch.manual_seed(0)

@@ -315,6 +315,20 @@ def test_backend_governance_and_imported_tables(gpu):
     assert len(flagged) == int(df[df.source != "deploybench"].tpot_artifact.sum())
 
 
+def test_a_compile_time_partly_from_the_machines_cache_is_marked_warm(gpu):
+    df, cfg = gpu
+    loaded = (df.model == "qwen3-32b") & (df.backend == "compiled")
+    df = df.assign(compile_cache_hits=loaded.astype(int), compile_cache_misses=(~loaded).astype(int))
+    b = table(ReportData(df, cfg), "table-backend")[0]
+    warm = b.cell("compile_s", model="qwen3-32b", backend="compiled")
+    assert warm.text.endswith("(warm)") and "1 compiled graphs loaded from the machine's Inductor cache" in warm.note
+    cold = [c for r in b.rows if (c := r.cells.get("compile_s")) and c.value is not None and c is not warm]
+    assert cold and not any(c.text.endswith("(warm)") for c in cold)
+    assert sum("Inductor cache" in note for note in b.notes) == 1
+    unmarked = table(ReportData(df.assign(compile_cache_hits=0), cfg), "table-backend")[0]
+    assert not any("Inductor cache" in note for note in unmarked.notes)
+
+
 def test_definitions_name_the_metric_in_every_tool():
     (t,) = appendix.definitions()
     assert t.cell("study", name="e2e_tps").text == "\u201cTPOT (tok/s)\u201d (TPOT_tokps)"
