@@ -37,7 +37,7 @@ from deploybench.engines import experts, models
 from deploybench.engines.compiled_loop import fusion
 from deploybench.engines.compiled_loop.engine import CompiledLoopEngine
 from deploybench.enums import Backend, DecodeAttentionKernel, DecodeExperts, Device
-from deploybench.instruments import calibration
+from deploybench.instruments import calibration, compile_cache
 from deploybench.instruments.device import is_cuda
 from deploybench.instruments.environment import capture, resolve_device
 from deploybench.measure.records import columns
@@ -133,6 +133,7 @@ def _measure(
     run, built = engine.run, columns(engine.facts())
     logits = decode_step_logits(loaded.model, ids, steps)
 
+    cache_before = compile_cache.snapshot()
     first_run_s = run(args.gen, 0, False)[0].e2e_s  # compiles
     run(args.gen, 1, False)  # records the CUDA graphs
     run(1, 0, False)
@@ -145,10 +146,13 @@ def _measure(
         tokens = output.sequences[0, args.context :].tolist() if tokens is None else tokens
     decode = [t.decode_tps for t in timings if t.decode_tps]
     decode_tps = median(decode)
+    cache = compile_cache.since(cache_before)
     result = {
         "options": options,
         "built": built,
         "compile_s": max(0.0, first_run_s - median([t.e2e_s for t in timings])),
+        "compile_cache_hits": cache.hits,  # graphs an earlier process on the machine compiled: compile_s is warm
+        "compile_cache_misses": cache.misses,
         "ttft_ms": median(ttft_ms),
         "ttft_ms_samples": ttft_ms,
         "decode_tps": decode_tps,
@@ -310,6 +314,7 @@ SUMMARY_KEYS = (
     "decode_tps",
     "ttft_ms",
     "compile_s",
+    "compile_cache_hits",
     "roofline_fraction",
     "roofline_fraction_gemv",
     "decode_speedup_vs_baseline",

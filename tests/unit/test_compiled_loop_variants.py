@@ -80,6 +80,8 @@ def test_runs_on_cpu_with_a_tiny_card(tmp_path):
     assert json.loads(run.stdout[run.stdout.index("{") :])["fastest_matching"] in ("baseline", "fusions=qkv+gate_up")
     assert variants_script.Baseline.logits_path(out).exists() and "logits" not in baseline
     assert fused["decode_tps"] > 0 and fused["ttft_ms"] > 0
+    # Each variant's step compiled (or loaded from this machine's Inductor cache, which the counts tell apart).
+    assert all(v["compile_cache_hits"] + v["compile_cache_misses"] >= 1 for v in (baseline, fused))
     # No CUDA device: no ceilings to judge against, so no roofline.
     assert report["ceilings"] == {"copy_bandwidth_bytes_per_s": None, "gemv_bandwidth_bytes_per_s": None}
     assert fused["roofline_fraction"] is None and report["decode_bytes_per_token"] > 0
