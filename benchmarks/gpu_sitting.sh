@@ -2,12 +2,15 @@
 # One call of a GPU sitting: the GPU tests and/or Snakemake targets, and, when asked, a serving engine's offline
 # bundle brought part by part (the machine has no network; one transfer carries at most 64 MiB).
 #
-#   [PYTEST_ARGS="-m gpu tests/gpu"] [SNAKEMAKE_ARGS="<targets and flags>"] [BUDGET_S=540] [WHL=.whl] \
-#     [PARTS_FROM=.engines/bundle-vllm-gpu] [INSTALL_ENGINE=1] bash benchmarks/gpu_sitting.sh
+#   [PYTEST_ARGS="-m gpu tests/gpu"] [BENCHMARK_ARGS="<script in benchmarks/> <its arguments>"] \
+#     [SNAKEMAKE_ARGS="<targets and flags>"] [BUDGET_S=540] [WHL=.whl] [PARTS_FROM=.engines/bundle-vllm-gpu] \
+#     [INSTALL_ENGINE=1] bash benchmarks/gpu_sitting.sh
 #
 # Each call: the project's wheels (.whl, `make bundle`) once per machine; every bundle part carried in this call
 # kept with the earlier ones; with INSTALL_ENGINE=1 the engine installed from them once all are there
-# (scripts/install_engine_bundle.sh); then pytest (its log appended call by call), then Snakemake, the whole call
+# (scripts/install_engine_bundle.sh); then pytest (its log appended call by call), then a benchmark script run
+# from benchmarks/ (its output in $OUT/benchmark.log; what it writes under ../results/ is packed with the cells
+# and stays for the next call: compiled_loop_variants.py --resume goes on from it), then Snakemake, the whole call
 # within BUDGET_S seconds (each step gets what is left, so the results are packed before the device's own limit
 # cuts the call off); logs and the packed results (state.tar.gz) in $OUT. Results, parts and the engine stay on a
 # machine kept warm between calls.
@@ -47,6 +50,13 @@ elif [ -n "${PYTEST_ARGS:-}" ]; then
     # shellcheck disable=SC2086  # a word list
     timeout "$(left)" python3 -m pytest -p no:cacheprovider -v -rA --durations=25 $PYTEST_ARGS 2>&1 |
         tee -a "$HOME/pytest-gpu.log" "$OUT/pytest-gpu.log" | grep -E "FAILED|ERROR|passed|failed" | tail -40
+fi
+if [ -n "${BENCHMARK_ARGS:-}" ] && [ "$(left)" -le 10 ]; then
+    echo "benchmark not started: $(left) s left of BUDGET_S=${BUDGET_S:-540}" | tee "$OUT/benchmark.log"
+elif [ -n "${BENCHMARK_ARGS:-}" ]; then
+    mkdir -p results/benchmarks
+    # shellcheck disable=SC2086  # a word list
+    (cd benchmarks && timeout "$(left)" python3 $BENCHMARK_ARGS) 2>&1 | tee "$OUT/benchmark.log" | tail -40
 fi
 if [ -n "${SNAKEMAKE_ARGS:-}" ] && [ "$(left)" -le 10 ]; then
     echo "snakemake not started: $(left) s left of BUDGET_S=${BUDGET_S:-540}" | tee "$OUT/snakemake.log"

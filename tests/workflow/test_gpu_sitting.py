@@ -50,6 +50,8 @@ def test_a_sitting_call_brings_back_its_logs_and_cells_and_its_report_measures_n
         "PARTS_FROM": str(tmp_path / "no-parts"),
         "BUDGET_S": "300",
         "PYTEST_ARGS": "sitting_tests",
+        "BENCHMARK_ARGS": "compiled_loop_variants.py --architecture ../workflow/architectures/tiny-qwen3.json "
+        "--context 24 --gen 4 --dtype float32 --runs 1 --ttft-runs 1 --only --out ../results/benchmarks/variants.json",
         "SNAKEMAKE_ARGS": f"--configfile config.yaml --cores 1 --resources gpu=1 --keep-going {' '.join(cells)}",
     }
     call = subprocess.run(
@@ -62,10 +64,11 @@ def test_a_sitting_call_brings_back_its_logs_and_cells_and_its_report_measures_n
     assert pytest_log.startswith("== ") and "pytest sitting_tests" in pytest_log
     assert "test_here PASSED" in pytest_log and "1 passed" in pytest_log
     assert "2 of 2 steps (100%) done" in (out / "snakemake.log").read_text()
+    assert "fastest_matching" in (out / "benchmark.log").read_text()  # the baseline alone: --only names none
     assert "torch" in (out / "machine.txt").read_text()  # no nvidia-smi here: the versions line only
     with tarfile.open(out / "state.tar.gz") as state:
         packed = set(state.getnames())
-    assert set(cells) <= packed
+    assert set(cells) <= packed and "results/benchmarks/variants.json" in packed
 
     # A call whose budget is spent starts neither step (`timeout 0` would be no limit) and still packs the results.
     spent = subprocess.run(
@@ -79,6 +82,7 @@ def test_a_sitting_call_brings_back_its_logs_and_cells_and_its_report_measures_n
     assert spent.returncode == 0, spent.stdout[-3000:] + spent.stderr[-3000:]
     assert "pytest not started" in (tmp_path / "out-spent/pytest-gpu.log").read_text()
     assert "snakemake not started" in (tmp_path / "out-spent/snakemake.log").read_text()
+    assert "benchmark not started" in (tmp_path / "out-spent/benchmark.log").read_text()
     with tarfile.open(tmp_path / "out-spent/state.tar.gz") as state:
         assert set(cells) <= set(state.getnames())
 
