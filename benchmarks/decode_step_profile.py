@@ -13,6 +13,7 @@ the speed a decode step made of nothing but these GEMVs would reach.
 
     python benchmarks/decode_step_profile.py --architecture workflow/architectures/qwen3-32b.json \
         --context 2048 --gen 64 --out profile.json
+    python benchmarks/compare_step_profiles.py profile-machine-a.json profile-machine-b.json   # kernel by kernel
 
 A compiled_loop variant (deploybench.plan.loop_options) is profiled with --fusions, --decode-attention and
 --decode-experts, e.g. `--fusions qkv gate_up --decode-attention flex_decoding`.
@@ -83,15 +84,7 @@ def main() -> None:
             loop.run(ids, new_tokens, seed=0, clock=True)
         totals[new_tokens] = kernel_totals(device_kernels(profile))
 
-    steps = args.profile_tokens - 1
-    per_step = {}
-    for kind in {*totals[1], *totals[args.profile_tokens]}:
-        rows = per_step_by_name(totals[args.profile_tokens].get(kind, {}), totals[1].get(kind, {}), steps)
-        per_step[kind] = {
-            "us": sum(r["us"] for r in rows),
-            "kernels": sum(r["calls"] for r in rows),
-            "top": rows[:8],  # which kernels the decode steps run, not the prefill
-        }
+    per_step = decode_step_kinds(totals[args.profile_tokens], totals[1], args.profile_tokens - 1)
     step_us = sum(v["us"] for v in per_step.values())
     itl_ms = [x * 1000 for x in timing.itl_s]
     copy_bandwidth = calibration.copy_bandwidth(device)
@@ -172,6 +165,21 @@ def kernel_totals(kernels: list[tuple[str, float]]) -> dict:
         named[0] += us
         named[1] += 1
     return by_kind
+
+
+def decode_step_kinds(full: dict, prefill: dict, steps: int) -> dict:
+    """Per kind of kernel, the decode steps' device us and kernels per step (kernel_totals of a full run less a
+    prefill-only run's), and every kernel they run (not the prefill's), so that two machines' steps compare kernel
+    by kernel (benchmarks/compare_step_profiles.py)."""
+    per_step = {}
+    for kind in {*prefill, *full}:
+        rows = per_step_by_name(full.get(kind, {}), prefill.get(kind, {}), steps)
+        per_step[kind] = {
+            "us": sum(r["us"] for r in rows),
+            "kernels": sum(r["calls"] for r in rows),
+            "by_name": [r for r in rows if r["calls"]],
+        }
+    return per_step
 
 
 def per_step_by_name(full: dict, prefill: dict, steps: int) -> list[dict]:
