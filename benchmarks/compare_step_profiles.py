@@ -16,9 +16,11 @@ import json
 import sys
 from pathlib import Path
 
+from deploybench.analytic import step_kernels
+from deploybench.analytic.step_kernels import StepKernel
 from deploybench.report.fmt import fmt_int, fmt_num
 
-NAME_CHARS = 90  # C++ template names run to thousands of characters; their heads tell kernels apart
+PRINTED_CHARS = 90  # of a kernel's name (the row keeps step_kernels.NAME_CHARS)
 
 
 def _count(x: float) -> str:
@@ -26,17 +28,12 @@ def _count(x: float) -> str:
     return fmt_int(x) if float(x).is_integer() else fmt_num(x)
 
 
-def per_name(report: dict, path: str) -> dict[str, tuple[float, float]]:
-    """{kernel name: (calls, us) per decode step} over every kind."""
+def kernels(report: dict, path: str) -> tuple[StepKernel, ...]:
+    """Every kind's kernels by name (decode_step_profile.py's per_decode_step)."""
     steps = report.get("per_decode_step", {})
     if any("by_name" not in kind for kind in steps.values()):
         raise SystemExit(f"{path}: no per-kernel rows (a report from before decode_step_profile.py kept them all)")
-    out: dict[str, tuple[float, float]] = {}
-    for kind in steps.values():
-        for row in kind["by_name"]:
-            calls, us = out.get(row["name"], (0.0, 0.0))
-            out[row["name"]] = (calls + row["calls"], us + row["us"])
-    return out
+    return tuple(StepKernel(**row) for kind in steps.values() for row in kind["by_name"])
 
 
 def machine(report: dict) -> str:
@@ -46,29 +43,29 @@ def machine(report: dict) -> str:
 
 
 def compare(a: dict, b: dict, path_a: str = "A", path_b: str = "B") -> list[dict]:
-    """One row per kernel name in either step: calls and us per step on each, most time apart first."""
-    ka, kb = per_name(a, path_a), per_name(b, path_b)
-    rows = []
-    for name in {*ka, *kb}:
-        (calls_a, us_a), (calls_b, us_b) = ka.get(name, (0.0, 0.0)), kb.get(name, (0.0, 0.0))
-        only = "A" if name not in kb else "B" if name not in ka else ""
-        rows.append({"name": name, "calls_a": calls_a, "calls_b": calls_b, "us_a": us_a, "us_b": us_b, "only": only})
-    return sorted(rows, key=lambda r: -abs(r["us_a"] - r["us_b"]))
+    """One record per kernel name in either step (step_kernels.side_by_side)."""
+    return step_kernels.side_by_side(kernels(a, path_a), kernels(b, path_b))
 
 
 def markdown(a: dict, b: dict, rows: list[dict], most: int) -> str:
     if a.get("architecture") != b.get("architecture") or a.get("context") != b.get("context"):
         print("warning: the two reports profile different cells", file=sys.stderr)
-    lines = [
+    head = (
         f"A: {machine(a)}, {fmt_num(a.get('decode_tps'))} tok/s, {fmt_num(a.get('device_us_per_decode_step'))} µs "
         f"of kernels per step; B: {machine(b)}, {fmt_num(b.get('decode_tps'))} tok/s, "
-        f"{fmt_num(b.get('device_us_per_decode_step'))} µs",
-        "",
+        f"{fmt_num(b.get('device_us_per_decode_step'))} µs"
+    )
+    return head + "\n\n" + kernel_table(rows, most)
+
+
+def kernel_table(rows: list[dict], most: int) -> str:
+    """step_kernels.side_by_side's records as Markdown, the first `most` of them, then the steps' totals."""
+    lines = [
         "| kernel | calls / step A | calls / step B | µs / step A | µs / step B | only in |",
         "|---|---:|---:|---:|---:|---|",
     ]
     for r in rows[:most]:
-        name = r["name"][:NAME_CHARS].replace("|", "\\|")
+        name = r["name"][:PRINTED_CHARS].replace("|", "\\|")
         cells = (_count(r["calls_a"]), _count(r["calls_b"]), fmt_num(r["us_a"]), fmt_num(r["us_b"]), r["only"])
         lines.append(f"| `{name}` | " + " | ".join(cells) + " |")
     calls = [sum(r[f"calls_{side}"] for r in rows) for side in "ab"]

@@ -30,7 +30,7 @@ from pathlib import Path
 import torch
 from _cell import benchmark_cell, graphed, random_model_and_prompt, shape_arguments, timed
 
-from deploybench.analytic import params
+from deploybench.analytic import params, step_kernels
 from deploybench.engines import models
 from deploybench.engines.compiled_loop.decode_loop import CompiledDecodeLoop
 from deploybench.enums import Backend, DecodeAttentionKernel, DecodeExperts, Fusion, values
@@ -82,7 +82,7 @@ def main() -> None:
     for new_tokens in (1, args.profile_tokens):
         with torch.profiler.profile(activities=activities) as profile:
             loop.run(ids, new_tokens, seed=0, clock=True)
-        totals[new_tokens] = kernel_totals(device_kernels(profile))
+        totals[new_tokens] = step_kernels.totals(device_kernels(profile))
 
     per_step = decode_step_kinds(totals[args.profile_tokens], totals[1], args.profile_tokens - 1)
     step_us = sum(v["us"] for v in per_step.values())
@@ -157,38 +157,17 @@ def linear_gemv_bandwidth(model, device: str, repeats: int = 5) -> dict:
     return out
 
 
-def kernel_totals(kernels: list[tuple[str, float]]) -> dict:
-    """{kind of kernel: {kernel name: [total us, calls]}}."""
-    by_kind: dict[str, dict] = {}
-    for name, us in kernels:
-        named = by_kind.setdefault(kind_of(name), {}).setdefault(name, [0.0, 0])
-        named[0] += us
-        named[1] += 1
-    return by_kind
-
-
 def decode_step_kinds(full: dict, prefill: dict, steps: int) -> dict:
-    """Per kind of kernel, the decode steps' device us and kernels per step (kernel_totals of a full run less a
-    prefill-only run's), and every kernel they run (not the prefill's), so that two machines' steps compare kernel
-    by kernel (benchmarks/compare_step_profiles.py)."""
-    per_step = {}
-    for kind in {*prefill, *full}:
-        rows = per_step_by_name(full.get(kind, {}), prefill.get(kind, {}), steps)
-        per_step[kind] = {
-            "us": sum(r["us"] for r in rows),
-            "kernels": sum(r["calls"] for r in rows),
-            "by_name": [r for r in rows if r["calls"]],
-        }
+    """Per kind of kernel, the decode steps' device us and kernels per step, and every kernel they run by name
+    (analytic.step_kernels over step_kernels.totals of a full run and of a prefill-only run), so that two
+    machines' steps compare kernel by kernel (benchmarks/compare_step_profiles.py)."""
+    per_step: dict[str, dict] = {}
+    for kernel in step_kernels.per_step(full, prefill, steps):
+        kind = per_step.setdefault(kind_of(kernel.name), {"us": 0.0, "kernels": 0.0, "by_name": []})
+        kind["us"] += kernel.us
+        kind["kernels"] += kernel.calls
+        kind["by_name"].append(dataclasses.asdict(kernel))
     return per_step
-
-
-def per_step_by_name(full: dict, prefill: dict, steps: int) -> list[dict]:
-    """Per kernel name, (full run - prefill run) / steps: the decode steps alone, most time first."""
-    rows = []
-    for name in {*full, *prefill}:
-        (us, count), (us_before, count_before) = full.get(name, (0.0, 0)), prefill.get(name, (0.0, 0))
-        rows.append({"name": name, "us": (us - us_before) / steps, "calls": (count - count_before) / steps})
-    return sorted(rows, key=lambda r: -r["us"])
 
 
 if __name__ == "__main__":

@@ -6,7 +6,9 @@ Reads `results/cells/**.parquet` of each run (one run per machine), keeps the ce
 than one of them, and prints per cell and machine the decode speed beside the columns that can
 explain a spread: the GPU (device_uuid), the host (cpu_model, launch_us, python_loop_ns), the
 power limit, the clocks through the decode window, NVML's violation counters, throttling, the
-measured bandwidths and the GPU-busy fraction; then each cell's spread (max / min decode tok/s).
+measured bandwidths and the GPU-busy fraction; then each cell's spread (max / min decode tok/s). With --kernels,
+each shared cell's decode steps on its first two machines kernel by kernel (the rows' step_kernels_json): what one
+machine's step runs that the other's does not.
 """
 
 from __future__ import annotations
@@ -16,7 +18,9 @@ import sys
 from pathlib import Path
 
 import pyarrow.parquet as pq
+from compare_step_profiles import kernel_table
 
+from deploybench.analytic import step_kernels
 from deploybench.instruments import energy
 from deploybench.results import metrics
 
@@ -110,12 +114,29 @@ def markdown(records: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def kernel_differences(records: list[dict], runs: dict[str, dict[str, dict]], most: int = 12) -> str:
+    """Per shared cell, its first two machines' decode steps kernel by kernel (step_kernels_json), where both rows
+    hold them."""
+    out = []
+    for cell in dict.fromkeys(r["cell_id"] for r in records):
+        rows = [(name, rows[cell]) for name, rows in runs.items() if rows.get(cell, {}).get("step_kernels_json")]
+        if len(rows) < 2:
+            out.append(f"{cell}: fewer than two of its rows hold their step's kernels (step_kernels_json)\n")
+            continue
+        (name_a, a), (name_b, b) = rows[:2]
+        machines = [f"{r.get('device_name')} `{str(r.get('device_uuid') or '')[:12]}` ({name})" for name, r in rows[:2]]
+        side = step_kernels.side_by_side(*(step_kernels.from_json(r["step_kernels_json"]) for r in (a, b)))
+        out.append(f"{cell}: A {machines[0]}, B {machines[1]}\n\n{kernel_table(side, most)}\n")
+    return "\n".join(out)
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("results", type=Path, nargs="+", help="results/ folders, one per machine")
     ap.add_argument("--cells", default="", help="keep cell ids containing this text (e.g. compiled_loop)")
     ap.add_argument("--out", type=Path, help="also write the table as CSV")
     ap.add_argument("--markdown", action="store_true", help="print a compact Markdown table instead (for a README)")
+    ap.add_argument("--kernels", action="store_true", help="then each shared cell's decode steps kernel by kernel")
     args = ap.parse_args(argv)
     runs = {str(path): rows_of(path) for path in args.results}
     records = spread_table(runs, args.cells)
@@ -124,6 +145,8 @@ def main(argv=None) -> int:
         return 1
     if args.markdown:
         print(markdown(records))
+        if args.kernels:
+            print("\n" + kernel_differences(records, runs))
         return 0
     columns = ["cell_id", "run", "decode_tps", "spread", *EXPLAINING]
     units = {c: metrics.by_name()[c].unit for c in columns if c in metrics.by_name() and metrics.by_name()[c].unit}
@@ -137,6 +160,8 @@ def main(argv=None) -> int:
             writer = csv.DictWriter(fh, columns)
             writer.writeheader()
             writer.writerows({c: _text(r[c]) for c in columns} for r in records)
+    if args.kernels:
+        print("\n" + kernel_differences(records, runs))
     return 0
 
 

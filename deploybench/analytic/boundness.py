@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from deploybench.analytic.step_kernels import StepKernel
 from deploybench.enums import BoundBy
 from deploybench.results import metrics
 
@@ -37,6 +38,7 @@ class StepProfile:
     profile_tokens: int
     kernels_per_token: float
     gpu_kernel_ms_per_token: float
+    kernels: tuple[StepKernel, ...] = ()  # by name (analytic.step_kernels)
 
 
 def busy_fraction(gpu_kernel_ms_per_token: float | None, tpot_ms: float | None) -> float | None:

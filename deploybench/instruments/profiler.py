@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import torch
 
+from deploybench.analytic import step_kernels
 from deploybench.analytic.boundness import StepProfile
 from deploybench.instruments.device import is_cuda
 
@@ -40,11 +41,12 @@ def profile_decode_steps(run, tokens: int, device: str) -> StepProfile | None:
         with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as profile:
             _, output = run(new_tokens, 0, False)
             del output
-        kernels = device_kernels(profile)
-        totals[new_tokens] = (len(kernels), sum(us for _, us in kernels))
+        totals[new_tokens] = step_kernels.totals(device_kernels(profile))
     steps = tokens - 1
+    launches, us = ([sum(v[i] for v in totals[n].values()) for n in (tokens, 1)] for i in (0, 1))
     return StepProfile(
         profile_tokens=tokens,
-        kernels_per_token=(totals[tokens][0] - totals[1][0]) / steps,
-        gpu_kernel_ms_per_token=(totals[tokens][1] - totals[1][1]) / steps / 1000,
+        kernels_per_token=(launches[0] - launches[1]) / steps,
+        gpu_kernel_ms_per_token=(us[0] - us[1]) / steps / 1000,
+        kernels=step_kernels.per_step(totals[tokens], totals[1], steps),
     )

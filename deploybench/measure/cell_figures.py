@@ -9,7 +9,7 @@ the batch (B x steps per second), `decode_tps_per_seq` one sequence's, `tpot_ms`
 
 from __future__ import annotations
 
-from deploybench.analytic import boundness, capacity, kvcache, roofline
+from deploybench.analytic import boundness, capacity, kvcache, roofline, step_kernels
 from deploybench.analytic.capacity import BatchEstimate
 from deploybench.engines import models
 from deploybench.engines.base import LoadFigures
@@ -153,6 +153,7 @@ def boundness_figures(
         gpu_busy_fraction=busy,
         bound_by=verdict,
         boundness_null_reason=null_reason,
+        step_kernels_json=step_kernels.to_json(step.kernels) if step.kernels else None,
     )
 
 

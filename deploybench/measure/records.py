@@ -149,6 +149,7 @@ class Boundness:
     gpu_busy_fraction: float | None = None
     bound_by: BoundBy | None = None
     boundness_null_reason: str | None = None
+    step_kernels_json: str | None = None  # analytic.step_kernels.to_json
 
 
 @dataclass(frozen=True)

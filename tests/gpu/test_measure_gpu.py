@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from deploybench.analytic import step_kernels
 from deploybench.measure import phases as measure
 from deploybench.plan.spec import ModelEntry
 from deploybench.results.schema import write_row
@@ -60,6 +61,9 @@ def test_compiled_loop_on_gpu(family, decoding):
     assert row["kv_cache_bytes"] == row["kv_cache_bytes_analytic"]
     assert len(row["itl_ms_samples"]) == row["n_runs"] * 15 and min(row["itl_ms_samples"]) > 0
     assert 0 < row["roofline_fraction"] < 1
+    # The step's kernels by name add up to its kernel count (the same difference of profiled generates).
+    kernels = step_kernels.from_json(row["step_kernels_json"])
+    assert kernels and sum(k.calls for k in kernels) == pytest.approx(row["kernels_per_token"])
 
 
 def test_full_size_gpt_oss_cell_at_2048(tmp_path):

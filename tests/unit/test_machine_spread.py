@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import importlib.util
+import json
+import sys
 from pathlib import Path
 
 from deploybench.results.schema import write_row
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))  # machine_spread imports a sibling
 spec = importlib.util.spec_from_file_location(
     "machine_spread", Path(__file__).resolve().parents[2] / "benchmarks" / "machine_spread.py"
 )
@@ -59,3 +62,24 @@ def test_the_readme_spread_table_is_the_committed_runs():
     readme = (root / "README.md").read_text()
     assert table in readme
     assert table in (runs[-1] / "README.md").read_text()
+
+
+def test_kernels_name_what_one_machines_step_runs_and_the_others_does_not(tmp_path, capsys):
+    """Two H100s, one cell, the same software: one machine's cuBLAS splits a GEMV and adds a reducing kernel."""
+    gemv = {"name": "nvjet_sm90_tst_256x8_64x6_4x1_v_bz_TNT", "calls": 128.0, "us": 20000.0}
+    reduce = {"name": "splitKreduce_kernel", "calls": 128.0, "us": 900.0}
+    norm = {"name": "triton_red_fused_rsqrt_1", "calls": 129.0, "us": 400.0}
+    plain = _run(tmp_path, "a", decode_tps=37.9, device_name="NVIDIA H100", device_uuid="GPU-d93971c7",
+                 step_kernels_json=json.dumps([gemv, norm]))  # fmt: skip
+    split = _run(tmp_path, "b", decode_tps=34.1, device_name="NVIDIA H100", device_uuid="GPU-be85161f",
+                 step_kernels_json=json.dumps([gemv | {"us": 23000.0}, reduce, norm]))  # fmt: skip
+    assert machine_spread.main([str(plain), str(split), "--markdown", "--kernels"]) == 0
+    out = capsys.readouterr().out
+    assert "A NVIDIA H100 `GPU-d93971c7`" in out and "B NVIDIA H100 `GPU-be85161f`" in out
+    table = out[out.index("| kernel |") :]
+    assert table.index("nvjet_sm90") < table.index("splitKreduce") < table.index("triton_red")  # most time apart first
+    assert "| `splitKreduce_kernel` | 0 | 128 | 0 | 900.0 | B |" in table
+    assert "calls per step A 257, B 385" in table
+    bare = _run(tmp_path, "c", decode_tps=30.0)
+    assert machine_spread.main([str(plain), str(bare), "--kernels"]) == 0
+    assert "fewer than two of its rows hold their step's kernels" in capsys.readouterr().out

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from deploybench.analytic import step_kernels
 from tests.unit.test_measure import CARDS
 
 BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
@@ -29,7 +30,7 @@ GEMV, REDUCE, NORM = "nvjet_sm90_tst_256x8_64x6_4x1_v_bz_TNT", "splitKreduce_ker
 
 
 def _report(kernels_full, kernels_prefill, steps: int, device: str) -> dict:
-    totals = [profile_script.kernel_totals(k) for k in (kernels_full, kernels_prefill)]
+    totals = [step_kernels.totals(k) for k in (kernels_full, kernels_prefill)]
     per_step = profile_script.decode_step_kinds(*totals, steps)
     return {"architecture": "qwen3-32b.json", "context": 2048, "per_decode_step": per_step,
             "environment": {"device_name": "NVIDIA H100 80GB HBM3", "device_uuid": device}}  # fmt: skip
@@ -59,7 +60,27 @@ def test_two_machines_steps_compare_kernel_by_kernel(tmp_path, capsys):
 def test_a_report_without_per_kernel_rows_is_named():
     old = {"per_decode_step": {"matmul": {"us": 1.0, "kernels": 2, "top_in_full_run": []}}}
     with pytest.raises(SystemExit, match="old.json: no per-kernel rows"):
-        compare_script.per_name(old, "old.json")
+        compare_script.kernels(old, "old.json")
+
+
+def test_step_kernels_cut_long_names_and_leave_out_the_prefills_own():
+    long = "void cutlass::Kernel2<" + "x" * 400 + ">"
+    full = step_kernels.totals([(long, 5.0), (long, 5.0), ("prefill_gemm", 800.0)])
+    prefill = step_kernels.totals([("prefill_gemm", 790.0)])
+    (kernel,) = step_kernels.per_step(full, prefill, steps=2)  # prefill_gemm: once in each, not the step's
+    assert kernel == step_kernels.StepKernel(long[: step_kernels.NAME_CHARS], 1.0, 5.0)
+    assert step_kernels.from_json(step_kernels.to_json((kernel,))) == (kernel,)
+    assert step_kernels.from_json(None) == ()
+
+
+def test_a_steps_kernels_add_up_to_its_kernel_count():
+    """kernels_per_token is the launches' difference over the steps; the names' rows share it out exactly, the
+    prefill's kernels (equal counts in both generates) contributing nothing to either."""
+    prefill = [("gemm", 500.0), ("norm", 3.0)]
+    full = prefill + [("gemv", 9.0), ("norm", 1.0), ("gemv", 9.0), ("reduce", 1.0)] * 3
+    kernels = step_kernels.per_step(step_kernels.totals(full), step_kernels.totals(prefill), steps=3)
+    assert sum(k.calls for k in kernels) == (len(full) - len(prefill)) / 3 == 4
+    assert sum(k.us for k in kernels) == pytest.approx((sum(u for _, u in full) - sum(u for _, u in prefill)) / 3)
 
 
 def test_the_profile_runs_on_cpu(tmp_path):
