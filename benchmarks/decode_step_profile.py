@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import re
 from pathlib import Path
 
 import torch
@@ -40,16 +39,6 @@ from deploybench.instruments.environment import capture
 from deploybench.instruments.profiler import device_kernels
 from deploybench.plan.loop_options import DEFAULT, CompiledLoopOptions
 from deploybench.stats import median
-
-KINDS = (
-    ("matmul", re.compile(r"gemv|gemm|cutlass|nvjet|xmma|cublas|sm90_|splitk|addmm|bmm", re.I)),
-    ("triton", re.compile(r"^triton_", re.I)),
-    ("copy", re.compile(r"copy|memcpy|memset|index|roll|cat", re.I)),
-)
-
-
-def kind_of(name: str) -> str:
-    return next((kind for kind, pattern in KINDS if pattern.search(name)), "other")
 
 
 def main() -> None:
@@ -163,7 +152,7 @@ def decode_step_kinds(full: dict, prefill: dict, steps: int) -> dict:
     machines' steps compare kernel by kernel (benchmarks/compare_step_profiles.py)."""
     per_step: dict[str, dict] = {}
     for kernel in step_kernels.per_step(full, prefill, steps):
-        kind = per_step.setdefault(kind_of(kernel.name), {"us": 0.0, "kernels": 0.0, "by_name": []})
+        kind = per_step.setdefault(step_kernels.kind_of(kernel.name), {"us": 0.0, "kernels": 0.0, "by_name": []})
         kind["us"] += kernel.us
         kind["kernels"] += kernel.calls
         kind["by_name"].append(dataclasses.asdict(kernel))

@@ -11,10 +11,22 @@ cell compare kernel by kernel (benchmarks/machine_spread.py --kernels).
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import asdict, dataclass
 
 # C++ template names run to thousands of characters; their heads tell kernels apart.
 NAME_CHARS = 160
+# A kernel's kind by its name: cuBLAS / CUTLASS matrix multiplies, Inductor's generated Triton kernels, copies, the
+# rest; the first pattern that matches.
+KINDS = (
+    ("matmul", re.compile(r"gemv|gemm|cutlass|nvjet|xmma|cublas|sm90_|splitk|addmm|bmm", re.I)),
+    ("triton", re.compile(r"^triton_", re.I)),
+    ("copy", re.compile(r"copy|memcpy|memset|index|roll|cat", re.I)),
+)
+
+
+def kind_of(name: str) -> str:
+    return next((kind for kind, pattern in KINDS if pattern.search(name)), "other")
 
 
 @dataclass(frozen=True)

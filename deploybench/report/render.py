@@ -26,6 +26,7 @@ from deploybench.report import (
     captions,
     findings,
     imported,
+    kernels,
     latex,
     plot,
     serving,
@@ -50,6 +51,7 @@ TABLES |= {"table-governance": appendix.governance, "table-methodology": appendi
 TABLES |= {"table-definitions": appendix.definitions, "table-environment": appendix.environment}
 TABLES |= {"table-failures": appendix.failures, "table-trust": trust.tables}
 TABLES |= {"table-serving-slo": serving.slo_table, "table-serving-generate": serving.table12}
+TABLES |= {kernels.TID: kernels.tables}
 # Sections in reading order, each with its tables and figures: captions.yaml's `sections` (with titles, intros).
 
 

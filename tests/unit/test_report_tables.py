@@ -329,6 +329,27 @@ def test_a_compile_time_partly_from_the_machines_cache_is_marked_warm(gpu):
     assert not any("Inductor cache" in note for note in unmarked.notes)
 
 
+def test_a_decode_steps_kernels_by_time_at_the_reference_cell(gpu):
+    from deploybench.report import kernels
+
+    df, cfg = gpu
+    t = kernels.tables(ReportData(df, cfg))[0]
+    ref = _ref_row(df, "qwen3-32b", backend="compiled_loop")
+    group = [row for row in t.rows if row.key["model"] == "qwen3-32b" and row.key["backend"] == "compiled_loop"]
+    assert len(group) == kernels.SHOWN + 1  # the three that take most time, then the other five in one line
+    assert group[0].cells["kernel"].text == "nvjet_sm90_tst_256x8_64x6_4x1_v_bz_TNT"
+    assert group[0].cells["kind"].text == "matmul" and group[2].cells["kind"].text == "triton"
+    cut = group[1].cells["kernel"]  # cutlass::Kernel2<...>: cut, the whole name in the note
+    assert cut.text.startswith("cutlass::Kernel2<cutlass_80_tensorop") and cut.text.endswith("…")
+    assert cut.note.startswith("void cutlass::Kernel2<") and group[1].cells["model"].text == ""
+    assert group[-1].cells["kernel"].text == "the other 5 kernels"
+    assert sum(row.cells["calls"].value for row in group) == pytest.approx(ref.kernels_per_token)
+    assert sum(row.cells["us"].value for row in group) == pytest.approx(ref.gpu_kernel_ms_per_token * 1000)
+    assert sum(row.cells["share"].value for row in group) == pytest.approx(100)
+    (cpu,) = kernels.tables(ReportData(demo_frame("cpu"), demo_settings("cpu")))
+    assert cpu.skipped and "profiled on a CUDA device only" in cpu.skipped
+
+
 def test_definitions_name_the_metric_in_every_tool():
     (t,) = appendix.definitions()
     assert t.cell("study", name="e2e_tps").text == "\u201cTPOT (tok/s)\u201d (TPOT_tokps)"
