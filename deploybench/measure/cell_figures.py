@@ -47,7 +47,7 @@ def figures(cell: CellSpec, config, counts: dict, split: dict, measured: Measure
     compile_s = None
     if cell.backend.static_cache:  # the first full-shape warm-up compiled: its wall less a measured run's
         compile_s = max(0.0, measured.warmup_s[0] - latency.e2e_ms_p50 / 1000)
-    cache = measured.compile_cache if cell.backend.static_cache else None
+    cache = measured.compile_cache  # None for the eager backend
     compilation = Compilation(measured.compiled, compile_s, *((cache.hits, cache.misses) if cache else (None, None)))
     energy_record = energy_figures(measured.decode, measured.prefill, measured.idle, cell, load.context_tokens_measured)
     roof = roofline_figures(cell, config, load.context_tokens_measured, measured, latency.decode_tps, counts, split)

@@ -111,7 +111,7 @@ def _measure_loaded(cell: CellSpec, device: str, config, counts: dict, meta, res
     if fits is not None:
         capacity.check_batch_fits(cell.batch, fits)  # an oom row naming the estimate, before any weights load
     engine = engine_for(cell, device, config)
-    cache_before = compile_cache.snapshot()
+    cache_before = compile_cache.snapshot() if cell.backend.static_cache else None  # eager compiles nothing
     try:
         with nvml.open_device(device) as meter_device:  # NVML stays up until the energy windows closed
             power_limit_w = nvml.try_read(meter_device.power_limit_w) if meter_device.available else None
@@ -130,7 +130,7 @@ def _measure_loaded(cell: CellSpec, device: str, config, counts: dict, meta, res
         compiled = engine.compiled()
     finally:
         engine.close()  # on every exit path: what it holds goes (a server engine is stopped)
-    cache = compile_cache.since(cache_before)
+    cache = compile_cache.since(cache_before) if cache_before is not None else None
     log.info("%s: phase wall s %s; Inductor cache %s", cell.cell_id, walls, cache)
     measured = Measured(ceilings, fits, ready, idle, warmup_s, prefill, decode, after, compiled, walls, cache)
     split = params.expert_split(meta, cell.model.active_params or None)
