@@ -19,7 +19,7 @@ LONG_ROWS = 40  # more rows than a page holds: a LaTeX longtable
 
 
 def tables(data: ReportData) -> list[Table]:
-    held = trust._held(data)
+    held = trust.held_axes(data)
     rows = [
         r
         for r in data.batch1
@@ -28,7 +28,7 @@ def tables(data: ReportData) -> list[Table]:
     if not rows:
         return [skipped_table(TID, TITLE, captions.text("skips", TID))]
     by: dict[str, list] = {}
-    for r in sorted(rows, key=trust._order(data)):
+    for r in sorted(rows, key=trust.row_order(data)):
         by.setdefault(machine(r), []).append(r)
     out = []
     for i, (name, group) in enumerate(sorted(by.items(), key=lambda kv: -len(kv[1]))):
@@ -43,12 +43,10 @@ def tables(data: ReportData) -> list[Table]:
 
 
 def _columns() -> list[Column]:
+    texts = [text_column("model", "Model"), text_column("backend", "Backend"), text_column("kernel", "Kernel")]
+    texts.append(text_column("kind", "Kind"))
     numbers = [Column("calls", "launches", "per step"), Column("us", "time", "µs per step")]
-    return [text_column("model", "Model"), text_column("backend", "Backend"), text_column("kernel", "Kernel")] + [
-        text_column("kind", "Kind"),
-        *numbers,
-        Column("share", "share", "% of the step's kernel time"),
-    ]
+    return texts + numbers + [Column("share", "share", "% of the step's kernel time")]
 
 
 def _rows(r: dict) -> list[Row]:
@@ -61,12 +59,13 @@ def _rows(r: dict) -> list[Row]:
         lines.append((said, "", sum(k.calls for k in rest), sum(k.us for k in rest)))
     out = []
     for rank, (name, kind, calls, us) in enumerate(lines):
-        shown = name if len(name) <= SHOWN_CHARS or not kind else name[: SHOWN_CHARS - 1] + "…"
+        text = name.removeprefix("void ")
+        shown = text if len(text) <= SHOWN_CHARS or not kind else text[: SHOWN_CHARS - 1] + "…"
         first = rank == 0  # the model and backend once, over their kernels
         cells = {
             "model": text_cell(r["model"]) if first else Cell("", kind="text"),
             "backend": text_cell(r["backend"]) if first else Cell("", kind="text"),
-            "kernel": Cell(shown.removeprefix("void "), raw=name, kind="text", note=name if shown != name else None),
+            "kernel": Cell(shown, raw=name, kind="text", note=name if shown != text else None),
             "kind": text_cell(kind) if kind else Cell("", kind="text"),
             "calls": Cell(fmt_num(calls), value=calls, raw=calls),
             "us": Cell(fmt_num(us), value=us, raw=us),

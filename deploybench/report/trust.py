@@ -22,7 +22,7 @@ HELD = ("context", "gen", "decoding", "dtype")  # the reference cell's axes ever
 TIMINGS = ("ttft_ms", "decode_tps", "e2e_tps")
 
 
-def _held(data: ReportData) -> dict:
+def held_axes(data: ReportData) -> dict:
     """The reference cell's context, gen, decoding and dtype; the context some row has where the reference's has
     none (the largest)."""
     ref = data.reference() or {}
@@ -33,7 +33,7 @@ def _held(data: ReportData) -> dict:
     return held
 
 
-def _order(data: ReportData):
+def row_order(data: ReportData):
     backends = {b: i for i, b in enumerate(("eager", "compiled", "compiled_loop", *SERVING))}
     models = {m: i for i, m in enumerate(data.configured_models)}
     return lambda r: (
@@ -50,10 +50,10 @@ def tables(data: ReportData) -> list[Table]:
 
 
 def _tables(data: ReportData) -> list[Table]:
-    held = _held(data)
+    held = held_axes(data)
     rows = [r for r in data.batch1 if all(cell_of(r)[a] == v for a, v in held.items() if v is not None)]
     by: dict[str, list] = {}
-    for r in sorted(rows, key=_order(data)):
+    for r in sorted(rows, key=row_order(data)):
         by.setdefault(machine(r), []).append(r)
     groups = sorted(by.items(), key=lambda kv: -len(kv[1]))
     failed = [(name, r) for name, group in groups for r in group if all(is_failed(x) for x in group)]
