@@ -23,6 +23,12 @@ parts=/root/engine-bundle
 start=$(date +%s)
 # Seconds left of the call's budget.
 left() { echo $(( ${BUDGET_S:-540} - ($(date +%s) - start) )); }
+# True, with a line in the step's log, when too little budget is left to start step $1 (never `timeout 0`: that
+# is no limit at all).
+spent() {
+    [ "$(left)" -gt 10 ] && return 1
+    echo "$1 not started: $(left) s left of BUDGET_S=${BUDGET_S:-540}" | tee -a "$2"
+}
 
 if ! python3 -c "import snakemake, pydantic, prometheus_client, httpx, sniffio" 2>/dev/null; then
     [ -d "${WHL:-.whl}" ] || { echo "no ${WHL:-.whl} and no snakemake: carry it (make bundle BUNDLE_DIR=.whl)"; exit 2; }
@@ -40,9 +46,7 @@ fi
 
 nvidia-smi --query-gpu=name,uuid,driver_version,memory.total,clocks.max.sm,power.limit --format=csv | tee -a "$OUT/machine.txt"
 python3 -c "import torch, transformers; print('torch', torch.__version__, 'transformers', transformers.__version__)" | tee -a "$OUT/machine.txt"
-if [ -n "${PYTEST_ARGS:-}" ] && [ "$(left)" -le 10 ]; then  # never `timeout 0`: that is no limit at all
-    echo "pytest not started: $(left) s left of BUDGET_S=${BUDGET_S:-540}" | tee -a "$OUT/pytest-gpu.log"
-elif [ -n "${PYTEST_ARGS:-}" ]; then
+if [ -n "${PYTEST_ARGS:-}" ] && ! spent pytest "$OUT/pytest-gpu.log"; then
     # The log is appended call by call (a suite split over calls); each call's own lines begin with its header.
     # Written into $OUT as it goes, so a call cut off by the device's limit still brings back what ran.
     echo "== $(date -u +%FT%TZ) pytest $PYTEST_ARGS" >>"$HOME/pytest-gpu.log"
@@ -51,9 +55,7 @@ elif [ -n "${PYTEST_ARGS:-}" ]; then
     timeout "$(left)" python3 -m pytest -p no:cacheprovider -v -rA --durations=25 $PYTEST_ARGS 2>&1 |
         tee -a "$HOME/pytest-gpu.log" "$OUT/pytest-gpu.log" | grep -E "FAILED|ERROR|passed|failed" | tail -40
 fi
-if [ -n "${BENCHMARK_ARGS:-}" ] && [ "$(left)" -le 10 ]; then
-    echo "benchmark not started: $(left) s left of BUDGET_S=${BUDGET_S:-540}" | tee "$OUT/benchmark.log"
-elif [ -n "${BENCHMARK_ARGS:-}" ]; then
+if [ -n "${BENCHMARK_ARGS:-}" ] && ! spent benchmark "$OUT/benchmark.log"; then
     mkdir -p results/benchmarks
     # Its own Inductor cache: graphs it compiles (a variants run's baseline is a compiled_loop cell's step) would
     # otherwise make the cells' compile_s a warm start's.
@@ -61,9 +63,7 @@ elif [ -n "${BENCHMARK_ARGS:-}" ]; then
     (cd benchmarks && TORCHINDUCTOR_CACHE_DIR="$HOME/inductor-benchmarks" TRITON_CACHE_DIR="$HOME/inductor-benchmarks/triton" \
         timeout "$(left)" python3 $BENCHMARK_ARGS) 2>&1 | tee "$OUT/benchmark.log" | tail -40
 fi
-if [ -n "${SNAKEMAKE_ARGS:-}" ] && [ "$(left)" -le 10 ]; then
-    echo "snakemake not started: $(left) s left of BUDGET_S=${BUDGET_S:-540}" | tee "$OUT/snakemake.log"
-elif [ -n "${SNAKEMAKE_ARGS:-}" ]; then
+if [ -n "${SNAKEMAKE_ARGS:-}" ] && ! spent snakemake "$OUT/snakemake.log"; then
     # shellcheck disable=SC2086  # a word list
     timeout "$(left)" python3 -m snakemake $SNAKEMAKE_ARGS 2>&1 | tee "$OUT/snakemake.log" |
         grep -E "Finished|Error|error|steps|rror in rule" | tail -40
