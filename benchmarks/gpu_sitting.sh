@@ -12,7 +12,7 @@
 # from benchmarks/ (its output in $OUT/benchmark.log; what it writes under ../results/ is packed with the cells
 # and stays for the next call: compiled_loop_variants.py --resume goes on from it), then Snakemake, the whole call
 # within BUDGET_S seconds (each step gets what is left, so the results are packed before the device's own limit
-# cuts the call off); logs and the packed results (state.tar.gz) in $OUT. Results, parts and the engine stay on a
+# cuts the call off); logs and the packed results (state.tar.gz, also every 30 s) in $OUT. Results, parts and the engine stay on a
 # machine kept warm between calls.
 set -uo pipefail
 OUT=${OUT:-/tmp/deploybench-out}
@@ -44,6 +44,12 @@ if [ -n "${INSTALL_ENGINE:-}" ] && [ ! -f .engines/vllm/deploybench-engine.json 
     bash scripts/install_engine_bundle.sh vllm "$parts" .engines/vllm 2>&1 | tee "$OUT/engine-install.log" | tail -5
 fi
 
+# The results packed every 30 s as well as at the end: a call the device's own limit cuts off (its start can take
+# minutes of the lease) still brings back the cells finished by then.
+pack() { tar czf "$OUT/state.tar.gz.part" results logs 2>/dev/null; mv -f "$OUT/state.tar.gz.part" "$OUT/state.tar.gz"; }
+(while sleep 30; do pack; done) &
+packer=$!
+
 nvidia-smi --query-gpu=name,uuid,driver_version,memory.total,clocks.max.sm,power.limit --format=csv | tee -a "$OUT/machine.txt"
 python3 -c "import torch, transformers; print('torch', torch.__version__, 'transformers', transformers.__version__)" | tee -a "$OUT/machine.txt"
 if [ -n "${PYTEST_ARGS:-}" ] && ! spent pytest "$OUT/pytest-gpu.log"; then
@@ -69,5 +75,7 @@ if [ -n "${SNAKEMAKE_ARGS:-}" ] && ! spent snakemake "$OUT/snakemake.log"; then
         grep -E "Finished|Error|error|steps|rror in rule" | tail -40
 fi
 echo "call wall s: $(( $(date +%s) - start ))"
-tar czf "$OUT/state.tar.gz" results logs 2>/dev/null
+kill "$packer" 2>/dev/null
+wait "$packer" 2>/dev/null
+pack
 ls -la "$OUT"

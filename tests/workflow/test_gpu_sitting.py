@@ -8,9 +8,11 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import tarfile
+import time
 
 import pytest
 
@@ -95,3 +97,38 @@ def test_a_sitting_call_brings_back_its_logs_and_cells_and_its_report_measures_n
     plan = render.snakemake("-n", "--configfile", "sitting.yaml", "--replace-workflow-config").stdout
     jobs = dict(re.findall(r"^(\w+)\s+(\d+)$", plan.split("Job stats:")[1], re.MULTILINE))
     assert "measure" not in jobs and jobs["report"] == "1", jobs
+
+
+def test_a_call_cut_off_by_the_device_still_brings_back_the_results_finished_by_then(tmp_path):
+    """The device's own limit kills a call outright (its start can take minutes of the lease): the results are
+    packed every 30 s while the steps run, so the cells finished before the kill come back."""
+    wf = copy_workflow(tmp_path / "wf")
+    shutil.copytree(REPO / "benchmarks", wf.root / "benchmarks", ignore=shutil.ignore_patterns("__pycache__"))
+    done = wf.root / "results/cells/m/eager-float32/c16-g4-b1-greedy.parquet"
+    done.parent.mkdir(parents=True)
+    done.write_bytes(b"a cell finished earlier in the call")
+    (wf.root / "sitting_tests").mkdir()
+    (wf.root / "sitting_tests/test_long.py").write_text("import time\n\ndef test_long():\n    time.sleep(300)\n")
+    out, home = tmp_path / "out", tmp_path / "home"
+    home.mkdir()
+    env = {
+        **wf.env,
+        "OUT": str(out),
+        "HOME": str(home),
+        "PATH": f"{os.path.dirname(sys.executable)}{os.pathsep}{os.environ['PATH']}",
+        "PARTS_FROM": str(tmp_path / "no-parts"),
+        "PYTEST_ARGS": "sitting_tests",
+    }
+    call = subprocess.Popen(
+        ["bash", "benchmarks/gpu_sitting.sh"], cwd=wf.root, env=env, start_new_session=True, stdout=subprocess.DEVNULL
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while not (out / "state.tar.gz").exists() and time.monotonic() < deadline:
+            time.sleep(1)
+        assert call.poll() is None, "the call ended: the pack seen is the final one, not a periodic one"
+    finally:
+        os.killpg(call.pid, signal.SIGKILL)
+        call.wait()
+    with tarfile.open(out / "state.tar.gz") as state:
+        assert "results/cells/m/eager-float32/c16-g4-b1-greedy.parquet" in state.getnames()
