@@ -6,7 +6,8 @@ Reads `results/cells/**.parquet` of each run (one run per machine), keeps the ce
 than one of them, and prints per cell and machine the decode speed beside the columns that can
 explain a spread: the GPU (device_uuid), the host (cpu_model, launch_us, python_loop_ns), the
 power limit, the clocks through the decode window, NVML's violation counters, throttling, the
-measured bandwidths and the GPU-busy fraction; then each cell's spread (max / min decode tok/s). With --kernels,
+measured bandwidths, the GPU-busy fraction and the decode step's kernels (launches and kernel ms per step); then
+each cell's spread (max / min decode tok/s). With --kernels,
 each shared cell's decode steps on its first two machines kernel by kernel (the rows' step_kernels_json): what one
 machine's step runs that the other's does not.
 """
@@ -40,6 +41,8 @@ EXPLAINING = (
     "roofline_fraction",
     "roofline_fraction_gemv",
     "gpu_busy_fraction",
+    "kernels_per_token",
+    "gpu_kernel_ms_per_token",
     "code_revision",
 )
 # The compact table (--markdown): what a reader compares first, then the run's own columns above in the TSV.
@@ -52,6 +55,8 @@ MARKDOWN = (
         lambda r: f"{r['mem_bandwidth_bytes_per_s'] / 1e12:.2f} / {r['gemv_bandwidth_bytes_per_s'] / 1e12:.2f}",
     ),
     ("GPU busy", lambda r: f"{r['gpu_busy_fraction']:.0%}"),
+    # Same busy fraction, more kernel time per step: the step's kernels, not the host, set the gap.
+    ("kernels / step (ms)", lambda r: f"{r['kernels_per_token']:,.0f} ({r['gpu_kernel_ms_per_token']:.1f})"),
     ("SM MHz mean (min)", lambda r: f"{r['sm_clock_mhz_mean']:.0f} ({r['sm_clock_mhz_min']:.0f})"),
     ("power-capped s", lambda r: f"{r['power_violation_s']:.1f}"),
     ("launch µs", lambda r: f"{r['launch_us']:.1f}"),

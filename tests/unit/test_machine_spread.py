@@ -47,15 +47,16 @@ def test_markdown_table_names_each_machine_and_leaves_missing_figures_as_dashes(
     assert len(lines) == 4 and lines[2].startswith(f"| {CELL} | NVIDIA H100 `GPU-aaaaaaaa`")
     assert "| 48.3 |" in lines[2] and "| 6.0 |" in lines[2] and lines[2].endswith(f"| {48.3 / 41.0:.3f} |")
     assert lines[3].startswith("|  | NVIDIA H200 `GPU-bbbbbbbb`") and "| - |" in lines[3]  # no launch_us
+    c = _run(tmp_path, "c", decode_tps=34.1, kernels_per_token=1353.0, gpu_kernel_ms_per_token=28.61)
+    assert machine_spread.main([str(a), str(c), "--markdown"]) == 0
+    assert "| 1,353 (28.6) |" in capsys.readouterr().out.splitlines()[3]  # the step's launches and kernel ms
 
 
 def test_the_readme_spread_table_is_the_committed_runs():
-    """The README's machine-spread table is benchmarks/machine_spread.py's over the three committed runs."""
+    """The README's machine-spread table is benchmarks/machine_spread.py's over the four committed runs."""
     root = Path(__file__).resolve().parents[2]
-    runs = [
-        root / "reference-run" / name
-        for name in ("h200-2026-12-01-attribution", "serving-2026-12-07", "h100-2026-12-07-compiled-loop")
-    ]
+    names = ("h200-2026-12-01-attribution", "serving-2026-12-07", "h100-2026-12-07-compiled-loop")
+    runs = [root / "reference-run" / name for name in (*names, "h100-2026-12-08-compiled-loop")]
     table = machine_spread.markdown(
         machine_spread.spread_table({str(p): machine_spread.rows_of(p) for p in runs}, "compiled_loop")
     )
