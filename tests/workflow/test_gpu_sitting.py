@@ -5,6 +5,7 @@ one call runs a pytest selection and one study's cells, and leaves in $OUT what 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
@@ -132,3 +133,37 @@ def test_a_call_cut_off_by_the_device_still_brings_back_the_results_finished_by_
         call.wait()
     with tarfile.open(out / "state.tar.gz") as state:
         assert "results/cells/m/eager-float32/c16-g4-b1-greedy.parquet" in state.getnames()
+
+
+def test_snakemake_that_will_not_stop_is_killed_within_the_calls_budget(tmp_path):
+    """Told to stop at its budget, Snakemake once stayed past the device's limit (an H100 machine, 2026-12-08): it is
+    told 40 s before the budget ends and killed 20 s after, job and all, so the call ends within BUDGET_S."""
+    wf = copy_workflow(tmp_path / "wf")
+    shutil.copytree(REPO / "benchmarks", wf.root / "benchmarks", ignore=shutil.ignore_patterns("__pycache__"))
+    # A job deaf to SIGTERM: what a cell stuck in a CUDA call looks like to Snakemake.
+    (wf.root / "deaf.smk").write_text(
+        'rule deaf:\n    output: "results/deaf.txt"\n    shell: "trap \'\' TERM; sleep 600"\n'
+    )
+    budget = 75
+    env = {
+        **wf.env,
+        "OUT": str(tmp_path / "out"),
+        "HOME": str(tmp_path),
+        "PATH": f"{os.path.dirname(sys.executable)}{os.pathsep}{os.environ['PATH']}",
+        "PARTS_FROM": str(tmp_path / "no-parts"),
+        "BUDGET_S": str(budget),
+        "SNAKEMAKE_ARGS": "-s deaf.smk --cores 1",
+    }
+    began = time.monotonic()
+    call = subprocess.Popen(
+        ["bash", "benchmarks/gpu_sitting.sh"], cwd=wf.root, env=env, start_new_session=True, stdout=subprocess.DEVNULL
+    )
+    try:
+        returncode = call.wait(timeout=2 * budget)
+    finally:  # a call that overran leaves nothing behind
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(call.pid, signal.SIGKILL)
+    wall = time.monotonic() - began
+    assert returncode == 0
+    assert wall < budget, f"the call took {wall:.0f} s of a {budget} s budget"
+    assert (tmp_path / "out/state.tar.gz").exists()
