@@ -12,8 +12,8 @@
 # from benchmarks/ (its output in $OUT/benchmark.log; what it writes under ../results/ is packed with the cells
 # and stays for the next call: compiled_loop_variants.py --resume goes on from it), then Snakemake, the whole call
 # within BUDGET_S seconds (each step gets what is left, so the results are packed before the device's own limit
-# cuts the call off); logs and the packed results (state.tar.gz, also every 30 s) in $OUT. Results, parts and the engine stay on a
-# machine kept warm between calls.
+# cuts the call off); logs and the packed results (state.tar.gz, also every 30 s) in $OUT. Results, parts and the
+# engine stay on a machine kept warm between calls.
 set -uo pipefail
 OUT=${OUT:-/tmp/deploybench-out}
 mkdir -p "$OUT"
@@ -44,8 +44,8 @@ if [ -n "${INSTALL_ENGINE:-}" ] && [ ! -f .engines/vllm/deploybench-engine.json 
     bash scripts/install_engine_bundle.sh vllm "$parts" .engines/vllm 2>&1 | tee "$OUT/engine-install.log" | tail -5
 fi
 
-# The results packed every 30 s as well as at the end: a call the device's own limit cuts off (its start can take
-# minutes of the lease) still brings back the cells finished by then.
+# The results packed every 30 s as well as at the end: a call the device's own limit cuts off (a step that overran
+# its budget) still brings back the cells finished by then.
 pack() { tar czf "$OUT/state.tar.gz.part" results logs 2>/dev/null; mv -f "$OUT/state.tar.gz.part" "$OUT/state.tar.gz"; }
 (while sleep 30; do pack; done) >/dev/null 2>&1 &  # its sleep must not hold the call's output open
 packer=$!

@@ -32,31 +32,41 @@ def _study_cells(wf, *args: str) -> list[str]:
     return run.stdout.split()
 
 
+def _sitting_env(wf, tmp_path, **settings: str) -> dict:
+    """A copy of benchmarks/ in the workflow copy, and the environment a call of gpu_sitting.sh runs in there:
+    $OUT and $HOME under tmp_path, python3 this interpreter, no engine bundle parts; `settings` on top."""
+    shutil.copytree(REPO / "benchmarks", wf.root / "benchmarks", ignore=shutil.ignore_patterns("__pycache__"))
+    (tmp_path / "home").mkdir(exist_ok=True)
+    return {
+        **wf.env,
+        "OUT": str(tmp_path / "out"),
+        "HOME": str(tmp_path / "home"),
+        "PATH": f"{os.path.dirname(sys.executable)}{os.pathsep}{os.environ['PATH']}",  # python3: this interpreter
+        "PARTS_FROM": str(tmp_path / "no-parts"),
+        **settings,
+    }
+
+
 def test_a_sitting_call_brings_back_its_logs_and_cells_and_its_report_measures_nothing(small_workflow, tmp_path):
     wf = small_workflow
     config = wf.read_config()
     config["studies"]["scaling"] = STUDY
     wf.write_config(config)
-    shutil.copytree(REPO / "benchmarks", wf.root / "benchmarks", ignore=shutil.ignore_patterns("__pycache__"))
     (wf.root / "sitting_tests").mkdir()
     (wf.root / "sitting_tests/test_here.py").write_text("def test_here():\n    assert True\n")
     cells = _study_cells(wf, "scaling")
     assert len(cells) == 2
 
-    out, home = tmp_path / "out", tmp_path / "home"
-    home.mkdir()
-    env = {
-        **wf.env,
-        "OUT": str(out),
-        "HOME": str(home),
-        "PATH": f"{os.path.dirname(sys.executable)}{os.pathsep}{os.environ['PATH']}",  # python3: this interpreter
-        "PARTS_FROM": str(tmp_path / "no-parts"),
-        "BUDGET_S": "300",
-        "PYTEST_ARGS": "sitting_tests",
-        "BENCHMARK_ARGS": "compiled_loop_variants.py --architecture ../workflow/architectures/tiny-qwen3.json "
+    out = tmp_path / "out"
+    env = _sitting_env(
+        wf,
+        tmp_path,
+        BUDGET_S="300",
+        PYTEST_ARGS="sitting_tests",
+        BENCHMARK_ARGS="compiled_loop_variants.py --architecture ../workflow/architectures/tiny-qwen3.json "
         "--context 24 --gen 4 --dtype float32 --runs 1 --ttft-runs 1 --only --out ../results/benchmarks/variants.json",
-        "SNAKEMAKE_ARGS": f"--configfile config.yaml --cores 1 --resources gpu=1 --keep-going {' '.join(cells)}",
-    }
+        SNAKEMAKE_ARGS=f"--configfile config.yaml --cores 1 --resources gpu=1 --keep-going {' '.join(cells)}",
+    )
     call = subprocess.run(
         ["bash", "benchmarks/gpu_sitting.sh"], cwd=wf.root, env=env, capture_output=True, text=True, timeout=600
     )
@@ -101,25 +111,16 @@ def test_a_sitting_call_brings_back_its_logs_and_cells_and_its_report_measures_n
 
 
 def test_a_call_cut_off_by_the_device_still_brings_back_the_results_finished_by_then(tmp_path):
-    """The device's own limit kills a call outright (its start can take minutes of the lease): the results are
+    """The device's own limit kills a call outright (a step that overran its budget): the results are
     packed every 30 s while the steps run, so the cells finished before the kill come back."""
     wf = copy_workflow(tmp_path / "wf")
-    shutil.copytree(REPO / "benchmarks", wf.root / "benchmarks", ignore=shutil.ignore_patterns("__pycache__"))
+    env = _sitting_env(wf, tmp_path, PYTEST_ARGS="sitting_tests")
     done = wf.root / "results/cells/m/eager-float32/c16-g4-b1-greedy.parquet"
     done.parent.mkdir(parents=True)
     done.write_bytes(b"a cell finished earlier in the call")
     (wf.root / "sitting_tests").mkdir()
     (wf.root / "sitting_tests/test_long.py").write_text("import time\n\ndef test_long():\n    time.sleep(300)\n")
-    out, home = tmp_path / "out", tmp_path / "home"
-    home.mkdir()
-    env = {
-        **wf.env,
-        "OUT": str(out),
-        "HOME": str(home),
-        "PATH": f"{os.path.dirname(sys.executable)}{os.pathsep}{os.environ['PATH']}",
-        "PARTS_FROM": str(tmp_path / "no-parts"),
-        "PYTEST_ARGS": "sitting_tests",
-    }
+    out = tmp_path / "out"
     call = subprocess.Popen(
         ["bash", "benchmarks/gpu_sitting.sh"], cwd=wf.root, env=env, start_new_session=True, stdout=subprocess.DEVNULL
     )
@@ -129,7 +130,8 @@ def test_a_call_cut_off_by_the_device_still_brings_back_the_results_finished_by_
             time.sleep(1)
         assert call.poll() is None, "the call ended: the pack seen is the final one, not a periodic one"
     finally:
-        os.killpg(call.pid, signal.SIGKILL)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(call.pid, signal.SIGKILL)
         call.wait()
     with tarfile.open(out / "state.tar.gz") as state:
         assert "results/cells/m/eager-float32/c16-g4-b1-greedy.parquet" in state.getnames()
@@ -139,21 +141,12 @@ def test_snakemake_that_will_not_stop_is_killed_within_the_calls_budget(tmp_path
     """Told to stop at its budget, Snakemake once stayed past the device's limit (an H100 machine, 2026-12-08): it is
     told 40 s before the budget ends and killed 20 s after, job and all, so the call ends within BUDGET_S."""
     wf = copy_workflow(tmp_path / "wf")
-    shutil.copytree(REPO / "benchmarks", wf.root / "benchmarks", ignore=shutil.ignore_patterns("__pycache__"))
+    budget = 75
+    env = _sitting_env(wf, tmp_path, BUDGET_S=str(budget), SNAKEMAKE_ARGS="-s deaf.smk --cores 1")
     # A job deaf to SIGTERM: what a cell stuck in a CUDA call looks like to Snakemake.
     (wf.root / "deaf.smk").write_text(
         'rule deaf:\n    output: "results/deaf.txt"\n    shell: "trap \'\' TERM; sleep 600"\n'
     )
-    budget = 75
-    env = {
-        **wf.env,
-        "OUT": str(tmp_path / "out"),
-        "HOME": str(tmp_path),
-        "PATH": f"{os.path.dirname(sys.executable)}{os.pathsep}{os.environ['PATH']}",
-        "PARTS_FROM": str(tmp_path / "no-parts"),
-        "BUDGET_S": str(budget),
-        "SNAKEMAKE_ARGS": "-s deaf.smk --cores 1",
-    }
     began = time.monotonic()
     call = subprocess.Popen(
         ["bash", "benchmarks/gpu_sitting.sh"], cwd=wf.root, env=env, start_new_session=True, stdout=subprocess.DEVNULL
